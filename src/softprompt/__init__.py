@@ -1,0 +1,17 @@
+"""softprompt: parameter-efficient soft prompt tuning of frozen Hugging Face models.
+
+```python
+import softprompt
+model = softprompt.attach(backbone, method="ulpt", length=100, rank=2)
+out = model(input_ids=ids, attention_mask=mask, labels=labels)   # out.loss, out.logits
+model.save("my-prompt"); model = softprompt.load(backbone, "my-prompt")
+```
+"""
+
+__version__ = "0.1.0"
+
+from .io import export_peft, import_peft, load  # noqa: E402
+from .model import SoftPromptModel, attach  # noqa: E402
+from .prompts import METHODS, make_config  # noqa: E402
+
+__all__ = ["METHODS", "SoftPromptModel", "attach", "export_peft", "import_peft", "load", "make_config", "__version__"]

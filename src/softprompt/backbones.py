@@ -1,0 +1,296 @@
+"""How a prompt ``[n, d]`` joins a model's input.
+
+Two kinds of backbone, chosen by the model's config, never by the prompt method:
+
+* encoder-decoder (T5, Flan-T5, BART): the prompt is prepended to the encoder's input
+  embeddings and the attention mask is extended.
+* decoder-only (Llama, SmolLM2, GPT-2, Qwen, ...): the prompt is prepended to the input.
+  In a causal model the prompt's keys and values do not depend on the text, so by default
+  they are computed **once per batch** (a batch-1 forward over the prompt) and shared by
+  every row through the KV cache; the output head is applied only where labels are.
+  The naive path (concatenate per row) is kept for gradient checkpointing (whose
+  recomputation cannot replay a cache), for generation, and as the reference in tests.
+
+Padding: whatever side the tokenizer pads on, a row is laid out as
+``[pads, prompt, text]`` (left padding) or ``[prompt, text, pads]`` (right padding): a pad
+never sits between the prompt and the text (a known PEFT bug with left padding), and
+position ids count only real tokens, so both layouts give the same numbers.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput
+
+IGNORE_INDEX = -100
+
+
+class UnsupportedModelError(TypeError):
+    pass
+
+
+def join_for(backbone: nn.Module) -> "Join":
+    """The join for ``backbone``'s architecture, or a one-line error naming its class."""
+    config = getattr(backbone, "config", None)
+    name = type(backbone).__name__
+    has_head = callable(getattr(backbone, "get_output_embeddings", None)) and backbone.get_output_embeddings() is not None
+    if config is None or not callable(getattr(backbone, "get_input_embeddings", None)):
+        raise UnsupportedModelError(f"{name} is not a Hugging Face transformers model; softprompt needs one")
+    if getattr(config, "is_encoder_decoder", False) and has_head:
+        return EncoderDecoderJoin(backbone)
+    if has_head and hasattr(backbone, "generate") and _is_causal_lm(backbone):
+        return DecoderOnlyJoin(backbone)
+    raise UnsupportedModelError(
+        f"{name} is not supported: softprompt needs an encoder-decoder model with an LM head "
+        "(e.g. T5ForConditionalGeneration) or a decoder-only causal LM (e.g. LlamaForCausalLM, GPT2LMHeadModel)"
+    )
+
+
+def _is_causal_lm(backbone: nn.Module) -> bool:
+    name = type(backbone).__name__
+    return name.endswith("ForCausalLM") or name.endswith("LMHeadModel") or bool(getattr(backbone.config, "is_decoder", False))
+
+
+# ---------------------------------------------------------------------------------------
+# Layout shared by both joins.
+
+
+def leading_pads(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Number of masked positions before each row's first real token, ``[B]``."""
+    return (attention_mask.long().cumsum(-1) == 0).sum(-1)
+
+
+def prepend(prompt: torch.Tensor, embeds: torch.Tensor, attention_mask: torch.Tensor):
+    """Insert the prompt right before each row's first real token.
+
+    Args:
+        prompt: ``[n, d]``.
+        embeds: ``[B, T, d]`` text embeddings.
+        attention_mask: ``[B, T]``.
+    Returns:
+        ``(combined [B, n+T, d], mask [B, n+T], text_index [B, T])`` where
+        ``text_index[b, t]`` is the column of text position ``t`` in ``combined``.
+    """
+    B, T, _ = embeds.shape
+    n = prompt.shape[0]
+    lead = leading_pads(attention_mask).unsqueeze(1)  # [B, 1]
+    k = torch.arange(n + T, device=embeds.device).unsqueeze(0)  # [1, n+T]
+    # Source column in cat([text, prompt]): pads keep their place, then the prompt, then the text.
+    source = torch.where(k < lead, k, torch.where(k < lead + n, T + k - lead, k - n))  # [B, n+T]
+    pool = torch.cat([embeds, prompt.to(embeds.dtype).unsqueeze(0).expand(B, n, -1)], dim=1)  # [B, T+n, d]
+    combined = torch.gather(pool, 1, source.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
+    mask_pool = torch.cat([attention_mask, attention_mask.new_ones(B, n)], dim=1)
+    mask = torch.gather(mask_pool, 1, source)
+    t = torch.arange(T, device=embeds.device).unsqueeze(0)
+    text_index = torch.where(t < lead, t, t + n)  # [B, T]
+    return combined, mask, text_index
+
+
+def positions_from_mask(mask: torch.Tensor, offset: int = 0) -> torch.Tensor:
+    """Position ids that count real tokens only (as ``generate`` computes them), ``[B, T]``."""
+    position = mask.long().cumsum(-1) - 1 + offset
+    return position.masked_fill(mask == 0, 1)
+
+
+def _accepts(fn, name: str) -> bool:
+    parameters = inspect.signature(fn).parameters
+    return name in parameters
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class Join:
+    kind: str = ""
+
+    def __init__(self, backbone: nn.Module):
+        self.backbone = backbone
+
+    def forward(self, prompt, embeds, attention_mask, labels=None, return_logits=True, **kwargs):
+        raise NotImplementedError
+
+    def score(self, prompt, embeds, attention_mask, labels, **kwargs) -> torch.Tensor:
+        """Sum of log-probabilities of the labeled tokens of each row, ``[B]``."""
+        raise NotImplementedError
+
+    def generate(self, prompt, embeds, attention_mask, **kwargs):
+        raise NotImplementedError
+
+
+class EncoderDecoderJoin(Join):
+    kind = "encoder-decoder"
+
+    def _encoder_inputs(self, prompt, embeds, attention_mask):
+        combined, mask, _ = prepend(prompt, embeds, attention_mask)
+        return combined, mask
+
+    def forward(self, prompt, embeds, attention_mask, labels=None, return_logits=True, **kwargs):
+        """Args: prompt ``[n, d]``, embeds ``[B, T, d]``, attention_mask ``[B, T]``, labels
+        ``[B, L]`` (decoder targets). Returns ``Seq2SeqLMOutput`` with logits ``[B, L, V]``."""
+        combined, mask = self._encoder_inputs(prompt, embeds, attention_mask)
+        out = self.backbone(inputs_embeds=combined, attention_mask=mask, labels=labels, **kwargs)
+        if not return_logits:
+            out.logits = None
+        return out
+
+    def score(self, prompt, embeds, attention_mask, labels, **kwargs):
+        out = self.forward(prompt, embeds, attention_mask, labels=labels, **kwargs)
+        return _sum_logprobs(out.logits, labels)
+
+    def generate(self, prompt, embeds, attention_mask, **kwargs):
+        combined, mask = self._encoder_inputs(prompt, embeds, attention_mask)
+        return self.backbone.generate(inputs_embeds=combined, attention_mask=mask, **kwargs)
+
+
+class DecoderOnlyJoin(Join):
+    kind = "decoder-only"
+
+    def __init__(self, backbone: nn.Module):
+        super().__init__(backbone)
+        self.body = backbone.base_model
+        self.head = backbone.get_output_embeddings()
+        self.takes_positions = _accepts(backbone.forward, "position_ids")
+        self.softcap = getattr(backbone.config, "final_logit_softcapping", None)
+        # The shared prefix needs the body (without head) to take a KV cache and embeddings.
+        self.can_share = (
+            self.body is not backbone
+            and _accepts(self.body.forward, "past_key_values")
+            and _accepts(self.body.forward, "inputs_embeds")
+            and getattr(backbone.config, "logit_scale", None) is None
+        )
+
+    # -- shared prefix -------------------------------------------------------------------
+
+    def use_shared(self) -> bool:
+        checkpointing = getattr(self.backbone, "is_gradient_checkpointing", False) and self.backbone.training
+        return self.can_share and not checkpointing
+
+    def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.head(hidden)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+    def _shared_hidden(self, prompt, embeds, attention_mask):
+        """Run the prompt once (batch 1), then the text of every row on top of its cache.
+
+        Returns ``(prompt_last [d], hidden [B, T, d])``: the final hidden state of the last
+        prompt token (it predicts each row's first text token) and of every text position.
+        """
+        B, T, _ = embeds.shape
+        n = prompt.shape[0]
+        extra = {}
+        if self.takes_positions:
+            extra["position_ids"] = torch.arange(n, device=embeds.device).unsqueeze(0)
+        prefix = self.body(inputs_embeds=prompt.to(embeds.dtype).unsqueeze(0), use_cache=True, **extra)
+        cache = prefix.past_key_values
+        _expand_cache(cache, B)
+        mask = torch.cat([attention_mask.new_ones(B, n), attention_mask], dim=1)  # [B, n+T]
+        if self.takes_positions:
+            extra["position_ids"] = positions_from_mask(attention_mask, offset=n)
+        out = self.body(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, use_cache=True, **extra)
+        return prefix.last_hidden_state[0, -1], out.last_hidden_state
+
+    def _labeled_logits(self, prompt, embeds, attention_mask, labels):
+        """Logits only where a label is, ``([N, V] float32, targets [N], rows [N])``.
+
+        A label at text position ``t`` is predicted from the previous real token, or from
+        the prompt's last token when ``t`` is the row's first real token.
+        """
+        prompt_last, hidden = self._shared_hidden(prompt, embeds, attention_mask)
+        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+        prev = (cols - 1).clamp(min=0)
+        from_text = (cols > 0) & attention_mask[rows, prev].bool()
+        h = torch.where(from_text.unsqueeze(-1), hidden[rows, prev], prompt_last.unsqueeze(0))
+        return self._logits(h).float(), labels[rows, cols], rows
+
+    # -- naive concatenation -------------------------------------------------------------
+
+    def _naive(self, prompt, embeds, attention_mask, labels=None, **kwargs):
+        combined, mask, text_index = prepend(prompt, embeds, attention_mask)
+        full_labels = None
+        if labels is not None:
+            full_labels = labels.new_full(mask.shape, IGNORE_INDEX).scatter(1, text_index, labels)
+        if self.takes_positions:
+            kwargs["position_ids"] = positions_from_mask(mask)
+        out = self.backbone(inputs_embeds=combined, attention_mask=mask, labels=full_labels, use_cache=False, **kwargs)
+        index = text_index.unsqueeze(-1).expand(-1, -1, out.logits.shape[-1])
+        return out.loss, torch.gather(out.logits, 1, index)
+
+    # -- public --------------------------------------------------------------------------
+
+    def forward(self, prompt, embeds, attention_mask, labels=None, return_logits=True, shared=None, **kwargs):
+        """Args: prompt ``[n, d]``, embeds ``[B, T, d]``, attention_mask ``[B, T]``, labels
+        ``[B, T]`` aligned with the input ids (as in transformers; -100 = ignored).
+        Returns ``CausalLMOutputWithPast`` with ``logits [B, T, V]`` for the text positions
+        (or ``None`` when ``return_logits`` is False) and the mean token loss."""
+        shared = self.use_shared() if shared is None else shared
+        if not shared:
+            loss, logits = self._naive(prompt, embeds, attention_mask, labels, **kwargs)
+            return CausalLMOutputWithPast(loss=loss, logits=logits if return_logits else None)
+        loss = logits = None
+        if labels is not None and not return_logits:
+            selected, targets, _ = self._labeled_logits(prompt, embeds, attention_mask, labels)
+            loss = F.cross_entropy(selected, targets)
+        else:
+            prompt_last, hidden = self._shared_hidden(prompt, embeds, attention_mask)
+            logits = self._logits(hidden)
+            if labels is not None:
+                first = self._logits(prompt_last).expand(embeds.shape[0], 1, -1)
+                loss = _shifted_loss(torch.cat([first, logits], dim=1), labels, attention_mask)
+        return CausalLMOutputWithPast(loss=loss, logits=logits)
+
+    def score(self, prompt, embeds, attention_mask, labels, shared=None, **kwargs):
+        shared = self.use_shared() if shared is None else shared
+        if not shared:
+            return self._naive_score(prompt, embeds, attention_mask, labels, **kwargs)
+        selected, targets, rows = self._labeled_logits(prompt, embeds, attention_mask, labels)
+        token = -F.cross_entropy(selected, targets, reduction="none")
+        return torch.zeros(labels.shape[0], device=token.device, dtype=token.dtype).index_add(0, rows, token)
+
+    def _naive_score(self, prompt, embeds, attention_mask, labels, **kwargs):
+        combined, mask, text_index = prepend(prompt, embeds, attention_mask)
+        full_labels = labels.new_full(mask.shape, IGNORE_INDEX).scatter(1, text_index, labels)
+        if self.takes_positions:
+            kwargs["position_ids"] = positions_from_mask(mask)
+        out = self.backbone(inputs_embeds=combined, attention_mask=mask, use_cache=False, **kwargs)
+        return _sum_logprobs(out.logits[:, :-1], full_labels[:, 1:])
+
+    def generate(self, prompt, embeds, attention_mask, **kwargs):
+        """Greedy or sampled generation; returns only the new tokens ``[B, new]``."""
+        combined, mask, _ = prepend(prompt, embeds, attention_mask)
+        return self.backbone.generate(inputs_embeds=combined, attention_mask=mask, **kwargs)
+
+
+def _expand_cache(cache, batch_size: int) -> None:
+    """Make a batch-1 KV cache serve ``batch_size`` rows without copying (``expand``)."""
+    layers = getattr(cache, "layers", None)
+    if layers and all(hasattr(layer, "keys") for layer in layers):
+        for layer in layers:
+            layer.keys = layer.keys.expand(batch_size, *layer.keys.shape[1:])
+            layer.values = layer.values.expand(batch_size, *layer.values.shape[1:])
+    else:  # other cache layouts: let transformers repeat it
+        cache.batch_repeat_interleave(batch_size)
+
+
+def _shifted_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy where ``logits [B, T+1, V]`` has, at column 0, the prompt's last
+    position; column ``t+1`` is text position ``t``. Label ``t`` is predicted from the
+    previous real token (column ``t``) or, for a row's first real token, column 0."""
+    rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+    prev = (cols - 1).clamp(min=0)
+    from_text = (cols > 0) & attention_mask[rows, prev].bool()
+    source = torch.where(from_text, cols, torch.zeros_like(cols))
+    return F.cross_entropy(logits[rows, source].float(), labels[rows, cols])
+
+
+def _sum_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``logits [B, L, V]`` predicting ``labels [B, L]``; sum over non-ignored, ``[B]``."""
+    keep = labels != IGNORE_INDEX
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    picked = torch.gather(logprobs, -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * keep).sum(-1)

@@ -1,0 +1,272 @@
+"""Saving and loading prompts: safetensors + JSON, atomic, no pickle anywhere.
+
+A prompt directory holds
+
+* ``prompt.safetensors``: the method's trainable tensors only (so training can resume;
+  ULPT's projection is not stored, it is rebuilt from its seed);
+* ``prompt_config.json``: the method and its config, the backbone's name, kind, embedding
+  and vocabulary size, the library version, and the method's own metadata (ULPT: seed and
+  checksum of the projection).
+
+Also: export to / import from a Hugging Face PEFT prompt-tuning adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from . import __version__
+from .model import SoftPromptModel, backbone_info
+from .prompts import BackboneInfo, PromptMethod, build_method, config_from_dict
+
+WEIGHTS_NAME = "prompt.safetensors"
+CONFIG_NAME = "prompt_config.json"
+FORMAT = "softprompt-prompt"
+FORMAT_VERSION = 1
+
+PEFT_CONFIG_NAME = "adapter_config.json"
+PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_TASK_TYPES = {"decoder-only": "CAUSAL_LM", "encoder-decoder": "SEQ_2_SEQ_LM"}
+
+
+class PromptFileError(ValueError):
+    """A saved prompt cannot be loaded; the message says which file and why."""
+
+
+# ---------------------------------------------------------------------------------------
+# Atomic directory writes
+
+
+def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_dir)``, then move ``tmp_dir`` to ``path`` in one rename.
+
+    A crash leaves either the old directory or the new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        write(tmp)
+        for file in tmp.iterdir():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+        old = None
+        if path.exists():
+            old = path.parent / f".{path.name}.old-{os.getpid()}"
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def write_json_atomically(path: str | Path, data: Any) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------------------------
+# Save / load
+
+
+def _backbone_name(backbone: nn.Module) -> str | None:
+    return getattr(backbone, "name_or_path", None) or getattr(getattr(backbone, "config", None), "_name_or_path", None) or None
+
+
+def prompt_record(model: SoftPromptModel) -> dict[str, Any]:
+    """Everything ``prompt_config.json`` holds."""
+    table = model.backbone.get_input_embeddings().weight
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "softprompt_version": __version__,
+        "method": model.method,
+        "config": model.config.to_dict(),
+        "backbone": {
+            "name": _backbone_name(model.backbone),
+            "class": type(model.backbone).__name__,
+            "model_type": getattr(model.backbone.config, "model_type", None),
+            "kind": model.join.kind,
+            "embed_dim": int(table.shape[1]),
+            "vocab_size": int(table.shape[0]),
+        },
+        "num_trainable": model.num_trainable(),
+        "metadata": model.prompt.metadata(),
+    }
+
+
+def trainable_tensors(prompt: PromptMethod) -> dict[str, torch.Tensor]:
+    return {name: p.detach().cpu().contiguous() for name, p in prompt.named_parameters() if p.requires_grad}
+
+
+def save_prompt(model: SoftPromptModel, path: str | Path) -> Path:
+    record = prompt_record(model)
+    tensors = trainable_tensors(model.prompt)
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "method": model.method})
+        (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    return write_dir_atomically(path, write)
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Read and check ``prompt_config.json`` of the prompt directory ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such prompt directory")
+    file = path / CONFIG_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing (is {path} a softprompt prompt directory?)")
+    try:
+        record = json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise PromptFileError(f"{file}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    for key in ("method", "config", "backbone"):
+        if key not in record:
+            raise PromptFileError(f"{file}: missing field {key!r}")
+    for key in ("embed_dim", "vocab_size"):
+        if key not in record["backbone"]:
+            raise PromptFileError(f"{file}: missing field 'backbone.{key}'")
+    return record
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    file = Path(path) / WEIGHTS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PromptFileError(f"{file}: corrupted or truncated safetensors file ({detail})") from None
+
+
+def load_prompt_module(path: str | Path, info: BackboneInfo | None = None) -> tuple[PromptMethod, dict[str, Any]]:
+    """Rebuild the prompt module saved in ``path`` (no backbone needed) and load its tensors."""
+    record = read_record(path)
+    file = Path(path) / CONFIG_NAME
+    try:
+        config = config_from_dict(record["method"], record["config"])
+    except ValueError as err:
+        raise PromptFileError(f"{file}: {err}") from None
+    saved_dim = int(record["backbone"]["embed_dim"])
+    if info is None:
+        info = BackboneInfo(embed_dim=saved_dim, vocab_size=int(record["backbone"]["vocab_size"]))
+    elif info.embed_dim != saved_dim:
+        raise PromptFileError(
+            f"{path}: the prompt was trained for embedding size {saved_dim} "
+            f"({record['backbone'].get('name') or 'unknown model'}); this backbone has {info.embed_dim}"
+        )
+    info = BackboneInfo(embed_dim=info.embed_dim, vocab_size=info.vocab_size, skip_init=True)
+    module = build_method(config, info)
+    tensors = read_tensors(path)
+    expected = dict(module.named_parameters())
+    weights = Path(path) / WEIGHTS_NAME
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise PromptFileError(f"{weights}: missing tensor(s) {', '.join(missing)} for method {config.method}")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise PromptFileError(f"{weights}: unexpected tensor(s) {', '.join(unexpected)} for method {config.method}")
+    for name, param in expected.items():
+        if tuple(tensors[name].shape) != tuple(param.shape):
+            raise PromptFileError(
+                f"{weights}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(param.shape)}"
+            )
+        with torch.no_grad():
+            param.copy_(tensors[name])
+    try:
+        module.check_metadata(record.get("metadata", {}))
+    except ValueError as err:
+        raise PromptFileError(f"{file}: {err}") from None
+    return module, record
+
+
+def load(backbone: nn.Module, path: str | Path) -> SoftPromptModel:
+    """Attach the prompt saved in directory ``path`` to ``backbone`` (frozen)."""
+    module, _ = load_prompt_module(path, backbone_info(backbone))
+    table = backbone.get_input_embeddings().weight
+    return SoftPromptModel(backbone, module.to(table.device))
+
+
+# ---------------------------------------------------------------------------------------
+# PEFT interop
+
+
+def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a PEFT prompt-tuning adapter holding the materialized prompt of ``prompt_dir``."""
+    from peft import PromptTuningConfig
+
+    module, record = load_prompt_module(prompt_dir)
+    if type(module).adjust_input_embeds is not PromptMethod.adjust_input_embeds:
+        raise PromptFileError(
+            f"{prompt_dir}: method {record['method']} also changes the input token embeddings; "
+            "a PEFT prompt-tuning adapter can only hold a prompt"
+        )
+    with torch.no_grad():
+        prompt = module().detach().float().contiguous()
+    kind = record["backbone"].get("kind", "decoder-only")
+    config = PromptTuningConfig(
+        task_type=PEFT_TASK_TYPES[kind],
+        num_virtual_tokens=prompt.shape[0],
+        token_dim=prompt.shape[1],
+        # PEFT would allocate 2n rows for seq2seq and use the first n; one copy is what it uses.
+        num_transformer_submodules=1,
+        base_model_name_or_path=record["backbone"].get("name"),
+    )
+
+    def write(tmp: Path) -> None:
+        config.save_pretrained(str(tmp))
+        save_file({"prompt_embeddings": prompt}, str(tmp / PEFT_WEIGHTS_NAME), metadata={"format": "pt"})
+
+    return write_dir_atomically(out_dir, write)
+
+
+def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel:
+    """Load a PEFT prompt-tuning adapter as a vanilla ``prompt`` method on ``backbone``."""
+    adapter_dir = Path(adapter_dir)
+    config_file = adapter_dir / PEFT_CONFIG_NAME
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file}: missing (is {adapter_dir} a PEFT adapter?)")
+    try:
+        config = json.loads(config_file.read_text())
+    except json.JSONDecodeError as err:
+        raise PromptFileError(f"{config_file}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    if config.get("peft_type") != "PROMPT_TUNING":
+        raise PromptFileError(f"{config_file}: peft_type is {config.get('peft_type')!r}; only PROMPT_TUNING adapters hold a soft prompt")
+    weights = adapter_dir / PEFT_WEIGHTS_NAME
+    if not weights.is_file():
+        if (adapter_dir / "adapter_model.bin").is_file():
+            raise PromptFileError(f"{adapter_dir}/adapter_model.bin is a pickle file; softprompt loads safetensors only")
+        raise FileNotFoundError(f"{weights}: missing")
+    try:
+        tensors = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise PromptFileError(f"{weights}: corrupted or truncated safetensors file ({err})") from None
+    if "prompt_embeddings" not in tensors:
+        raise PromptFileError(f"{weights}: missing tensor prompt_embeddings")
+    n = int(config["num_virtual_tokens"])
+    table = tensors["prompt_embeddings"][:n].float()
+    info = backbone_info(backbone)
+    if table.shape[1] != info.embed_dim:
+        raise PromptFileError(f"{weights}: prompt has embedding size {table.shape[1]}; this backbone has {info.embed_dim}")
+    module = build_method(config_from_dict("prompt", {"length": n}), BackboneInfo(info.embed_dim, info.vocab_size, skip_init=True))
+    with torch.no_grad():
+        module.embedding.copy_(table)
+    return SoftPromptModel(backbone, module.to(backbone.get_input_embeddings().weight.device))

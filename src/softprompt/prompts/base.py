@@ -1,0 +1,193 @@
+"""What every prompt method shares: the config base class, the module base class, and
+the context a method is built in (the backbone's embedding table and sizes).
+
+A method's module only *produces* the prompt, an unbatched ``[n, d]`` tensor; how that
+tensor joins a model's input is decided in ``softprompt.backbones``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+INIT_VOCAB_POOL = 5000
+"""Vocabulary init draws from the first 5,000 token ids, as Lester et al. (2021) draw from
+the 5,000 most frequent tokens: SentencePiece and BPE vocabularies are roughly ordered
+by frequency, so low ids are common words rather than rare byte pieces."""
+
+
+class ConfigError(ValueError):
+    """A config field has an invalid value. The message names the field."""
+
+
+@dataclass
+class PromptConfig:
+    """Fields every method has. Subclasses add their own and extend ``validate``.
+
+    Attributes:
+        length: number of prompt tokens ``n`` (for DePT, the prompt part ``m``).
+    """
+
+    method: ClassVar[str] = ""
+    length: int = 100
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _positive_int(self, "length")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PromptConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"{cls.method}: unknown option(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+    def num_parameters(self, embed_dim: int) -> int:
+        """The exact trainable-parameter count for an embedding size ``d`` (the papers' formula)."""
+        raise NotImplementedError
+
+
+@dataclass
+class BackboneInfo:
+    """What a method may know about the backbone when it is built.
+
+    Attributes:
+        embed_dim: ``d``, the input embedding size.
+        vocab_size: rows of the input embedding table.
+        embeddings: the input embedding table ``[V, d]`` (read only; used for init).
+        tokenizer: optional, needed only for ``init="text"``.
+        skip_init: build zero tensors of the right shapes (for loading saved values).
+    """
+
+    embed_dim: int
+    vocab_size: int
+    embeddings: torch.Tensor | None = None
+    tokenizer: Any = None
+    skip_init: bool = False
+
+
+class PromptMethod(nn.Module):
+    """Base class of a prompt method.
+
+    ``forward()`` returns the materialized prompt ``[n, d]`` in float32. Trainable tensors
+    are ``nn.Parameter``s; anything rebuilt from the config (ULPT's projection) is a
+    non-persistent buffer, so only the trainable tensors are saved.
+    """
+
+    config: PromptConfig
+
+    def __init__(self, config: PromptConfig, info: BackboneInfo):
+        super().__init__()
+        self.config = config
+        self.embed_dim = info.embed_dim
+
+    def forward(self) -> torch.Tensor:  # [n, d]
+        raise NotImplementedError
+
+    def adjust_input_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Change the text's own embeddings. Identity except for methods such as DePT.
+
+        Args:
+            embeds: ``[B, T, d]`` token embeddings of the text.
+            attention_mask: ``[B, T]``, 1 for real tokens (left or right padding).
+        Returns:
+            ``[B, T, d]``.
+        """
+        return embeds
+
+    def diagnostics(self) -> dict[str, float]:
+        """Numbers worth logging during training (e.g. the rank probe's positive count)."""
+        return {}
+
+    def metadata(self) -> dict[str, Any]:
+        """Extra facts stored in ``prompt_config.json`` and checked by ``check_metadata`` on load."""
+        return {}
+
+    def check_metadata(self, metadata: dict[str, Any]) -> None:
+        """Raise ``ValueError`` if ``metadata`` (from a saved prompt) does not match this module."""
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+# ---------------------------------------------------------------------------------------
+# Validation helpers: every message names the field, so a bad config file is easy to fix.
+
+
+def _positive_int(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{config.method}: {name} must be a positive integer, got {value!r}")
+
+
+def _choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(config, name)
+    if value not in choices:
+        raise ConfigError(f"{config.method}: {name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _positive_float(config: Any, name: str) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(f"{config.method}: {name} must be a positive number, got {value!r}")
+
+
+# ---------------------------------------------------------------------------------------
+# Initialization shared by the methods that start from token embeddings.
+
+TOKEN_INITS = ("vocab", "text", "normal")
+
+
+def token_init(
+    init: str, length: int, info: BackboneInfo, generator: torch.Generator, text: str | None = None
+) -> torch.Tensor:
+    """Initial prompt rows ``[n, d]`` (float32) for vanilla and residual prompt tuning.
+
+    ``vocab``: embeddings of token ids drawn uniformly from the first ``INIT_VOCAB_POOL`` ids.
+    ``text``: embeddings of ``text``'s tokens, repeated or cut to ``n``.
+    ``normal``: N(0, s²) with ``s`` the standard deviation of the embedding table, so the
+    prompt starts on the scale of real tokens (T5's embeddings are ~100x larger than Llama's).
+    """
+    if info.skip_init:
+        return torch.zeros(length, info.embed_dim)
+    table = _embedding_table(info)
+    if init == "vocab":
+        ids = torch.randint(0, min(INIT_VOCAB_POOL, table.shape[0]), (length,), generator=generator)
+        return table[ids].detach().float().clone()
+    if init == "text":
+        if not text:
+            raise ConfigError("init='text' needs init_text (the text whose embeddings start the prompt)")
+        if info.tokenizer is None:
+            raise ConfigError("init='text' needs a tokenizer: pass tokenizer= to softprompt.attach")
+        ids = info.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if not ids:
+            raise ConfigError(f"init_text {text!r} has no tokens")
+        ids = torch.tensor((ids * (length // len(ids) + 1))[:length])
+        return table[ids].detach().float().clone()
+    if init == "normal":
+        std = table.float().std().item()
+        return torch.randn(length, info.embed_dim, generator=generator) * std
+    raise ConfigError(f"init must be one of {', '.join(TOKEN_INITS)}; got {init!r}")
+
+
+def _embedding_table(info: BackboneInfo) -> torch.Tensor:
+    if info.embeddings is None:
+        raise ConfigError("this init needs the backbone's embedding table")
+    return info.embeddings

@@ -1,0 +1,58 @@
+"""The one place that lists the prompt methods.
+
+Adding a method: write ``prompts/<name>.py`` with a ``PromptConfig`` subclass (``method =
+"<name>"``) and a ``PromptMethod`` subclass, then add one line below.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .base import BackboneInfo, ConfigError, PromptConfig, PromptMethod
+from .dept import DePTConfig, DePTPrompt
+from .dpt import DPTConfig, DPTPrompt
+from .rank_probe import RankProbeConfig, RankProbePrompt
+from .residual import ResidualConfig, ResidualPrompt
+from .ulpt import ULPTConfig, ULPTPrompt
+from .vanilla import VanillaConfig, VanillaPrompt
+
+REGISTRY: dict[str, tuple[type[PromptConfig], type[PromptMethod]]] = {
+    "prompt": (VanillaConfig, VanillaPrompt),
+    "residual": (ResidualConfig, ResidualPrompt),
+    "dpt": (DPTConfig, DPTPrompt),
+    "ulpt": (ULPTConfig, ULPTPrompt),
+    "dept": (DePTConfig, DePTPrompt),
+    "rank_probe": (RankProbeConfig, RankProbePrompt),
+}
+
+METHODS: tuple[str, ...] = tuple(REGISTRY)
+
+
+def _entry(method: str) -> tuple[type[PromptConfig], type[PromptMethod]]:
+    try:
+        return REGISTRY[method]
+    except KeyError:
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}") from None
+
+
+def make_config(method: str, **options: Any) -> PromptConfig:
+    """Build and validate the config of ``method`` from keyword options.
+
+    Options set to ``None`` are left at their defaults, so a CLI can pass every flag.
+    """
+    config_cls, _ = _entry(method)
+    return config_cls.from_dict({k: v for k, v in options.items() if v is not None})
+
+
+def config_from_dict(method: str, data: dict[str, Any]) -> PromptConfig:
+    config_cls, _ = _entry(method)
+    return config_cls.from_dict(data)
+
+
+def build_method(config: PromptConfig, info: BackboneInfo, seed: int = 0) -> PromptMethod:
+    """Instantiate the module for ``config``; ``seed`` fixes its random initialization."""
+    _, module_cls = _entry(config.method)
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    return module_cls(config, info, generator)

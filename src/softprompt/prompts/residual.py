@@ -1,0 +1,58 @@
+"""Residual Prompt Tuning (Razdaibiedina et al., 2023).
+
+``P = E + LayerNorm(W2 · ReLU(W1 · E + c1) + c2)``: one MLP with bottleneck ``m`` shared
+by all prompt tokens, plus a skip connection. The DPT paper's baseline uses n=100, m=400.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, token_init
+
+
+@dataclass
+class ResidualConfig(PromptConfig):
+    """Attributes:
+    length: ``n``.
+    bottleneck: ``m``, the MLP's hidden size (400 in the paper; more did not help there).
+    init, init_text: how ``E`` starts, as for vanilla prompt tuning.
+    """
+
+    method = "residual"
+    bottleneck: int = 400
+    init: str = "vocab"
+    init_text: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        _positive_int(self, "bottleneck")
+        _choice(self, "init", TOKEN_INITS)
+
+    def num_parameters(self, embed_dim: int) -> int:
+        d, m = embed_dim, self.bottleneck
+        # E, W1 and W2, c1, c2, LayerNorm weight and bias
+        return self.length * d + 2 * d * m + m + d + 2 * d
+
+
+class ResidualPrompt(PromptMethod):
+    def __init__(self, config: ResidualConfig, info: BackboneInfo, generator: torch.Generator):
+        super().__init__(config, info)
+        d, m = info.embed_dim, config.bottleneck
+        self.embedding = nn.Parameter(token_init(config.init, config.length, info, generator, config.init_text))
+        self.down = nn.Linear(d, m)
+        self.up = nn.Linear(m, d)
+        self.norm = nn.LayerNorm(d)
+        # nn.Linear draws from the global RNG; re-draw from ours so a seed reproduces the init.
+        for layer in (self.down, self.up):
+            bound = layer.in_features ** -0.5
+            with torch.no_grad():
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self) -> torch.Tensor:  # [n, d]
+        e = self.embedding
+        return e + self.norm(self.up(torch.relu(self.down(e))))

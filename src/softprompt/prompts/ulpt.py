@@ -1,0 +1,96 @@
+"""Ultra-Low-dimensional Prompt Tuning (ULPT; Wu, Hao and Mou, 2025).
+
+Each prompt token lives in ``r`` dimensions (r=2 works). A random, frozen ``P̃ [r, d]``
+projects it up, and a learnable scale ``s [d]`` and shift ``β [d]`` align the result with
+the model's embedding space: ``E = (Z · P̃) ⊙ s + β``, ``n·r + 2·d`` parameters.
+
+``P̃`` is never saved: it is rebuilt from ``projection_seed`` with a CPU ``torch.Generator``
+(the same numbers on every machine and device), and a SHA-256 of its bytes is stored
+beside the prompt so that a library or PyTorch change that would alter it is caught on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int
+
+
+@dataclass
+class ULPTConfig(PromptConfig):
+    """Attributes:
+    length: ``n``.
+    rank: ``r``, the dimension each prompt token is optimized in.
+    projection: ``xavier`` (default; uniform with bound sqrt(6/(r+d)), the authors' code) or
+        ``normal`` (the paper's Gaussian, with the same variance 2/(r+d)).
+    projection_seed: the integer ``P̃`` is regenerated from.
+    """
+
+    method = "ulpt"
+    rank: int = 2
+    projection: str = "xavier"
+    projection_seed: int = 0
+
+    def validate(self) -> None:
+        super().validate()
+        _positive_int(self, "rank")
+        _choice(self, "projection", ("xavier", "normal"))
+        if isinstance(self.projection_seed, bool) or not isinstance(self.projection_seed, int) or self.projection_seed < 0:
+            raise ValueError(f"ulpt: projection_seed must be a non-negative integer, got {self.projection_seed!r}")
+
+    def num_parameters(self, embed_dim: int) -> int:
+        return self.length * self.rank + 2 * embed_dim
+
+
+def make_projection(rank: int, embed_dim: int, kind: str, seed: int) -> torch.Tensor:
+    """The frozen up-projection ``P̃ [r, d]``, float32, a pure function of its arguments."""
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    if kind == "xavier":
+        bound = math.sqrt(6.0 / (rank + embed_dim))
+        return torch.empty(rank, embed_dim).uniform_(-bound, bound, generator=generator)
+    return torch.randn(rank, embed_dim, generator=generator) * math.sqrt(2.0 / (rank + embed_dim))
+
+
+def projection_checksum(projection: torch.Tensor) -> str:
+    return hashlib.sha256(projection.detach().cpu().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+class ULPTPrompt(PromptMethod):
+    def __init__(self, config: ULPTConfig, info: BackboneInfo, generator: torch.Generator):
+        super().__init__(config, info)
+        d = info.embed_dim
+        self.z = nn.Parameter(torch.randn(config.length, config.rank, generator=generator))
+        self.scale = nn.Parameter(torch.ones(d))
+        self.shift = nn.Parameter(torch.zeros(d))
+        # Not persistent: rebuilt from the seed, so checkpoints hold only the trainable tensors.
+        self.register_buffer(
+            "projection",
+            make_projection(config.rank, d, config.projection, config.projection_seed),
+            persistent=False,
+        )
+
+    def forward(self) -> torch.Tensor:  # [n, r] @ [r, d] -> [n, d]
+        return (self.z @ self.projection) * self.scale + self.shift
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "projection_seed": self.config.projection_seed,
+            "projection_sha256": projection_checksum(self.projection),
+        }
+
+    def check_metadata(self, metadata: dict[str, Any]) -> None:
+        stored = metadata.get("projection_sha256")
+        if stored is None:
+            raise ValueError("ulpt: prompt_config.json has no projection_sha256")
+        actual = projection_checksum(self.projection)
+        if stored != actual:
+            raise ValueError(
+                f"ulpt: the projection regenerated from seed {self.config.projection_seed} has checksum "
+                f"{actual[:12]}…, the saved prompt expects {stored[:12]}…; it was trained with a different projection"
+            )

@@ -1,0 +1,40 @@
+"""Vanilla prompt tuning (Lester et al., 2021): the prompt is a free ``[n, d]`` matrix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, token_init
+
+
+@dataclass
+class VanillaConfig(PromptConfig):
+    """Attributes:
+    length: ``n``.
+    init: ``vocab`` (default; embeddings of random vocabulary tokens, the DPT paper's
+        choice for its baseline), ``text`` (embeddings of ``init_text``) or ``normal``.
+    init_text: the text for ``init="text"``.
+    """
+
+    method = "prompt"
+    init: str = "vocab"
+    init_text: str | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        _choice(self, "init", TOKEN_INITS)
+
+    def num_parameters(self, embed_dim: int) -> int:
+        return self.length * embed_dim
+
+
+class VanillaPrompt(PromptMethod):
+    def __init__(self, config: VanillaConfig, info: BackboneInfo, generator: torch.Generator):
+        super().__init__(config, info)
+        self.embedding = nn.Parameter(token_init(config.init, config.length, info, generator, config.init_text))
+
+    def forward(self) -> torch.Tensor:  # [n, d]
+        return self.embedding

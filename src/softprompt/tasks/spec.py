@@ -1,0 +1,238 @@
+"""What a task is: data (fields, template, label words, metric names), never code paths.
+
+A `Task` says where its rows come from (`LocalFormat` for the benchmark's own files, `HubSource`
+for `datasets`), how a row becomes model text (`template`, an optional named `preprocess` step),
+what the target is (label words, a regression value, or answer strings) and how it is scored
+(`metrics`). Loading, splitting and scoring live in the sibling modules; the methods here only
+delegate, so a reader sees the whole contract in this file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import string
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+KINDS = ("classification", "regression", "generation")
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One text-to-text example, exactly as the model sees it.
+
+    input_text: the model input (T5-style field tags, e.g. ``premise: ... hypothesis: ...``).
+    target_text: the training target (a label word, a rounded number, or an answer).
+    label: the gold value: class index (classification, and T5-style WSC's true/false), float
+        (regression), answer string (generation); None when the split is unlabeled.
+    choices: candidate targets for rank-mode evaluation (label words, ReCoRD entities), or None.
+    answers: every gold answer (ReCoRD, MRQA, WSC referent); () otherwise.
+    group: the id that grouped metrics aggregate over (MultiRC question, ReCoRD query).
+    """
+
+    input_text: str
+    target_text: str
+    label: int | float | str | None
+    choices: tuple[str, ...] | None = None
+    answers: tuple[str, ...] = ()
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalFormat:
+    """Where a task's rows live in the benchmark's own distribution layout.
+
+    folders: candidate task folder names under the data dir (``CB``, ``SST-2``, ...).
+    files: official split name -> candidate file names inside that folder.
+    reader: ``jsonl`` | ``tsv`` | ``csv`` | ``multirc`` | ``record`` | ``mrqa`` (see tasks/local.py).
+    rename: file column -> row field, so rows carry the field names of the hub version.
+    columns: official split -> column names, for files that have no header line.
+    flatten: nested object fields whose keys are lifted into the row (WSC's ``target``).
+    """
+
+    folders: tuple[str, ...]
+    files: Mapping[str, tuple[str, ...]]
+    reader: str = "jsonl"
+    rename: Mapping[str, str] = field(default_factory=dict)
+    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    flatten: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """The same rows on the Hugging Face hub: ``datasets.load_dataset(path, config, split=...)``.
+
+    splits: official split name -> hub split name where they differ.
+    """
+
+    path: str
+    config: str | None = None
+    splits: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as data. Build one with `get_task` or `custom_task`; see the module docstring."""
+
+    name: str
+    kind: str
+    template: str
+    metrics: tuple[str, ...]
+    benchmark: str = "custom"
+    description: str = ""
+    label_field: str | None = "label"
+    label_names: tuple[str, ...] | None = None  # class names, in class-index order
+    raw_labels: tuple[Any, ...] | None = None  # label values as written in local files, same order
+    label_words: tuple[str, ...] | None = None  # target text per class
+    answers_field: str | None = None  # generation: field holding the gold answer(s)
+    choices_field: str | None = None  # field holding rank-mode candidates (ReCoRD entities)
+    group_field: str | None = None  # field holding the grouping id (after preprocess)
+    preprocess: str | None = None  # name of a row transform in tasks/preprocess.py
+    train_filter: str | None = None  # "label_true": train only on true rows (T5's WSC)
+    expand_answers: bool = False  # train on one copy per gold answer (ReCoRD)
+    scoring: str | None = None  # "wsc_referent": generation scored by referent matching
+    size: str | None = None  # "small" | "large" | None: the attempt protocol's partition
+    paper_splits: Mapping[str, str] = field(default_factory=dict)  # split -> official, paper
+    attempt_splits: Mapping[str, str] = field(default_factory=dict)  # same, attempt protocol
+    attempt_test_split: str = "validation"  # official split a large task reports on (attempt)
+    local: LocalFormat | None = None
+    hub: HubSource | None = None
+    aliases: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"task {self.name}: kind must be one of {KINDS}, got {self.kind!r}")
+        if not self.metrics:
+            raise ValueError(f"task {self.name}: needs at least one metric")
+        if self.kind == "classification":
+            if not self.label_words:
+                raise ValueError(f"task {self.name}: a classification task needs label words")
+            if self.label_names and len(self.label_names) != len(self.label_words):
+                raise ValueError(
+                    f"task {self.name}: {len(self.label_words)} label words for "
+                    f"{len(self.label_names)} classes")
+        if self.label_words is not None:
+            words = tuple(self.label_words)
+            if any(not isinstance(w, str) or not w.strip() for w in words):
+                raise ValueError(f"task {self.name}: label words must be non-empty strings")
+            if len(set(words)) != len(words):
+                raise ValueError(f"task {self.name}: label words must be distinct, got {words}")
+        template_fields(self.template)  # raises on a malformed template
+
+    # ----------------------------------------------------------------- derived facts
+    @property
+    def num_classes(self) -> int | None:
+        """Number of classes (classification), else None."""
+        return len(self.label_words) if self.kind == "classification" else None
+
+    def with_overrides(self, label_words: str | Sequence[str] | None = None,
+                       template: str | None = None) -> "Task":
+        """A copy with other label words and/or another template.
+
+        label_words: a sequence (one word per class), ``"names"`` for the class names
+            (``entailment``, ...) or ``"digits"`` for ``"0"``, ``"1"``, ...
+        """
+        changes: dict[str, Any] = {}
+        if template is not None:
+            changes["template"] = template
+        if label_words is not None:
+            if self.kind != "classification" or not self.label_words:
+                raise ValueError(f"task {self.name} has no label words to override")
+            n = len(self.label_words)
+            if label_words == "names":
+                if not self.label_names:
+                    raise ValueError(f"task {self.name} has no class names")
+                words = tuple(self.label_names)
+            elif label_words == "digits":
+                words = tuple(str(i) for i in range(n))
+            elif isinstance(label_words, str):
+                words = tuple(w.strip() for w in label_words.split(","))
+            else:
+                words = tuple(label_words)
+            if len(words) != n:
+                raise ValueError(
+                    f"task {self.name} has {n} classes {self.label_names or ''}, "
+                    f"got {len(words)} label words {words}")
+            changes["label_words"] = words
+        return dataclasses.replace(self, **changes) if changes else self
+
+    # ----------------------------------------------------------------- the contract
+    def load(self, split: str = "train", data_dir: str | None = None, protocol: str = "paper",
+             seed: int = 42) -> list[Example]:
+        """The examples of one split.
+
+        Args:
+            split: ``train`` | ``validation`` | ``test`` (or an official file stem like
+                ``train32`` for local files, read as is).
+            data_dir: folder holding the benchmark's task folders (``CB/``, ``SST-2/``, ...) or
+                their parent; None reads from the hub through `datasets`.
+            protocol: ``paper`` (official splits) or ``attempt`` (DePT/ULPT's re-split).
+            seed: the shuffle seed of the attempt protocol (42 in DePT and ULPT).
+        Returns:
+            list[Example], in a deterministic order (the same from local files and the hub).
+        """
+        from softprompt.tasks.build import load_examples
+
+        return load_examples(self, split=split, data_dir=data_dir, protocol=protocol, seed=seed)
+
+    def sample(self, examples: Sequence[Example], shots: int | None = None,
+               shots_per_class: int | None = None, seed: int = 0) -> list[Example]:
+        """Few-shot subset: `shots` examples drawn without balancing, or `shots_per_class`
+        examples of every class; deterministic given `seed`. Neither: all examples."""
+        from softprompt.tasks.splits import few_shot
+
+        return few_shot(examples, shots=shots, shots_per_class=shots_per_class, seed=seed,
+                        num_classes=self.num_classes)
+
+    def parse(self, text: str) -> int | float | str | None:
+        """Map generated text to a prediction: class index, float, or answer text.
+
+        None means the text maps to no label (evaluation counts it as invalid and wrong).
+        """
+        text = text.strip()
+        if self.kind == "classification":
+            words = self.label_words or ()
+            if text in words:
+                return words.index(text)
+            folded = text.lower().rstrip(".!")
+            for i, word in enumerate(words):
+                if folded == word.lower():
+                    return i
+            return None
+        if self.kind == "regression":
+            try:
+                value = float(text)
+            except ValueError:
+                return None
+            return value if value == value else None  # NaN maps to no value
+        return text
+
+    def score(self, predictions: Sequence[Any], examples: Sequence[Example]) -> dict[str, float]:
+        """Aggregate metrics, named as in `self.metrics`, over parsed predictions.
+
+        predictions: what `parse` returns (or a class index from rank mode); None is wrong.
+        """
+        from softprompt import metrics
+
+        return metrics.score(self.metrics, predictions, examples, kind=self.kind,
+                             num_classes=self.num_classes, scoring=self.scoring)
+
+
+def template_fields(template: str) -> tuple[str, ...]:
+    """The row fields a ``str.format`` template names, e.g. ``("premise", "hypothesis")``."""
+    names = []
+    try:
+        for _, name, _, _ in string.Formatter().parse(template):
+            if name is None:
+                continue
+            if name == "" or name.isdigit():
+                raise ValueError(f"template {template!r}: fields must be named, like {{premise}}")
+            base = name.split(".")[0].split("[")[0]
+            if base not in names:
+                names.append(base)
+    except ValueError as err:
+        if str(err).startswith("template"):
+            raise
+        raise ValueError(f"malformed template {template!r}: {err}") from None
+    return tuple(names)

@@ -1,0 +1,69 @@
+"""Tiny random models built from configs (no network), and paths to the real data and model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("SOFTPROMPT_TEST_DATA", ROOT.parent / "shared" / "data"))
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+        pad_token_id=0, bos_token_id=1, eos_token_id=2,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_gpt2(seed: int = 0):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=128, n_embd=32, n_layer=2, n_head=4, n_positions=256, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return GPT2LMHeadModel(config).eval()
+
+
+def tiny_t5(seed: int = 0):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = T5Config(
+        vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )
+    return T5ForConditionalGeneration(config).eval()
+
+
+BUILDERS = {"llama": tiny_llama, "gpt2": tiny_gpt2, "t5": tiny_t5}
+
+
+@pytest.fixture(params=["llama", "t5"])
+def backbone_name(request):
+    return request.param
+
+
+def batch_for(backbone, batch: int = 3, length: int = 7, seed: int = 0, padding: str = "right"):
+    """Random ``input_ids``, ``attention_mask`` (rows of different lengths) and ``labels``."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, 128, (batch, length), generator=g)
+    lengths = torch.tensor([length - (i % 3) for i in range(batch)])
+    pos = torch.arange(length).unsqueeze(0)
+    if padding == "right":
+        mask = (pos < lengths.unsqueeze(1)).long()
+    else:
+        mask = (pos >= (length - lengths).unsqueeze(1)).long()
+    ids = ids.masked_fill(mask == 0, 0)
+    if backbone.config.is_encoder_decoder:
+        labels = torch.randint(3, 128, (batch, 3), generator=g)
+    else:
+        labels = ids.masked_fill(mask == 0, -100)
+    return ids, mask, labels
