@@ -166,7 +166,9 @@ class DecoderOnlyJoin(Join):
     # -- shared prefix -------------------------------------------------------------------
 
     def use_shared(self) -> bool:
-        checkpointing = getattr(self.backbone, "is_gradient_checkpointing", False) and self.backbone.training
+        # transformers 5 renamed the flag; read whichever this version has without a warning.
+        flag = "is_activation_checkpointing" if hasattr(type(self.backbone), "is_activation_checkpointing") else "is_gradient_checkpointing"
+        checkpointing = getattr(self.backbone, flag, False) and self.backbone.training
         return self.can_share and not checkpointing
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:

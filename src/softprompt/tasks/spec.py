@@ -92,6 +92,7 @@ class Task:
     train_filter: str | None = None  # "label_true": train only on true rows (T5's WSC)
     expand_answers: bool = False  # train on one copy per gold answer (ReCoRD)
     scoring: str | None = None  # "wsc_referent": generation scored by referent matching
+    round_step: float | None = None  # regression: target text rounded to this step (STS-B: 0.2)
     size: str | None = None  # "small" | "large" | None: the attempt protocol's partition
     paper_splits: Mapping[str, str] = field(default_factory=dict)  # split -> official, paper
     attempt_splits: Mapping[str, str] = field(default_factory=dict)  # same, attempt protocol

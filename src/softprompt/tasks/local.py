@@ -1,0 +1,261 @@
+"""Readers for the benchmarks' own distribution files (for users who are not online).
+
+Every reader yields rows with the field names and row order of the hub version, so local files
+and `datasets` give the same examples in the same order:
+
+- SuperGLUE ``<Task>/{train,val,test}.jsonl``; MultiRC (passage -> questions -> answers) is
+  flattened to one row per answer option and ReCoRD (passage/entities/qas) to one row per query,
+  as the hub's builder does (entities and answers as sorted sets).
+- GLUE ``<TASK>/{train,dev,test}.tsv`` with their headers (CoLA's train/dev have none),
+  MNLI ``dev_matched.tsv``/``dev_mismatched.tsv``; quotes are not special (GLUE TSVs are unquoted).
+- MRQA ``.jsonl[.gz]`` (a header line, then one context with its ``qas`` per line).
+
+Errors name the file, the line and the field, on one line.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from softprompt.tasks.spec import LocalFormat, Task
+
+# Folders that may hold a benchmark's task folders, when data_dir is their parent.
+BENCHMARK_DIRS = {
+    "superglue": ("superglue", "SuperGLUE", "super_glue"),
+    "glue": ("glue", "GLUE"),
+    "mrqa": ("mrqa", "MRQA"),
+}
+
+
+def find_file(task: Task, split: str, data_dir: str | os.PathLike) -> Path:
+    """The file holding `split` (an official split name) of `task` under `data_dir`.
+
+    Looks in ``data_dir/<folder>``, ``data_dir/<benchmark>/<folder>`` and ``data_dir`` itself.
+    """
+    fmt = task.local
+    if fmt is None:
+        raise ValueError(f"task {task.name} has no local file format; load it from the hub")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data dir {root} does not exist")
+    names = fmt.files.get(split)
+    if names is None and task.benchmark == "custom":
+        raise FileNotFoundError(f"task {task.name} has no {split} file")
+    if names is None:
+        # An unlisted split (e.g. FewGLUE's train32) is read from <split><extension>.
+        first = next(iter(fmt.files.values()))[0]
+        ext = "".join(Path(first).suffixes)
+        names = (f"{split}{ext}",)
+    bases = [root] + [root / d for d in BENCHMARK_DIRS.get(task.benchmark, ())]
+    tried = []
+    for base in bases:
+        for folder in (*fmt.folders, ""):
+            for name in names:
+                path = base / folder / name if folder else base / name
+                if path.is_file():
+                    return path
+                tried.append(str(path))
+    folder = fmt.folders[0] if fmt.folders else "."
+    raise FileNotFoundError(
+        f"no {split} file for task {task.name} under {root} (expected {folder}/{names[0]})")
+
+
+def read_rows(task: Task, split: str, data_dir: str | os.PathLike) -> list[dict]:
+    """Rows of one official split, labels mapped to class indices (None where unlabeled)."""
+    path = find_file(task, split, data_dir)
+    fmt = task.local
+    reader = READERS.get(_reader_for(path) if fmt.reader == "auto" else fmt.reader)
+    if reader is None:
+        raise ValueError(f"task {task.name}: unknown reader {fmt.reader!r}")
+    rows = []
+    for where, row in reader(path, fmt, split):
+        for key in fmt.flatten:
+            nested = row.pop(key, None)
+            if not isinstance(nested, dict):
+                raise ValueError(f"{where}: missing field '{key}'")
+            row.update(nested)
+        for old, new in fmt.rename.items():
+            if old in row:
+                row[new] = row.pop(old)
+        row["_where"] = where
+        normalize_label(task, row, split, where)
+        rows.append(row)
+    return rows
+
+
+def normalize_label(task: Task, row: dict, split: str, where: str) -> None:
+    """Replace the raw label in `row` by a class index (or float); None for unlabeled splits."""
+    key = task.label_field
+    if key is None or (task.kind == "generation" and task.raw_labels is None):
+        return
+    unlabeled = split.startswith("test")
+    value = row.get(key)
+    if value is None or value == "":
+        if unlabeled:
+            row[key] = None
+            return
+        raise ValueError(f"{where}: missing field '{key}'")
+    if task.kind == "regression":
+        try:
+            row[key] = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: field '{key}': not a number: {value!r}") from None
+        return
+    raw = task.raw_labels
+    for i, known in enumerate(raw):
+        # bool is an int in Python: compare types too, so JSON true never matches 1.
+        if value == known and type(value) is type(known):
+            row[key] = i
+            return
+    if all(isinstance(known, str) for known in raw) and not isinstance(value, (dict, list)):
+        # String labels (TSV/CSV, custom tasks) also accept JSON numbers and booleans.
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        for i, known in enumerate(raw):
+            if text == known or (isinstance(value, bool) and text == known.lower()):
+                row[key] = i
+                return
+    raise ValueError(f"{where}: field '{key}': unknown label {value!r} (expected one of "
+                     f"{', '.join(repr(r) for r in raw)})")
+
+
+# ----------------------------------------------------------------------------- readers
+def _reader_for(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    ext = suffixes[-1] if suffixes else ""
+    if ext in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    if ext == ".csv":
+        return "csv"
+    if ext in (".tsv", ".txt"):
+        return "tsv"
+    raise ValueError(f"{path}: unknown file type {ext!r} (expected .jsonl, .csv or .tsv)")
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
+    with _open_text(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+            yield where, obj
+
+
+def _get(obj: dict, key: str, where: str, path: str = "") -> Any:
+    if key not in obj:
+        raise ValueError(f"{where}: missing field '{path}{key}'")
+    return obj[key]
+
+
+def read_jsonl(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, dict]]:
+    yield from _json_lines(path)
+
+
+def read_multirc(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, dict]]:
+    """One row per answer option: paragraph, question, answer, idx{paragraph,question,answer}."""
+    for where, doc in _json_lines(path):
+        passage = _get(doc, "passage", where)
+        text = _get(passage, "text", where, "passage.")
+        for question in _get(passage, "questions", where, "passage."):
+            q_text = _get(question, "question", where, "passage.questions[].")
+            for answer in _get(question, "answers", where, "passage.questions[]."):
+                row = {
+                    "paragraph": text,
+                    "question": q_text,
+                    "answer": _get(answer, "text", where, "passage.questions[].answers[]."),
+                    "idx": {"paragraph": _get(doc, "idx", where),
+                            "question": _get(question, "idx", where, "passage.questions[]."),
+                            "answer": _get(answer, "idx", where, "passage.questions[].answers[].")},
+                }
+                if "label" in answer:
+                    row["label"] = answer["label"]
+                yield where, row
+
+
+def read_record(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, dict]]:
+    """One row per query: passage, query, entities (sorted set), answers (sorted set), idx."""
+    for where, doc in _json_lines(path):
+        passage = _get(doc, "passage", where)
+        text = _get(passage, "text", where, "passage.")
+        entities = set()
+        for span in _get(passage, "entities", where, "passage."):
+            start = _get(span, "start", where, "passage.entities[].")
+            end = _get(span, "end", where, "passage.entities[].")
+            entities.add(text[start:end + 1])  # ReCoRD's end offsets are inclusive
+        for qa in _get(doc, "qas", where):
+            answers = sorted({_get(a, "text", where, "qas[].answers[].") for a in qa.get("answers", ())})
+            yield where, {
+                "passage": text,
+                "query": _get(qa, "query", where, "qas[]."),
+                "entities": sorted(entities),
+                "answers": answers,
+                "idx": {"passage": _get(doc, "idx", where), "query": _get(qa, "idx", where, "qas[].")},
+            }
+
+
+def read_mrqa(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, dict]]:
+    """One row per question: context, question, answers, qid (the header line is skipped)."""
+    for where, doc in _json_lines(path):
+        if "header" in doc:
+            continue
+        context = _get(doc, "context", where)
+        for qa in _get(doc, "qas", where):
+            yield where, {"context": context, "question": _get(qa, "question", where, "qas[]."),
+                          "answers": list(_get(qa, "answers", where, "qas[].")),
+                          "qid": qa.get("qid")}
+
+
+def _delimited(path: Path, fmt: LocalFormat, split: str, delimiter: str) -> Iterator[tuple[str, dict]]:
+    columns = fmt.columns.get(split)
+    with _open_text(path) as f:
+        if delimiter == "\t":
+            # GLUE TSVs are written without quoting: a quote is an ordinary character.
+            lines = (line.rstrip("\r\n").split("\t") for line in f)
+        else:
+            lines = csv.reader(f, delimiter=delimiter)
+        for number, cells in enumerate(lines, 1):
+            if number == 1 and columns is None:
+                columns = tuple(c.strip() for c in cells)
+                continue
+            if cells == [""] or not cells:
+                continue
+            where = f"{path}:{number}"
+            if len(cells) != len(columns):
+                raise ValueError(f"{where}: expected {len(columns)} fields "
+                                 f"({', '.join(columns)}), found {len(cells)}")
+            yield where, dict(zip(columns, cells))
+
+
+def read_tsv(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, dict]]:
+    yield from _delimited(path, fmt, split, "\t")
+
+
+def read_csv(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, dict]]:
+    yield from _delimited(path, fmt, split, ",")
+
+
+READERS = {
+    "jsonl": read_jsonl,
+    "multirc": read_multirc,
+    "record": read_record,
+    "mrqa": read_mrqa,
+    "tsv": read_tsv,
+    "csv": read_csv,
+}

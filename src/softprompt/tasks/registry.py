@@ -1,0 +1,204 @@
+"""Every named task, as data.
+
+Templates, class order and metric order follow the code of DePT and ULPT (DePT's src/tasks.py,
+itself from ATTEMPT, itself from T5), so digits ``"0"``, ``"1"``, ... are the default label
+words; ``get_task(name, label_words="names")`` uses the class names instead (``entailment``,
+...), or pass your own words. The first metric of each task is the one that selects the best
+checkpoint. Two deliberate departures from DePT's code, both fixes of plain bugs:
+WinoGrande shows ``option1`` and ``option2`` (DePT shows option1 twice), and STS-B targets are
+rounded to 0.2 as in T5 (DePT's ``round_stsb_target`` rounds to 0.1).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from softprompt.tasks.spec import HubSource, LocalFormat, Task
+from softprompt.tasks.splits import attempt_size
+
+SUPERGLUE_FILES = {"train": ("train.jsonl",), "validation": ("val.jsonl",), "test": ("test.jsonl",)}
+GLUE_FILES = {"train": ("train.tsv",), "validation": ("dev.tsv",), "test": ("test.tsv",)}
+BINARY = ("0", "1")
+
+
+def _digits(n: int) -> tuple[str, ...]:
+    return tuple(str(i) for i in range(n))
+
+
+def _superglue(name, folder, template, label_names, raw_labels, *, reader="jsonl", config=None,
+               metrics=("accuracy",), description="", **extra) -> Task:
+    return Task(
+        name=name, kind=extra.pop("kind", "classification"), template=template, metrics=metrics,
+        benchmark="superglue", description=description, label_names=label_names,
+        raw_labels=raw_labels,
+        label_words=extra.pop("label_words", _digits(len(label_names)) if label_names else None),
+        size=attempt_size(name),
+        local=LocalFormat(folders=(folder,), files=SUPERGLUE_FILES, reader=reader,
+                          flatten=extra.pop("flatten", ())),
+        hub=HubSource("aps/super_glue", config or name), **extra)
+
+
+def _glue(name, folder, config, template, label_names, raw_labels, *, rename=None, columns=None,
+          metrics=("accuracy",), description="", files=GLUE_FILES, **extra) -> Task:
+    kind = extra.pop("kind", "classification")
+    return Task(
+        name=name, kind=kind, template=template, metrics=metrics, benchmark="glue",
+        description=description, label_names=label_names, raw_labels=raw_labels,
+        label_words=extra.pop("label_words", _digits(len(label_names)) if label_names else None),
+        size=attempt_size(name),
+        local=LocalFormat(folders=(folder,), files=files, reader="tsv", rename=rename or {},
+                          columns=columns or {}),
+        hub=HubSource("nyu-mll/glue", config), **extra)
+
+
+def _mrqa(name, folder, hub_path, official, description) -> Task:
+    files = {
+        "train": ("train.jsonl.gz", "train.jsonl", f"train/{official}.jsonl.gz", f"train/{official}.jsonl"),
+        "validation": ("dev.jsonl.gz", "dev.jsonl", f"dev/{official}.jsonl.gz", f"dev/{official}.jsonl"),
+    }
+    return Task(
+        name=name, kind="generation", template="question: {question} context: {context}",
+        metrics=("f1", "em"), benchmark="mrqa", description=description, label_field=None,
+        answers_field="answers", preprocess="mrqa", size=attempt_size(name),
+        paper_splits={"test": "validation"},
+        local=LocalFormat(folders=(folder, official), files=files, reader="mrqa"),
+        hub=HubSource(hub_path))
+
+
+NLI2 = ("entailment", "not_entailment")
+STSB_CHOICES = tuple(f"{i / 5:.1f}" for i in range(26))
+
+_TASKS: tuple[Task, ...] = (
+    # ------------------------------------------------------------------ SuperGLUE
+    _superglue("boolq", "BoolQ", "question: {question} passage: {passage}",
+               ("False", "True"), (False, True), description="yes/no questions on a passage"),
+    _superglue("cb", "CB", "premise: {premise} hypothesis: {hypothesis}",
+               ("entailment", "contradiction", "neutral"), ("entailment", "contradiction", "neutral"),
+               metrics=("accuracy", "macro_f1"), description="CommitmentBank: 3-way entailment"),
+    _superglue("copa", "COPA", "premise: {premise} choice1: {choice1} choice2: {choice2}",
+               ("choice1", "choice2"), (0, 1),
+               description="choice of plausible alternatives (DePT's template has no cause/effect)"),
+    _superglue("multirc", "MultiRC", "question: {question} answer: {answer} paragraph: {paragraph}",
+               ("False", "True"), (0, 1), reader="multirc", metrics=("f1a", "em"),
+               preprocess="multirc", group_field="group_id",
+               description="multi-answer reading comprehension, one example per answer option"),
+    _superglue("record", "ReCoRD", "record query: {query} entities: {entities_text} passage: {passage}",
+               None, None, reader="record", kind="generation", metrics=("f1", "em"),
+               label_field=None, answers_field="answers", choices_field="entities",
+               group_field="group_id", preprocess="record", expand_answers=True,
+               description="cloze-style entity prediction; trains on one copy per gold answer"),
+    _superglue("rte", "RTE", "premise: {premise} hypothesis: {hypothesis}", NLI2, NLI2,
+               description="SuperGLUE's recognizing textual entailment"),
+    _superglue("wic", "WiC", "sentence1: {sentence1} sentence2: {sentence2} word: {word}",
+               ("False", "True"), (False, True), description="word in context"),
+    _superglue("wsc", "WSC", "wsc: {wsc_text}", ("False", "True"), (False, True),
+               config="wsc.fixed", kind="generation", label_words=None, answers_field="span1_text",
+               preprocess="wsc_simple", train_filter="label_true", scoring="wsc_referent",
+               flatten=("target",),
+               description="T5's WSC: generate the referent of *pronoun*; trains on true rows"),
+    _superglue("wsc_bool", "WSC", "text: {marked_text}", ("False", "True"), (False, True),
+               config="wsc.fixed", preprocess="wsc_marked", flatten=("target",),
+               description="WSC as classification with marked spans (DePT, ULPT)"),
+    # ------------------------------------------------------------------ GLUE
+    _glue("cola", "CoLA", "cola", "sentence: {sentence}", ("unacceptable", "acceptable"), BINARY,
+          columns={"train": ("source", "label", "original_label", "sentence"),
+                   "validation": ("source", "label", "original_label", "sentence")},
+          metrics=("matthews",), description="grammatical acceptability"),
+    _glue("sst2", "SST-2", "sst2", "sentence: {sentence}", ("negative", "positive"), BINARY,
+          aliases=("sst-2", "sst"), description="binary sentiment of movie-review sentences"),
+    _glue("mrpc", "MRPC", "mrpc", "sentence1: {sentence1} sentence2: {sentence2}",
+          ("not_equivalent", "equivalent"), BINARY,
+          rename={"Quality": "label", "#1 String": "sentence1", "#2 String": "sentence2"},
+          metrics=("f1", "accuracy"), description="paraphrase detection (news)"),
+    _glue("qqp", "QQP", "qqp", "question1: {question1} question2: {question2}",
+          ("not_duplicate", "duplicate"), BINARY, rename={"is_duplicate": "label"},
+          metrics=("f1", "accuracy"), description="duplicate Quora questions"),
+    _glue("stsb", "STS-B", "stsb", "sentence1: {sentence1} sentence2: {sentence2}", None, None,
+          kind="regression", rename={"score": "label"}, metrics=("pearson", "spearman"),
+          label_words=STSB_CHOICES, round_step=0.2, aliases=("sts-b", "sts"),
+          description="semantic similarity 0-5; targets rounded to 0.2 as text (T5)"),
+    _glue("mnli", "MNLI", "mnli", "premise: {premise} hypothesis: {hypothesis}",
+          ("entailment", "neutral", "contradiction"), ("entailment", "neutral", "contradiction"),
+          rename={"sentence1": "premise", "sentence2": "hypothesis", "gold_label": "label"},
+          files={"train": ("train.tsv",), "validation_matched": ("dev_matched.tsv",),
+                 "validation_mismatched": ("dev_mismatched.tsv",),
+                 "test_matched": ("test_matched.tsv",), "test_mismatched": ("test_mismatched.tsv",)},
+          paper_splits={"validation": "validation_matched", "test": "test_matched"},
+          attempt_splits={"validation": "validation_mismatched", "test": "validation_matched"},
+          aliases=("multinli",), description="multi-genre NLI; attempt: mismatched=val, matched=test"),
+    _glue("qnli", "QNLI", "qnli", "question: {question} sentence: {sentence}", NLI2, NLI2,
+          description="question-answering NLI"),
+    _glue("glue_rte", "RTE", "rte", "sentence1: {sentence1} sentence2: {sentence2}", NLI2, NLI2,
+          aliases=("glue-rte",), description="GLUE's RTE (same data as SuperGLUE's rte, other fields)"),
+    # ------------------------------------------------------------------ ULPT's others
+    Task(name="winogrande", kind="classification",
+         template="sentence: {sentence} option0: {option1} option1: {option2}",
+         metrics=("accuracy",), benchmark="other", label_field="answer",
+         label_names=("option1", "option2"), raw_labels=("1", "2"), label_words=BINARY,
+         size=attempt_size("winogrande"),
+         local=LocalFormat(folders=("winogrande", "WinoGrande", "winogrande_1.1"),
+                           files={"train": ("train_xl.jsonl", "train.jsonl"),
+                                  "validation": ("dev.jsonl",), "test": ("test.jsonl",)}),
+         hub=HubSource("allenai/winogrande", "winogrande_xl"),
+         description="WinoGrande (XL train): fill the blank with option1 or option2"),
+    Task(name="yelp2", kind="classification", template="sentence: {text}", metrics=("accuracy",),
+         benchmark="other", label_names=("negative", "positive"), raw_labels=("1", "2"),
+         label_words=BINARY, size=attempt_size("yelp2"), attempt_test_split="test",
+         paper_splits={"validation": "test"},
+         local=LocalFormat(folders=("yelp_review_polarity_csv", "yelp2", "Yelp"),
+                           files={"train": ("train.csv",), "test": ("test.csv",)}, reader="csv",
+                           columns={"train": ("label", "text"), "test": ("label", "text"),
+                                    "validation": ("label", "text")}),
+         hub=HubSource("fancyzhx/yelp_polarity"), aliases=("yelp", "yelp-2", "yelp_polarity"),
+         description="Yelp review polarity (no validation split: paper protocol reports on test)"),
+    Task(name="scitail", kind="classification",
+         template="premise: {sentence1} hypothesis: {sentence2}", metrics=("accuracy",),
+         benchmark="other", label_field="gold_label", label_names=("entailment", "neutral"),
+         raw_labels=("entailment", "neutral"), label_words=BINARY, size=attempt_size("scitail"),
+         local=LocalFormat(folders=("SciTailV1.1/snli_format", "snli_format", "scitail", "SciTail"),
+                           files={"train": ("scitail_1.0_train.txt",),
+                                  "validation": ("scitail_1.0_dev.txt",),
+                                  "test": ("scitail_1.0_test.txt",)}),
+         hub=HubSource("allenai/scitail", "snli_format"), description="science entailment"),
+    Task(name="paws", kind="classification", template="sentence1: {sentence1} sentence2: {sentence2}",
+         metrics=("accuracy",), benchmark="other", label_names=("not_paraphrase", "paraphrase"),
+         raw_labels=BINARY, label_words=BINARY, size=attempt_size("paws"),
+         local=LocalFormat(folders=("PAWS", "paws", "final"), files=GLUE_FILES, reader="tsv"),
+         hub=HubSource("google-research-datasets/paws", "labeled_final"),
+         description="PAWS-Wiki labeled final: adversarial paraphrases"),
+    # ------------------------------------------------------------------ MRQA
+    _mrqa("nq", "NaturalQuestions", "lucadiliello/naturalquestionsshortqa", "NaturalQuestionsShort",
+          "MRQA Natural Questions (short answers)"),
+    _mrqa("hotpotqa", "HotpotQA", "lucadiliello/hotpotqa", "HotpotQA", "MRQA HotpotQA"),
+    _mrqa("searchqa", "SearchQA", "lucadiliello/searchqa", "SearchQA", "MRQA SearchQA"),
+    _mrqa("newsqa", "NewsQA", "lucadiliello/newsqa", "NewsQA", "MRQA NewsQA"),
+)
+
+TASKS: dict[str, Task] = {task.name: task for task in _TASKS}
+_ALIASES: dict[str, str] = {}
+for _task in _TASKS:
+    for _alias in (_task.name, *_task.aliases):
+        for _form in (_alias, _alias.replace("-", "_"), _alias.replace("_", "-"),
+                      _alias.replace("-", "").replace("_", "")):
+            _ALIASES.setdefault(_form.lower(), _task.name)
+_ALIASES.update({"superglue_rte": "rte", "superglue-rte": "rte", "natural_questions": "nq",
+                 "naturalquestions": "nq", "wsc.fixed": "wsc_bool"})
+
+
+def list_tasks() -> list[str]:
+    """Names of every registered task, grouped by benchmark."""
+    return list(TASKS)
+
+
+def get_task(name: str, label_words: str | Sequence[str] | None = None,
+             template: str | None = None) -> Task:
+    """A registered task by name or alias (case-insensitive: ``SST-2``, ``sst-2``, ``sst2``).
+
+    label_words: other words per class (a sequence, a comma-separated string, ``"names"`` or
+        ``"digits"``); template: another input template over the same fields.
+    """
+    key = str(name).strip().lower()
+    canonical = _ALIASES.get(key) or _ALIASES.get(key.replace("-", "").replace("_", ""))
+    if canonical is None:
+        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
+    return TASKS[canonical].with_overrides(label_words=label_words, template=template)

@@ -1,0 +1,118 @@
+"""Split protocols and few-shot sampling.
+
+``paper``: train on train, report on the official validation set (the DPT paper).
+
+``attempt``: the re-split of ATTEMPT, which DePT and ULPT reuse (DePT's src/tasks.py,
+``AbstractTask.get`` with ``split_validation_test``):
+- small datasets: train is the official train; the official validation set is shuffled with
+  ``torch.randperm`` seeded with 42 and halved: first half validation, second half test;
+- large datasets: the official train is shuffled the same way; its first 1,000 rows are the
+  validation set, the rest (in shuffled order) the training set; the official validation set
+  (Yelp: test) is the test set;
+- MNLI (in neither list): validation_mismatched is validation, validation_matched is test;
+- any other task (PAWS) keeps its official splits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+PROTOCOLS = ("paper", "attempt")
+ATTEMPT_VALIDATION_SIZE = 1000
+
+# DePT's partition, verbatim (AbstractTask.small_datasets_without_all_splits and
+# large_data_without_all_splits); names are DePT's own.
+DEPT_SMALL = (
+    "cola", "wnli", "rte", "superglue-cb", "superglue-copa", "superglue-multirc", "superglue-wic",
+    "superglue-wsc.fixed", "superglue-rte", "mrpc", "stsb", "superglue-boolq", "xsum", "scitail",
+)
+DEPT_LARGE = (
+    "qqp", "qnli", "superglue-record", "sst2", "squad", "snli", "anli", "amazon_polarity",
+    "yelp_polarity", "winogrande", "newsqa", "searchqa", "triviaqa", "nq", "hotpotqa",
+)
+# Our task name -> DePT's, where they differ.
+DEPT_NAMES = {
+    "boolq": "superglue-boolq", "cb": "superglue-cb", "copa": "superglue-copa",
+    "multirc": "superglue-multirc", "record": "superglue-record", "rte": "superglue-rte",
+    "wic": "superglue-wic", "wsc": "superglue-wsc.fixed", "wsc_bool": "superglue-wsc.fixed",
+    "glue_rte": "rte", "yelp2": "yelp_polarity",
+}
+
+
+def attempt_size(name: str) -> str | None:
+    """``small``, ``large`` or None (official splits kept) for one of our task names."""
+    dept = DEPT_NAMES.get(name, name)
+    if dept in DEPT_SMALL:
+        return "small"
+    if dept in DEPT_LARGE:
+        return "large"
+    return None
+
+
+def shuffled_indices(n: int, seed: int) -> list[int]:
+    """DePT's ``shuffled_indices``: ``torch.randperm`` with a generator seeded with `seed`."""
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return torch.randperm(n, generator=generator).tolist()
+
+
+def select_rows(task, split: str, protocol: str, seed: int,
+                read: Callable[[str], list]) -> list:
+    """The rows of `split` under `protocol`; `read(official_split)` reads one official split."""
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (expected one of {', '.join(PROTOCOLS)})")
+    if protocol == "paper":
+        return read(task.paper_splits.get(split, split))
+    if split not in ("train", "validation", "test"):
+        return read(split)
+    if task.size == "small" and split != "train":
+        rows = read(task.paper_splits.get("validation", "validation"))
+        indices = shuffled_indices(len(rows), seed)
+        half = len(rows) // 2
+        return [rows[i] for i in (indices[:half] if split == "validation" else indices[half:])]
+    if task.size == "large":
+        if split == "test":
+            return read(task.attempt_test_split)
+        rows = read("train")
+        indices = shuffled_indices(len(rows), seed)
+        size = ATTEMPT_VALIDATION_SIZE
+        return [rows[i] for i in (indices[:size] if split == "validation" else indices[size:])]
+    return read(task.attempt_splits.get(split, split))
+
+
+def few_shot(examples: Sequence, shots: int | None = None, shots_per_class: int | None = None,
+             seed: int = 0, num_classes: int | None = None) -> list:
+    """K examples without balancing, or K per class, in the order of a seeded permutation.
+
+    Both draw from ``torch.randperm`` seeded with `seed` (DePT's subsample) so they are
+    deterministic across runs and machines.
+    """
+    if shots is not None and shots_per_class is not None:
+        raise ValueError("give shots or shots_per_class, not both")
+    examples = list(examples)
+    if shots is None and shots_per_class is None:
+        return examples
+    k = shots if shots is not None else shots_per_class
+    if not isinstance(k, int) or k <= 0:
+        raise ValueError(f"the number of shots must be a positive integer, got {k!r}")
+    order = shuffled_indices(len(examples), seed)
+    if shots is not None:
+        if shots > len(examples):
+            raise ValueError(f"asked for {shots} shots but the split has {len(examples)} examples")
+        return [examples[i] for i in order[:shots]]
+    if not num_classes:
+        raise ValueError("shots_per_class needs a classification task")
+    taken = {c: 0 for c in range(num_classes)}
+    chosen = []
+    for i in order:
+        label = examples[i].label
+        if label in taken and taken[label] < k:
+            taken[label] += 1
+            chosen.append(i)
+    short = {c: n for c, n in taken.items() if n < k}
+    if short:
+        raise ValueError(f"asked for {k} examples per class but class(es) "
+                         f"{', '.join(f'{c} has {n}' for c, n in short.items())}")
+    return [examples[i] for i in chosen]

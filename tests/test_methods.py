@@ -1,0 +1,186 @@
+"""Every registered method: exact parameter counts, config validation, JSON round trip,
+and the prompt equals the naive computation of its formula."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import softprompt
+from softprompt.prompts import REGISTRY, BackboneInfo, ConfigError, build_method, make_config
+from softprompt.prompts.ulpt import make_projection
+
+D = 24
+
+
+def info(d: int = D, vocab: int = 50):
+    torch.manual_seed(0)
+    return BackboneInfo(embed_dim=d, vocab_size=vocab, embeddings=torch.randn(vocab, d) * 0.1)
+
+
+def test_registry_is_the_public_list():
+    assert softprompt.METHODS == ("prompt", "residual", "dpt", "ulpt", "dept", "rank_probe")
+
+
+# The papers' figures (issue 2). Each row: method, options, {embed_dim: count}.
+PAPER_COUNTS = [
+    ("dpt", dict(length=100, bottleneck=10), {512: 6_120, 768: 8_680, 1024: 11_240}),
+    ("prompt", dict(length=100), {512: 51_200, 768: 76_800, 1024: 102_400}),
+    ("ulpt", dict(length=100, rank=2), {768: 1_736}),
+    ("dept", dict(length=60, rank=30, max_length=256), {768: 76_800}),
+    ("residual", dict(length=100, bottleneck=400), {512: 462_736, 768: 693_904, 1024: 925_072}),
+]
+
+
+@pytest.mark.parametrize("method,options,counts", PAPER_COUNTS)
+def test_paper_parameter_counts(method, options, counts):
+    config = make_config(method, **options)
+    for d, expected in counts.items():
+        assert config.num_parameters(d) == expected
+        # the module really has that many trainable parameters
+        module = build_method(config, info(d))
+        assert module.num_trainable() == expected
+
+
+def test_rank_probe_count():
+    config = make_config("rank_probe", length=7)
+    assert config.num_parameters(D) == 7 * 7 + 7 + 7 * D
+    assert build_method(config, info()).num_trainable() == 7 * 7 + 7 + 7 * D
+
+
+@pytest.mark.parametrize("method", softprompt.METHODS)
+def test_config_json_round_trip(method):
+    config = make_config(method, length=5)
+    again = type(config).from_dict(json.loads(config.to_json()))
+    assert again == config
+
+
+@pytest.mark.parametrize(
+    "method,options,field",
+    [
+        ("prompt", dict(length=0), "length"),
+        ("prompt", dict(init="zeros"), "init"),
+        ("dpt", dict(bottleneck=-1), "bottleneck"),
+        ("ulpt", dict(rank=0), "rank"),
+        ("ulpt", dict(projection="orthogonal"), "projection"),
+        ("dept", dict(alpha=0), "alpha"),
+        ("residual", dict(bottleneck=1.5), "bottleneck"),
+        ("dpt", dict(rank=2), "rank"),  # not an option of dpt
+    ],
+)
+def test_bad_config_names_the_field(method, options, field):
+    with pytest.raises(ConfigError, match=field):
+        make_config(method, **options)
+
+
+def test_unknown_method():
+    with pytest.raises(ConfigError, match="unknown method 'lora'"):
+        make_config("lora")
+
+
+@pytest.mark.parametrize("method", softprompt.METHODS)
+def test_same_seed_same_init_other_seed_differs(method):
+    config = make_config(method, length=6)
+    a = build_method(config, info(), seed=3)()
+    b = build_method(config, info(), seed=3)()
+    c = build_method(config, info(), seed=4)()
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_dpt_is_a_low_rank_product():
+    m = build_method(make_config("dpt", length=12, bottleneck=3), info())
+    p = m()
+    assert torch.allclose(p, m.a @ m.b)
+    assert torch.linalg.matrix_rank(p) == 3
+    assert m.a.abs().max() <= 0.5 and m.b.abs().max() <= 0.5  # U(-0.5, 0.5), the authors' code
+
+
+def test_ulpt_formula_and_frozen_projection():
+    m = build_method(make_config("ulpt", length=5, rank=2, projection_seed=11), info())
+    manual = (m.z @ m.projection) * m.scale + m.shift
+    assert torch.equal(m(), manual)
+    assert torch.equal(m.projection, make_projection(2, D, "xavier", 11))
+    assert not m.projection.requires_grad
+    assert "projection" not in dict(m.named_parameters())
+    assert "projection" not in m.state_dict()  # rebuilt from the seed, never saved
+    bound = math.sqrt(6 / (2 + D))
+    assert m.projection.abs().max() <= bound
+    assert torch.equal(m.scale, torch.ones(D)) and torch.equal(m.shift, torch.zeros(D))
+
+
+def test_ulpt_projection_depends_only_on_seed():
+    torch.manual_seed(123)  # the global RNG must not matter
+    a = make_projection(2, 16, "normal", 5)
+    torch.manual_seed(456)
+    b = make_projection(2, 16, "normal", 5)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, make_projection(2, 16, "normal", 6))
+
+
+def test_residual_formula():
+    m = build_method(make_config("residual", length=4, bottleneck=8), info())
+    e = m.embedding
+    h = torch.relu(e @ m.down.weight.T + m.down.bias) @ m.up.weight.T + m.up.bias
+    manual = e + torch.nn.functional.layer_norm(h, (D,), m.norm.weight, m.norm.bias, m.norm.eps)
+    assert torch.allclose(m(), manual, atol=1e-6)
+
+
+def test_rank_probe_formula_and_positive_count():
+    m = build_method(make_config("rank_probe", length=5), info())
+    manual = m.u @ torch.diag(torch.relu(m.sigma)) @ m.v
+    assert torch.allclose(m(), manual, atol=1e-6)
+    assert m.positive_count() == 5
+    with torch.no_grad():
+        m.sigma[:2] = -0.1
+    assert m.positive_count() == 3
+    assert m.diagnostics() == {"positive_sigma": 3.0}
+    assert torch.linalg.matrix_rank(m()) == 3
+
+
+def test_dept_update_follows_real_token_positions():
+    m = build_method(make_config("dept", length=2, rank=3, max_length=4, alpha=8.0), info())
+    with torch.no_grad():
+        m.lora_b.normal_()
+    update = (m.lora_a @ m.lora_b) * (8.0 / math.sqrt(3))  # [L, d]
+    embeds = torch.zeros(2, 6, D)
+    right = torch.tensor([[1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1]])
+    out = m.adjust_input_embeds(embeds, right)
+    assert torch.allclose(out[0, :4], update) and torch.equal(out[0, 4:], torch.zeros(2, D))
+    assert torch.allclose(out[1, :4], update) and torch.equal(out[1, 4:], torch.zeros(2, D))
+    left = torch.tensor([[0, 0, 1, 1, 1, 1]])
+    out = m.adjust_input_embeds(torch.zeros(1, 6, D), left)
+    assert torch.equal(out[0, :2], torch.zeros(2, D)) and torch.allclose(out[0, 2:], update)
+
+
+def test_dept_starts_as_plain_prompt():
+    m = build_method(make_config("dept", length=2), info())
+    x = torch.randn(2, 5, D)
+    assert torch.equal(m.adjust_input_embeds(x, torch.ones(2, 5, dtype=torch.long)), x)
+
+
+def test_vocab_init_copies_token_embeddings():
+    i = info()
+    m = build_method(make_config("prompt", length=6), i)
+    rows = [any(torch.equal(r, e) for e in i.embeddings[:50]) for r in m.embedding]
+    assert all(rows)
+
+
+def test_text_init_repeats_the_text():
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [3, 4]}
+
+    i = info()
+    i.tokenizer = Tok()
+    m = build_method(make_config("prompt", length=5, init="text", init_text="hi there"), i)
+    expected = i.embeddings[torch.tensor([3, 4, 3, 4, 3])]
+    assert torch.equal(m.embedding.data, expected)
+
+
+def test_text_init_without_tokenizer_is_a_clear_error():
+    with pytest.raises(ConfigError, match="tokenizer"):
+        build_method(make_config("prompt", length=5, init="text", init_text="x"), info())
