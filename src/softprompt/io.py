@@ -131,12 +131,7 @@ def read_record(path: str | Path) -> dict[str, Any]:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such prompt directory")
     file = path / CONFIG_NAME
-    if not file.is_file():
-        raise FileNotFoundError(f"{file}: missing (is {path} a softprompt prompt directory?)")
-    try:
-        record = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise PromptFileError(f"{file}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    record = _read_json(file, f"is {path} a softprompt prompt directory?")
     for key in ("method", "config", "backbone"):
         if key not in record:
             raise PromptFileError(f"{file}: missing field {key!r}")
@@ -147,7 +142,19 @@ def read_record(path: str | Path) -> dict[str, Any]:
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    file = Path(path) / WEIGHTS_NAME
+    return _read_safetensors(Path(path) / WEIGHTS_NAME)
+
+
+def _read_json(file: Path, hint: str) -> dict[str, Any]:
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing ({hint})")
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as err:
+        raise PromptFileError(f"{file}: invalid JSON at line {err.lineno}: {err.msg}") from None
+
+
+def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing")
     try:
@@ -242,23 +249,13 @@ def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel
     """Load a PEFT prompt-tuning adapter as a vanilla ``prompt`` method on ``backbone``."""
     adapter_dir = Path(adapter_dir)
     config_file = adapter_dir / PEFT_CONFIG_NAME
-    if not config_file.is_file():
-        raise FileNotFoundError(f"{config_file}: missing (is {adapter_dir} a PEFT adapter?)")
-    try:
-        config = json.loads(config_file.read_text())
-    except json.JSONDecodeError as err:
-        raise PromptFileError(f"{config_file}: invalid JSON at line {err.lineno}: {err.msg}") from None
+    config = _read_json(config_file, f"is {adapter_dir} a PEFT adapter?")
     if config.get("peft_type") != "PROMPT_TUNING":
         raise PromptFileError(f"{config_file}: peft_type is {config.get('peft_type')!r}; only PROMPT_TUNING adapters hold a soft prompt")
     weights = adapter_dir / PEFT_WEIGHTS_NAME
-    if not weights.is_file():
-        if (adapter_dir / "adapter_model.bin").is_file():
-            raise PromptFileError(f"{adapter_dir}/adapter_model.bin is a pickle file; softprompt loads safetensors only")
-        raise FileNotFoundError(f"{weights}: missing")
-    try:
-        tensors = load_file(str(weights))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise PromptFileError(f"{weights}: corrupted or truncated safetensors file ({err})") from None
+    if not weights.is_file() and (adapter_dir / "adapter_model.bin").is_file():
+        raise PromptFileError(f"{adapter_dir}/adapter_model.bin is a pickle file; softprompt loads safetensors only")
+    tensors = _read_safetensors(weights)
     if "prompt_embeddings" not in tensors:
         raise PromptFileError(f"{weights}: missing tensor prompt_embeddings")
     n = int(config["num_virtual_tokens"])

