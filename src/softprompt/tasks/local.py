@@ -53,14 +53,12 @@ def find_file(task: Task, split: str, data_dir: str | os.PathLike) -> Path:
         ext = "".join(Path(first).suffixes)
         names = (f"{split}{ext}",)
     bases = [root] + [root / d for d in BENCHMARK_DIRS.get(task.benchmark, ())]
-    tried = []
     for base in bases:
         for folder in (*fmt.folders, ""):
             for name in names:
                 path = base / folder / name if folder else base / name
                 if path.is_file():
                     return path
-                tried.append(str(path))
     folder = fmt.folders[0] if fmt.folders else "."
     raise FileNotFoundError(
         f"no {split} file for task {task.name} under {root} (expected {folder}/{names[0]})")
