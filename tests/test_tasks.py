@@ -115,7 +115,7 @@ def test_real_file_text_as_model_sees_it():
     assert sst[0].input_text == "sentence: it 's a charming and often affecting journey . "
     assert sst[0].target_text == "1"
     copa = get_task("copa").load("validation", data_dir=DATA / "superglue")
-    assert copa[0].input_text == ("premise: The man turned on the faucet. choice1: The toilet filled "
+    assert copa[0].input_text == ("premise: The man turned on the faucet. question: effect choice1: The toilet filled "
                                   "with water. choice2: Water flowed from the spout.")
 
 

@@ -75,9 +75,11 @@ _TASKS: tuple[Task, ...] = (
     _superglue("cb", "CB", "premise: {premise} hypothesis: {hypothesis}",
                ("entailment", "contradiction", "neutral"), ("entailment", "contradiction", "neutral"),
                metrics=("accuracy", "macro_f1"), description="CommitmentBank: 3-way entailment"),
-    _superglue("copa", "COPA", "premise: {premise} choice1: {choice1} choice2: {choice2}",
+    # DePT's template leaves out whether the cause or the effect is asked for, which makes the
+    # task ambiguous; T5's keeps it, and so do we (template= restores DePT's).
+    _superglue("copa", "COPA", "premise: {premise} question: {question} choice1: {choice1} choice2: {choice2}",
                ("choice1", "choice2"), (0, 1),
-               description="choice of plausible alternatives (DePT's template has no cause/effect)"),
+               description="choice of plausible alternatives (cause or effect)"),
     _superglue("multirc", "MultiRC", "question: {question} answer: {answer} paragraph: {paragraph}",
                ("False", "True"), (0, 1), reader="multirc", metrics=("f1a", "em"),
                preprocess="multirc", group_field="group_id",
