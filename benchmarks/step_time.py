@@ -23,8 +23,8 @@ import torch
 import softprompt
 
 from .common import (
-    RESULTS, alternate, attach_peft, fmt_times, load_smollm2, median, mib, peak_rss, random_batch,
-    reset_peak_rss, run_memory_child, t5_base_random, timed, write_json,
+    RESULTS, add_thread_option, alternate, attach_peft, fmt_times, load_average, load_smollm2, median, mib,
+    peak_rss, random_batch, reset_peak_rss, run_memory_child, set_threads, t5_base_random, timed, write_json,
 )
 
 T5_TARGET_LEN = 16
@@ -67,9 +67,13 @@ def build(kind: str, which: str, length: int, batch: int, text_len: int, method:
     return step, model
 
 
-def memory_child(kind, which, length, batch, text_len, steps=2):
-    step, _ = build(kind, which, length, batch, text_len)
-    step()  # warm-up: allocates the optimizer state and the allocator's pools
+def memory_child(kind, which, length, batch, text_len, steps=3):
+    step, model = build(kind, which, length, batch, text_len)
+    with torch.no_grad():  # page in memory-mapped weights, so the baseline holds the whole model
+        for p in model.parameters():
+            p.sum()
+    # Reset before the first step: memory a step frees is kept by the allocator, so a
+    # baseline taken after a warm-up step would already hold the step's own peak.
     base = reset_peak_rss()
     for _ in range(steps):
         step()
@@ -103,11 +107,13 @@ def main(argv=None) -> int:
     parser.add_argument("--text-len", type=int, default=None, help="text tokens per row (48 smollm2, 128 t5)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-memory", action="store_true")
-    parser.add_argument("--memory-child", nargs=2, metavar=("KIND", "WHICH"), help=argparse.SUPPRESS)
+    parser.add_argument("--memory-child", choices=["softprompt", "peft"], help=argparse.SUPPRESS)
+    add_thread_option(parser)
     args = parser.parse_args(argv)
+    set_threads(args.threads)
     text_len = args.text_len or (48 if args.kind == "smollm2" else 128)
     if args.memory_child:
-        print(json.dumps(memory_child(args.kind, args.memory_child[1], args.length, args.batch, text_len)))
+        print(json.dumps(memory_child(args.kind, args.memory_child, args.length, args.batch, text_len)))
         return 0
 
     torch.manual_seed(0)
@@ -121,10 +127,13 @@ def main(argv=None) -> int:
     print(f"{args.kind}: batch {args.batch}, text {text_len}, prompt {args.length}, one step (fwd, bwd, AdamW)")
     print(f"  softprompt  {fmt_times(times['softprompt'])}")
     print(f"  peft        {fmt_times(times['peft'])}")
-    print(f"  ratio softprompt / peft = {sp / pf:.3f}")
+    paired = median([a / b for a, b in zip(times["softprompt"], times["peft"])])
+    print(f"  ratio softprompt / peft = {sp / pf:.3f} (of medians); {paired:.3f} (median of per-round ratios)")
+    print(f"  load average during the run: {load_average()}")
     result = {"kind": args.kind, "batch": args.batch, "text_len": text_len, "length": args.length,
               "threads": torch.get_num_threads(), "softprompt_s": times["softprompt"], "peft_s": times["peft"],
-              "softprompt_median": sp, "peft_median": pf, "ratio": sp / pf}
+              "softprompt_median": sp, "peft_median": pf, "ratio": sp / pf, "paired_ratio": paired,
+              "load_average": load_average()}
 
     reparam = reparam_cost(sp_model.backbone, args.length, sp)
     print("  reparameterization cost (prompt_embeddings forward+backward, median):")
@@ -134,15 +143,15 @@ def main(argv=None) -> int:
 
     if not args.no_memory:
         del sp_model, peft_model, backbone
-        mem = {which: run_memory_child("benchmarks.step_time", [args.kind, which, "--length", str(args.length),
-                                                                 "--batch", str(args.batch), "--text-len", str(text_len)])
-               for which in ("softprompt", "peft")}
+        child_args = [args.kind, "--threads", str(torch.get_num_threads()), "--length", str(args.length),
+                      "--batch", str(args.batch), "--text-len", str(text_len)]
+        mem = {which: run_memory_child("benchmarks.step_time", [which, *child_args]) for which in ("softprompt", "peft")}
         for which, m in mem.items():
             print(f"  peak RSS {which:10s}: step needs {mib(m['extra'])} over the loaded model "
                   f"({mib(m['baseline'])}); process peak {mib(m['peak'])}")
         print(f"  memory ratio (extra) softprompt / peft = {mem['softprompt']['extra'] / mem['peft']['extra']:.3f}")
         result["memory"] = mem
-    write_json(RESULTS / f"step_time_{args.kind}.json", result)
+    write_json(RESULTS / f"step_time_{args.kind}_threads{torch.get_num_threads()}.json", result)
     return 0
 
 

@@ -92,18 +92,30 @@ def _load_default(dtype: torch.dtype) -> tuple[Any, Any]:
     cache = default_cache_dir(gguf)
     if not (cache / CACHE_RECORD).is_file():
         model, tokenizer = _load_gguf(gguf, torch.float32)
-        _write_cache(model, tokenizer, cache, source=gguf)
+        # Another process may have finished the same conversion meanwhile; keep its copy
+        # rather than swap the directory under a process that is reading it.
+        if not (cache / CACHE_RECORD).is_file():
+            _write_cache(model, tokenizer, cache, source=gguf)
         del model, tokenizer
     # Always return the model as read back from the cache, so the first and later loads
     # give the same object (same config, same dtype handling).
-    return _load_dir(cache, dtype)
+    try:
+        model, tokenizer = _load_dir(cache, dtype)
+    except ModelLoadError as err:
+        raise ModelLoadError(f"the cached default model is unreadable ({err}); delete {cache} to rebuild it") from None
+    # Saved prompts record the backbone's name; the model's name beats a cache path.
+    model.config._name_or_path = DEFAULT_MODEL_NAME
+    model.name_or_path = DEFAULT_MODEL_NAME
+    return model, tokenizer
 
 
 def _write_cache(model: Any, tokenizer: Any, cache: Path, source: Path) -> None:
     from .io import write_dir_atomically, write_json_atomically
 
-    # The GGUF loader leaves a quantization_config behind; the cached weights are plain
-    # float32, and keeping it would make from_pretrained look for the GGUF file again.
+    # The GGUF loader leaves a quantizer and a quantization_config behind although the weights
+    # are already plain float32: save_pretrained refuses quantized models, and a kept config
+    # would make from_pretrained look for the GGUF file again.
+    model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.config._name_or_path = DEFAULT_MODEL_NAME
@@ -165,9 +177,10 @@ def _load_dir(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
 def _load_hub(name: str, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
-    # Local cache first: the hub may be unreachable, and asking it would only wait for a timeout.
+    # Local cache first, and only then the hub if it answers at all: huggingface_hub retries
+    # an unreachable host for ~25 s before giving up.
     for local_only in (True, False):
-        if not local_only and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        if not local_only and not _hub_reachable():
             break
         try:
             config = AutoConfig.from_pretrained(name, local_files_only=local_only)
@@ -180,6 +193,20 @@ def _load_hub(name: str, dtype: torch.dtype) -> tuple[Any, Any]:
         f"model {name!r} is neither a local path nor in the Hugging Face cache, and the hub is not reachable: "
         f"download it where there is network (huggingface-cli download {name}) or pass a local directory or .gguf file"
     )
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() not in ("0", "", "false", "no"):
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _finish(model: Any, tokenizer: Any) -> tuple[Any, Any]:

@@ -1,0 +1,156 @@
+"""`softprompt predict`: run a saved prompt on a file of inputs and write the predictions.
+
+    softprompt predict runs/sst2/prompt --model smollm2 --input reviews.jsonl --task sst2 --output preds.jsonl
+
+Each input row (a JSON object per line, or a CSV row with a header) is turned into text by
+the task's template (``--task``) or by ``--template`` (``str.format`` over the row's
+fields), then the prompted model generates greedily (or, with ``--mode rank``, picks the
+best of the task's label words). One JSON line per input row is written atomically:
+``{"index", "input", "generation", "prediction"}`` plus the row's ``id``/``idx`` if it has one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+ID_FIELDS = ("id", "idx")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "predict", help="write a prompt's predictions for a JSONL/CSV file of inputs",
+        description="Run a saved prompt on the rows of a .jsonl or .csv file and write one JSON line of "
+                    "predictions per row.")
+    parser.add_argument("prompt_dir", metavar="PROMPT_DIR", help="a prompt directory (model.save / softprompt train's OUTPUT/prompt)")
+    parser.add_argument("--model", help="the backbone the prompt was trained on (hub name, directory, .gguf; default: the embedded model)")
+    parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl or .csv file of input rows")
+    text = parser.add_mutually_exclusive_group(required=True)
+    text.add_argument("--task", help="format rows with this task's template (and parse outputs with its label words)")
+    text.add_argument("--template", help="format rows with this str.format template, e.g. 'Review: {text}'")
+    parser.add_argument("--label-words", help="the task's label words as trained: 'names', 'digits' or comma-separated words")
+    parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
+                        help="generate text (default) or pick the best label word (classification tasks)")
+    parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256, help="input tokens kept (cut from the left)")
+    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.set_defaults(func=run)
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a .jsonl (one JSON object per line) or .csv (with a header) file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such input file")
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
+                if not isinstance(row, dict):
+                    raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
+    elif suffix == ".csv":
+        with open(path, encoding="utf-8", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+    else:
+        raise ValueError(f"{path}: expected a .jsonl or .csv file")
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[str]:
+    """Each row formatted by the task's template (missing fields: one-line error naming the row)."""
+    from softprompt.tasks.build import format_input
+    from softprompt.tasks.preprocess import TRANSFORMS
+
+    texts = []
+    for number, row in enumerate(rows, 1):
+        where = f"{source} row {number}"
+        if task.preprocess:
+            try:
+                row = TRANSFORMS[task.preprocess](row)
+            except KeyError as err:
+                raise ValueError(f"{where}: missing field '{err.args[0]}'") from None
+        texts.append(format_input(task, row, where))
+    return texts
+
+
+def _task(args) -> Any:
+    from softprompt.tasks import Task, get_task
+
+    if args.task:
+        return get_task(args.task, label_words=args.label_words)
+    if args.label_words:
+        raise ValueError("--label-words needs --task")
+    # A bare template: free generation, no label words; the prediction is the text.
+    return Task(name="template", kind="generation", template=args.template, metrics=("em",))
+
+
+def run(args) -> int:
+    import torch
+
+    import softprompt
+    from softprompt.evaluate import generate_texts, rank_predictions
+    from softprompt.loading import load_backbone
+    from softprompt.tasks import Example
+
+    for name in ("batch_size", "max_length", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
+    task = _task(args)
+    if args.mode == "rank" and not (task.kind == "classification" and task.label_words):
+        raise ValueError("--mode rank needs a classification --task (its label words are the choices)")
+    rows = read_rows(args.input)
+    texts = input_texts(rows, task, args.input)
+    examples = [Example(input_text=t, target_text="", label=None, choices=None) for t in texts]
+
+    backbone, tokenizer = load_backbone(args.model)
+    model = softprompt.load(backbone, args.prompt_dir).eval()
+    with torch.no_grad():
+        if args.mode == "rank":
+            generations = [None] * len(examples)
+            predictions = rank_predictions(model, tokenizer, task, examples, args.batch_size, args.max_length)
+        else:
+            generations = generate_texts(model, tokenizer, examples, args.batch_size, args.max_length, args.max_new_tokens)
+            predictions = [task.parse(g) if task.kind != "generation" else g.strip() for g in generations]
+
+    records = []
+    for i, (row, text, generation, prediction) in enumerate(zip(rows, texts, generations, predictions)):
+        record = {"index": i, "input": text, "generation": generation, "prediction": _readable(task, prediction)}
+        record.update({k: row[k] for k in ID_FIELDS if k in row})
+        records.append(record)
+    write_jsonl_atomically(args.output, records)
+    invalid = sum(r["prediction"] is None for r in records)
+    note = f" ({invalid} generations matched no label)" if invalid else ""
+    print(f"wrote {len(records)} predictions to {args.output}{note}")
+    return 0
+
+
+def _readable(task: Any, prediction: Any) -> Any:
+    """Class index -> the class name when the task has names (what a user wants to read)."""
+    names = getattr(task, "label_names", None)
+    if task.kind == "classification" and isinstance(prediction, int) and names and 0 <= prediction < len(names):
+        return names[prediction]
+    return prediction
+
+
+def write_jsonl_atomically(path: str | Path, records: list[dict[str, Any]]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
