@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         result = args.func(args)
-    except (CLIError, ValueError, FileNotFoundError, KeyError) as err:
+    except (CLIError, ValueError, OSError, KeyError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"softprompt {args.command}: error: {message}", file=sys.stderr)
         return 2
