@@ -202,5 +202,5 @@ def test_predict_bad_input_is_one_line(tiny_run, capsys):
     (tiny_run / "bad.jsonl").write_text('{"text": "fun"}\n{oops\n')
     argv[argv.index(str(tiny_run / "in.jsonl"))] = str(tiny_run / "bad.jsonl")
     assert main(argv) == 2
-    assert "bad.jsonl:2: invalid JSON" in capsys.readouterr().err
+    assert "bad.jsonl:2: malformed JSON (" in capsys.readouterr().err
     assert not (tiny_run / "preds.jsonl").exists()

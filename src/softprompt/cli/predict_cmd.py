@@ -48,18 +48,9 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"{path}: no such input file")
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{number}: invalid JSON ({err.msg})") from None
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
+        from softprompt.tasks.local import _json_lines  # the tasks' reader: same one-line errors
+
+        rows = [row for _, row in _json_lines(path)]
     elif suffix == ".csv":
         with open(path, encoding="utf-8", newline="") as handle:
             rows = list(csv.DictReader(handle))
