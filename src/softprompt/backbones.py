@@ -204,22 +204,31 @@ class DecoderOnlyJoin(Join):
         the prompt's last token when ``t`` is the row's first real token.
         """
         prompt_last, hidden = self._shared_hidden(prompt, embeds, attention_mask)
-        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-        prev = (cols - 1).clamp(min=0)
-        from_text = (cols > 0) & attention_mask[rows, prev].bool()
+        rows, cols, prev, from_text = _predictors(labels, attention_mask)
         h = torch.where(from_text.unsqueeze(-1), hidden[rows, prev], prompt_last.unsqueeze(0))
         return self._logits(h).float(), labels[rows, cols], rows
 
     # -- naive concatenation -------------------------------------------------------------
 
-    def _naive(self, prompt, embeds, attention_mask, labels=None, **kwargs):
+    def _naive_run(self, prompt, embeds, attention_mask, labels=None, compute_loss=True, **kwargs):
+        """Run the backbone on ``[pads, prompt, text]`` rows.
+
+        Returns ``(out, full_labels [B, n+T] or None, text_index [B, T])``; transformers
+        computes the loss when ``compute_loss`` and labels are given.
+        """
         combined, mask, text_index = prepend(prompt, embeds, attention_mask)
         full_labels = None
         if labels is not None:
             full_labels = labels.new_full(mask.shape, IGNORE_INDEX).scatter(1, text_index, labels)
         if self.takes_positions:
             kwargs["position_ids"] = positions_from_mask(mask)
-        out = self.backbone(inputs_embeds=combined, attention_mask=mask, labels=full_labels, use_cache=False, **kwargs)
+        out = self.backbone(
+            inputs_embeds=combined, attention_mask=mask, labels=full_labels if compute_loss else None, use_cache=False, **kwargs
+        )
+        return out, full_labels, text_index
+
+    def _naive(self, prompt, embeds, attention_mask, labels=None, **kwargs):
+        out, _, text_index = self._naive_run(prompt, embeds, attention_mask, labels, **kwargs)
         index = text_index.unsqueeze(-1).expand(-1, -1, out.logits.shape[-1])
         return out.loss, torch.gather(out.logits, 1, index)
 
@@ -255,11 +264,7 @@ class DecoderOnlyJoin(Join):
         return torch.zeros(labels.shape[0], device=token.device, dtype=token.dtype).index_add(0, rows, token)
 
     def _naive_score(self, prompt, embeds, attention_mask, labels, **kwargs):
-        combined, mask, text_index = prepend(prompt, embeds, attention_mask)
-        full_labels = labels.new_full(mask.shape, IGNORE_INDEX).scatter(1, text_index, labels)
-        if self.takes_positions:
-            kwargs["position_ids"] = positions_from_mask(mask)
-        out = self.backbone(inputs_embeds=combined, attention_mask=mask, use_cache=False, **kwargs)
+        out, full_labels, _ = self._naive_run(prompt, embeds, attention_mask, labels, compute_loss=False, **kwargs)
         return _sum_logprobs(out.logits[:, :-1], full_labels[:, 1:])
 
     def generate(self, prompt, embeds, attention_mask, **kwargs):
@@ -279,13 +284,24 @@ def _expand_cache(cache, batch_size: int) -> None:
         cache.batch_repeat_interleave(batch_size)
 
 
+def _predictors(labels: torch.Tensor, attention_mask: torch.Tensor):
+    """Which position predicts each label of ``labels [B, T]``.
+
+    Returns ``(rows, cols, prev, from_text)``, each ``[N]`` over the N labeled positions: a
+    label at text column ``t`` is predicted from column ``prev = t - 1`` when that is a real
+    token (``from_text``), otherwise (a row's first real token) from the prompt's last token.
+    """
+    rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+    prev = (cols - 1).clamp(min=0)
+    from_text = (cols > 0) & attention_mask[rows, prev].bool()
+    return rows, cols, prev, from_text
+
+
 def _shifted_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy where ``logits [B, T+1, V]`` has, at column 0, the prompt's last
     position; column ``t+1`` is text position ``t``. Label ``t`` is predicted from the
     previous real token (column ``t``) or, for a row's first real token, column 0."""
-    rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
-    prev = (cols - 1).clamp(min=0)
-    from_text = (cols > 0) & attention_mask[rows, prev].bool()
+    rows, cols, _, from_text = _predictors(labels, attention_mask)
     source = torch.where(from_text, cols, torch.zeros_like(cols))
     return F.cross_entropy(logits[rows, source].float(), labels[rows, cols])
 
