@@ -134,26 +134,25 @@ def _numbers(predictions: Sequence) -> list[float]:
     return [-1.0 if p is None else float(p) for p in predictions]
 
 
-def pearson(predictions: Sequence, golds: Sequence) -> float:
-    """Pearson correlation (STS-B); 0.0 when undefined (a constant side)."""
-    from scipy.stats import pearsonr
+def _correlation(name: str, predictions: Sequence, golds: Sequence) -> float:
+    """``scipy.stats.<name>`` between predictions and golds; 0.0 when undefined (a constant side)."""
+    import scipy.stats
 
     _check(predictions, golds)
     x, y = _numbers(predictions), [float(g) for g in golds]
     if len(set(x)) < 2 or len(set(y)) < 2:
         return 0.0
-    return float(pearsonr(x, y)[0])
+    return float(getattr(scipy.stats, name)(x, y)[0])
+
+
+def pearson(predictions: Sequence, golds: Sequence) -> float:
+    """Pearson correlation (STS-B); 0.0 when undefined (a constant side)."""
+    return _correlation("pearsonr", predictions, golds)
 
 
 def spearman(predictions: Sequence, golds: Sequence) -> float:
     """Spearman rank correlation (STS-B); 0.0 when undefined (a constant side)."""
-    from scipy.stats import spearmanr
-
-    _check(predictions, golds)
-    x, y = _numbers(predictions), [float(g) for g in golds]
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return 0.0
-    return float(spearmanr(x, y)[0])
+    return _correlation("spearmanr", predictions, golds)
 
 
 def group_mean(values: Sequence[float], groups: Sequence[Any]) -> float:
