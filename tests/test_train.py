@@ -18,7 +18,9 @@ import torch
 from safetensors.torch import load_file
 
 import softprompt
-from softprompt.train import RunExistsError, TrainConfig, TrainingDiverged, lr_at, total_steps_for, train
+from softprompt.config import TrainConfig
+from softprompt.rundir import RunExistsError
+from softprompt.train import TrainingDiverged, lr_at, total_steps_for, train
 from conftest import tiny_llama, tiny_t5
 from test_batching import tiny_tokenizer
 
@@ -184,8 +186,9 @@ SCRIPT = textwrap.dedent(
     import sys, time
     sys.path.insert(0, {tests!r})
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from softprompt.train import TrainConfig, train
-    import softprompt.train as T
+    from softprompt.config import TrainConfig
+    from softprompt.rundir import RunDir
+    from softprompt.train import train
 
     config = TrainConfig.from_file(sys.argv[1])
     if len(sys.argv) > 2:  # resume
@@ -195,13 +198,13 @@ SCRIPT = textwrap.dedent(
         delay = float({delay!r})
     model = AutoModelForCausalLM.from_pretrained({model!r})
     tok = AutoTokenizer.from_pretrained({model!r})
-    save = T.save_checkpoint
+    save = RunDir.save_checkpoint
 
     def slow_save(*args, **kwargs):  # slow the run down after each checkpoint so the kill lands mid-run
         save(*args, **kwargs)
         time.sleep(delay)
 
-    T.save_checkpoint = slow_save
+    RunDir.save_checkpoint = slow_save
     train(config, model, tok)
     """
 )

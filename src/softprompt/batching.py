@@ -28,10 +28,7 @@ from typing import Any, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-IGNORE_INDEX = -100
-DECODER_ONLY = "decoder-only"
-ENCODER_DECODER = "encoder-decoder"
-KINDS = (DECODER_ONLY, ENCODER_DECODER)
+from .backbones.join import DECODER_ONLY, IGNORE_INDEX, KINDS
 
 log = logging.getLogger("softprompt")
 

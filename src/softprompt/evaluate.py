@@ -18,8 +18,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from .backbones import join_for
-from .batching import DECODER_ONLY, collate, encode_choices, encode_pairs, eos_id, pad_id, report_truncated
+from .backbones import DECODER_ONLY, IGNORE_INDEX, join_for
+from .batching import collate, encode_choices, encode_pairs, eos_id, pad_id, report_truncated
 
 MODES = ("rank", "generate")
 
@@ -40,13 +40,9 @@ class NoPrompt(nn.Module):
         table = self.backbone.get_input_embeddings().weight
         return table.new_zeros(0, table.shape[1])
 
-    def _extra(self) -> dict[str, Any]:
-        # The decoder-only shared-prefix path would run a forward over zero prompt tokens.
-        return {"shared": False} if self.join.kind == DECODER_ONLY else {}
-
     def score(self, input_ids, attention_mask, labels) -> torch.Tensor:
         embeds = self.backbone.get_input_embeddings()(input_ids)
-        return self.join.score(self._empty(), embeds, attention_mask, labels, **self._extra())
+        return self.join.score(self._empty(), embeds, attention_mask, labels)
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, **kwargs) -> torch.Tensor:
@@ -163,7 +159,7 @@ def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, ma
         for i in index:
             e = encoded[i]
             # decoder-only: drop the empty target's EOS (labels mark where it is)
-            keep = e.labels == -100 if kind == DECODER_ONLY else torch.ones_like(e.input_ids, dtype=torch.bool)
+            keep = e.labels == IGNORE_INDEX if kind == DECODER_ONLY else torch.ones_like(e.input_ids, dtype=torch.bool)
             rows.append(type(e)(e.input_ids[keep], e.labels[:0]))
         # left padding: each row's text ends at the last column, where generation continues
         batch = collate(rows, pad, padding_side="left")

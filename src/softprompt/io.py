@@ -8,7 +8,10 @@ A prompt directory holds
   and vocabulary size, the library version, and the method's own metadata (ULPT: seed and
   checksum of the projection).
 
-Also: export to / import from a Hugging Face PEFT prompt-tuning adapter.
+Also: export to / read from a Hugging Face PEFT prompt-tuning adapter, the one atomic writer
+(``atomic_file``, ``write_dir_atomically``) and the one "copy saved tensors into a prompt"
+(``copy_into_prompt``). This module knows prompt modules and files, never the wrapper model
+(``model.py`` imports this, not the reverse).
 """
 
 from __future__ import annotations
@@ -17,16 +20,15 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from torch import nn
 
-from . import __version__
-from .model import SoftPromptModel, backbone_info
+from .version import __version__
 from .prompts import BackboneInfo, PromptMethod, build_method, config_from_dict
 
 WEIGHTS_NAME = "prompt.safetensors"
@@ -73,56 +75,86 @@ def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> Pat
     return path
 
 
-def write_json_atomically(path: str | Path, data: Any) -> None:
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename,
+    on error it is removed. Readers see the old file or the new one, never half of one."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")  # keeps the suffix (matplotlib reads it)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomically(path: str | Path, data: Any) -> None:
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_jsonl_atomically(path: str | Path, records: list[dict[str, Any]]) -> None:
+    """One JSON object per line (non-ASCII kept as is)."""
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 # ---------------------------------------------------------------------------------------
 # Save / load
 
 
-def _backbone_name(backbone: nn.Module) -> str | None:
-    return getattr(backbone, "name_or_path", None) or getattr(getattr(backbone, "config", None), "_name_or_path", None) or None
-
-
-def prompt_record(model: SoftPromptModel) -> dict[str, Any]:
-    """Everything ``prompt_config.json`` holds."""
-    table = model.backbone.get_input_embeddings().weight
+def prompt_record(prompt: PromptMethod, backbone: dict[str, Any]) -> dict[str, Any]:
+    """Everything ``prompt_config.json`` holds; ``backbone`` is ``backbones.backbone_record``."""
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "softprompt_version": __version__,
-        "method": model.method,
-        "config": model.config.to_dict(),
-        "backbone": {
-            "name": _backbone_name(model.backbone),
-            "class": type(model.backbone).__name__,
-            "model_type": getattr(model.backbone.config, "model_type", None),
-            "kind": model.join.kind,
-            "embed_dim": int(table.shape[1]),
-            "vocab_size": int(table.shape[0]),
-        },
-        "num_trainable": model.num_trainable(),
-        "metadata": model.prompt.metadata(),
+        "method": prompt.config.method,
+        "config": prompt.config.to_dict(),
+        "backbone": backbone,
+        "num_trainable": prompt.num_trainable(),
+        "metadata": prompt.metadata(),
     }
 
 
 def trainable_tensors(prompt: PromptMethod) -> dict[str, torch.Tensor]:
-    return {name: p.detach().cpu().contiguous() for name, p in prompt.named_parameters() if p.requires_grad}
+    """The prompt's trainable tensors, detached on the CPU: what prompt files hold."""
+    return {name: p.detach().cpu().contiguous() for name, p in prompt.trainable_named_parameters().items()}
 
 
-def save_prompt(model: SoftPromptModel, path: str | Path) -> Path:
-    record = prompt_record(model)
-    tensors = trainable_tensors(model.prompt)
+def save_prompt(prompt: PromptMethod, backbone: dict[str, Any], path: str | Path) -> Path:
+    """Write ``prompt.safetensors`` and ``prompt_config.json`` to the directory ``path``, atomically."""
+    record = prompt_record(prompt, backbone)
+    tensors = trainable_tensors(prompt)
 
     def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "method": model.method})
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "method": prompt.config.method})
         (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
     return write_dir_atomically(path, write)
+
+
+def copy_into_prompt(prompt: PromptMethod, tensors: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Set the prompt's trainable tensors to ``tensors`` (a prompt file's or a checkpoint's),
+    checking names and shapes first; ``where`` names the file in the one-line errors."""
+    expected = prompt.trainable_named_parameters()
+    method = prompt.config.method
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise PromptFileError(f"{where}: missing tensor(s) {', '.join(missing)} for method {method}")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise PromptFileError(f"{where}: unexpected tensor(s) {', '.join(unexpected)} for method {method}")
+    for name, param in expected.items():
+        if tuple(tensors[name].shape) != tuple(param.shape):
+            raise PromptFileError(f"{where}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(param.shape)}")
+    with torch.no_grad():
+        for name, param in expected.items():
+            param.copy_(tensors[name])
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -182,34 +214,12 @@ def load_prompt_module(path: str | Path, info: BackboneInfo | None = None) -> tu
         )
     info = BackboneInfo(embed_dim=info.embed_dim, vocab_size=info.vocab_size, skip_init=True)
     module = build_method(config, info)
-    tensors = read_tensors(path)
-    expected = dict(module.named_parameters())
-    weights = Path(path) / WEIGHTS_NAME
-    missing = sorted(set(expected) - set(tensors))
-    if missing:
-        raise PromptFileError(f"{weights}: missing tensor(s) {', '.join(missing)} for method {config.method}")
-    unexpected = sorted(set(tensors) - set(expected))
-    if unexpected:
-        raise PromptFileError(f"{weights}: unexpected tensor(s) {', '.join(unexpected)} for method {config.method}")
-    for name, param in expected.items():
-        if tuple(tensors[name].shape) != tuple(param.shape):
-            raise PromptFileError(
-                f"{weights}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(param.shape)}"
-            )
-        with torch.no_grad():
-            param.copy_(tensors[name])
+    copy_into_prompt(module, read_tensors(path), Path(path) / WEIGHTS_NAME)
     try:
         module.check_metadata(record.get("metadata", {}))
     except ValueError as err:
         raise PromptFileError(f"{file}: {err}") from None
     return module, record
-
-
-def load(backbone: nn.Module, path: str | Path) -> SoftPromptModel:
-    """Attach the prompt saved in directory ``path`` to ``backbone`` (frozen)."""
-    module, _ = load_prompt_module(path, backbone_info(backbone))
-    table = backbone.get_input_embeddings().weight
-    return SoftPromptModel(backbone, module.to(table.device))
 
 
 # ---------------------------------------------------------------------------------------
@@ -245,8 +255,8 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     return write_dir_atomically(out_dir, write)
 
 
-def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel:
-    """Load a PEFT prompt-tuning adapter as a vanilla ``prompt`` method on ``backbone``."""
+def read_peft_prompt(adapter_dir: str | Path) -> torch.Tensor:
+    """The prompt ``[n, d]`` (float32) of a PEFT prompt-tuning adapter directory."""
     adapter_dir = Path(adapter_dir)
     config_file = adapter_dir / PEFT_CONFIG_NAME
     config = _read_json(config_file, f"is {adapter_dir} a PEFT adapter?")
@@ -258,12 +268,4 @@ def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel
     tensors = _read_safetensors(weights)
     if "prompt_embeddings" not in tensors:
         raise PromptFileError(f"{weights}: missing tensor prompt_embeddings")
-    n = int(config["num_virtual_tokens"])
-    table = tensors["prompt_embeddings"][:n].float()
-    info = backbone_info(backbone)
-    if table.shape[1] != info.embed_dim:
-        raise PromptFileError(f"{weights}: prompt has embedding size {table.shape[1]}; this backbone has {info.embed_dim}")
-    module = build_method(config_from_dict("prompt", {"length": n}), BackboneInfo(info.embed_dim, info.vocab_size, skip_init=True))
-    with torch.no_grad():
-        module.embedding.copy_(table)
-    return SoftPromptModel(backbone, module.to(backbone.get_input_embeddings().weight.device))
+    return tensors["prompt_embeddings"][: int(config["num_virtual_tokens"])].float()

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backbones import join_for
-from .prompts import BackboneInfo, PromptConfig, PromptMethod, build_method, make_config
+from . import io
+from .backbones import backbone_info, backbone_record, join_for
+from .prompts import PromptConfig, PromptMethod, build_method, config_from_dict, make_config
 
 
 class SoftPromptModel(nn.Module):
@@ -49,10 +50,10 @@ class SoftPromptModel(nn.Module):
 
     def num_trainable(self) -> int:
         """Exact count of trainable parameters (the backbone has none)."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return self.prompt.num_trainable()
 
     def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.prompt.parameters() if p.requires_grad]
+        return list(self.prompt.trainable_named_parameters().values())
 
     def diagnostics(self) -> dict[str, float]:
         return self.prompt.diagnostics()
@@ -79,7 +80,7 @@ class SoftPromptModel(nn.Module):
             input_ids: ``[B, T]`` text tokens (no room for the prompt needed).
             attention_mask: ``[B, T]``, left or right padded; default all ones.
             labels: decoder-only: ``[B, T]`` aligned with ``input_ids`` as in transformers
-                (-100 = ignored); encoder-decoder: the decoder targets ``[B, L]``.
+                (``IGNORE_INDEX`` = ignored); encoder-decoder: the decoder targets ``[B, L]``.
             return_logits: False skips the full logits (the loss is then computed from the
                 labeled positions only, much faster for decoder-only training).
         Returns:
@@ -102,13 +103,11 @@ class SoftPromptModel(nn.Module):
         embeds = self._text_embeds(input_ids, mask)
         return self.join.generate(self.prompt(), embeds, mask, **kwargs)
 
-    # -- saving ----------------------------------------------------------------------------
+    # -- saving ---------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
         """Write ``prompt.safetensors`` and ``prompt_config.json`` to the directory ``path``, atomically."""
-        from .io import save_prompt
-
-        return save_prompt(self, path)
+        return io.save_prompt(self.prompt, backbone_record(self.backbone), path)
 
     def save_pretrained(self, path: str | Path) -> Path:  # the transformers spelling
         return self.save(path)
@@ -116,19 +115,12 @@ class SoftPromptModel(nn.Module):
     @classmethod
     def from_pretrained(cls, backbone: nn.Module, path: str | Path) -> "SoftPromptModel":
         """``softprompt.load`` in the transformers spelling."""
-        from .io import load
-
         return load(backbone, path)
 
-    def print_trainable_parameters(self) -> None:
-        total = sum(p.numel() for p in self.parameters())
-        trainable = self.num_trainable()
-        print(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / total:.4f}")
 
-
-def backbone_info(backbone: nn.Module, tokenizer: Any = None) -> BackboneInfo:
-    table = backbone.get_input_embeddings().weight
-    return BackboneInfo(embed_dim=table.shape[1], vocab_size=table.shape[0], embeddings=table.detach(), tokenizer=tokenizer)
+def _wrap(backbone: nn.Module, prompt: PromptMethod) -> SoftPromptModel:
+    """The prompt on the backbone's device, attached."""
+    return SoftPromptModel(backbone, prompt.to(backbone.get_input_embeddings().weight.device))
 
 
 def attach(
@@ -151,6 +143,25 @@ def attach(
         **options: the method's config fields, e.g. ``length=100, rank=2``.
     """
     config = config if config is not None else make_config(method, **options)
-    prompt = build_method(config, backbone_info(backbone, tokenizer), seed=seed)
-    table = backbone.get_input_embeddings().weight
-    return SoftPromptModel(backbone, prompt.to(table.device))
+    return _wrap(backbone, build_method(config, backbone_info(backbone, tokenizer), seed=seed))
+
+
+def load(backbone: nn.Module, path: str | Path) -> SoftPromptModel:
+    """Attach the prompt saved in directory ``path`` to ``backbone`` (frozen)."""
+    module, _ = io.load_prompt_module(path, backbone_info(backbone))
+    return _wrap(backbone, module)
+
+
+def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel:
+    """Load a PEFT prompt-tuning adapter as a vanilla ``prompt`` method on ``backbone``."""
+    table = io.read_peft_prompt(adapter_dir)  # [n, d]
+    info = backbone_info(backbone)
+    if table.shape[1] != info.embed_dim:
+        raise io.PromptFileError(
+            f"{Path(adapter_dir) / io.PEFT_WEIGHTS_NAME}: prompt has embedding size {table.shape[1]}; this backbone has {info.embed_dim}"
+        )
+    info.skip_init = True
+    # A PEFT prompt-tuning adapter is vanilla prompt tuning: its prompt is a free matrix.
+    module = build_method(config_from_dict("prompt", {"length": table.shape[0]}), info)
+    module.set_prompt(table)
+    return _wrap(backbone, module)

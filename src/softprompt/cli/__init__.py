@@ -1,51 +1,34 @@
 """The `softprompt` command.
 
-Each subcommand lives in its own module in this folder and exposes
-``register(subparsers)``, which adds its parser and sets ``func`` to the function
-that runs it. This file only lists the modules and dispatches.
+Each subcommand lives in its own module in this folder and exposes ``register(subparsers)``,
+which adds its parser and sets ``func`` to the function that runs it. This file lists the
+modules and dispatches; ``common.py`` holds what they share.
 """
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
+from . import demo_cmd, eval_cmd, export_cmd, inspect_cmd, params_cmd, predict_cmd, preview_cmd, tasks_cmd, train_cmd
+from .common import CLIError, Parser
+
 # One module per subcommand, in the order `softprompt --help` lists them.
-SUBCOMMANDS = [
-    "demo",
-    "train",
-    "eval",
-    "predict",
-    "inspect",
-    "export",
-    "params",
-    "tasks",
-    "preview",
-]
+SUBCOMMANDS = (demo_cmd, train_cmd, eval_cmd, predict_cmd, inspect_cmd, export_cmd, params_cmd, tasks_cmd, preview_cmd)
+
+__all__ = ["CLIError", "build_parser", "main"]
 
 
-class CLIError(Exception):
-    """A user error: printed as one line, exit code 2."""
-
-
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     from softprompt import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="softprompt",
         description="Soft prompt tuning (vanilla, Residual, DPT, ULPT, DePT) of frozen Hugging Face models.",
     )
     parser.add_argument("--version", action="version", version=f"softprompt {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"softprompt.cli.{name}_cmd")
-        except ModuleNotFoundError as err:
-            # A subcommand still being written must not break the others.
-            if err.name == f"softprompt.cli.{name}_cmd":
-                continue
-            raise
+    # parser_class: every subcommand's bad option is one line too
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for module in SUBCOMMANDS:
         module.register(subparsers)
     return parser
 

@@ -6,18 +6,18 @@ template and no prompt), tuned accuracy, trainable parameters and wall time per 
 Each method's run is an ordinary ``softprompt train`` run in ``OUT/<method>/``
 (``metrics.json``, ``log.jsonl``, ``prompt/``, ``plots/``).
 
-The recipe (``DEMO``, ``METHOD_RECIPES``) comes from short runs on a 2-core CPU; the numbers
-measured are in the comments.
+The recipe (``DEMO``) comes from short runs on a 2-core CPU; the numbers measured are in the
+comments. Every registered method runs with it (each with its own defaults for its other options).
 """
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-DATA_ENV = "SOFTPROMPT_DATA_DIR"
+from .common import DATA_ENV, data_dir as default_data_dir, positive_int
+
 DEFAULT_METHODS = ("ulpt",)
 
 # The task as registered (template "sentence: {sentence}"), answered with the class names
@@ -44,19 +44,11 @@ DEMO = dict(
     log_every=10,
 )
 
-# Per-method options (prompt length and learning rate). ULPT, 20 tokens, r=2 = 1,192
-# parameters on SmolLM2 (d=576). Measured with this template (validation on 200 dev
-# sentences, zero-shot 54.5% on all 872): lr 0.05 stays near 55-58% for 125 steps; lr 0.1 is
-# at 55.5% after 25 steps; lr 0.3 (the papers' default) reaches 75% after 25 steps. The other
-# methods use the papers' lr 0.3 unmeasured here.
-METHOD_RECIPES: dict[str, dict[str, Any]] = {
-    "ulpt": dict(length=20, rank=2, lr=0.3),
-    "prompt": dict(length=20, lr=0.3),
-    "dpt": dict(length=20, bottleneck=10, lr=0.3),
-    "residual": dict(length=20, lr=0.3),
-    "dept": dict(length=20, lr=0.3),
-    "rank_probe": dict(length=20, lr=0.3),
-}
+# Every method: 20 prompt tokens at the papers' lr 0.3. ULPT, 20 tokens, r=2 = 1,192 parameters
+# on SmolLM2 (d=576). Measured with this template (validation on 200 dev sentences, zero-shot
+# 54.5% on all 872): lr 0.05 stays near 55-58% for 125 steps; lr 0.1 is at 55.5% after 25 steps;
+# lr 0.3 reaches 75% after 25 steps. The other methods use lr 0.3 unmeasured here.
+DEMO.update(length=20, lr=0.3)
 
 
 def register(subparsers) -> None:
@@ -70,19 +62,19 @@ def register(subparsers) -> None:
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated methods to train, e.g. ulpt,prompt,dpt (default: %(default)s)")
     parser.add_argument("--model", help="another backbone instead of the embedded SmolLM2 (hub name, directory, .gguf)")
-    parser.add_argument("--max-steps", type=int, help=f"training steps per method (default: {DEMO['max_steps']})")
+    parser.add_argument("--max-steps", type=positive_int, help=f"training steps per method (default: {DEMO['max_steps']})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace earlier runs in OUT/<method>/")
     parser.set_defaults(func=run)
 
 
 def parse_methods(text: str) -> list[str]:
-    import softprompt
+    from softprompt.prompts import methods as registered
 
     methods = [m.strip() for m in text.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in softprompt.METHODS]
+    unknown = [m for m in methods if m not in registered()]
     if not methods or unknown:
-        raise ValueError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(softprompt.METHODS)}")
+        raise ValueError(f"--methods: unknown method(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(registered())}")
     if len(set(methods)) != len(methods):
         raise ValueError(f"--methods: {text!r} names a method twice")
     return methods
@@ -128,18 +120,19 @@ def run_demo(
         rows ``{"method", "zero_shot", "tuned", "trainable_parameters", "wall_seconds", "output_dir"}``
         with accuracies in [0, 1].
     """
-    from softprompt.train import TrainConfig, train
+    from softprompt.config import TrainConfig
+    from softprompt.train import train
 
     if task is None:
         task = demo_task(data_dir)  # before the model: a missing dataset fails fast
     if model is None:
-        from softprompt.loading import load_backbone
+        from softprompt.backbones import load_backbone
 
         model, tokenizer = load_backbone(None)
     output_dir = Path(output_dir)
     rows = []
     for method in methods:
-        options = {**DEMO, **METHOD_RECIPES[method], **(overrides or {})}
+        options = {**DEMO, **(overrides or {})}
         config = TrainConfig(method=method, label_words=DEMO_LABEL_WORDS, data_dir=data_dir, seed=seed,
                              output_dir=str(output_dir / method), overwrite=overwrite, **options)
         start = time.time()
@@ -181,22 +174,20 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run(args) -> int:
-    from softprompt.loading import load_backbone
+    from softprompt.backbones import load_backbone
 
     methods = parse_methods(args.methods)
-    if args.max_steps is not None and args.max_steps < 1:
-        raise ValueError(f"--max-steps must be a positive integer, got {args.max_steps}")
-    data_dir = args.data_dir or os.environ.get(DATA_ENV) or None
-    if data_dir is not None and not Path(data_dir).is_dir():
-        raise FileNotFoundError(f"--data-dir {data_dir}: no such directory (expected a GLUE directory holding SST-2/)")
+    folder = default_data_dir(args.data_dir)
+    if folder is not None and not Path(folder).is_dir():
+        raise FileNotFoundError(f"--data-dir {folder}: no such directory (expected a GLUE directory holding SST-2/)")
     started = time.time()
-    task = demo_task(data_dir)
+    task = demo_task(folder)
     model, tokenizer = load_backbone(args.model)
     name = getattr(model.config, "_name_or_path", None) or "the model"
-    source = data_dir or "the Hugging Face hub"
+    source = folder or "the Hugging Face hub"
     print(f"softprompt demo: SST-2 ({source}) on {name}; methods: {', '.join(methods)}", flush=True)
     overrides = {"max_steps": args.max_steps} if args.max_steps else None
-    rows = run_demo(methods, args.output_dir, data_dir, model, tokenizer, task, overrides, args.overwrite, args.seed)
+    rows = run_demo(methods, args.output_dir, folder, model, tokenizer, task, overrides, args.overwrite, args.seed)
     split = rows[0]["eval_split"]
     print()
     print(f"SST-2 {split} accuracy (%), {rows[0]['metric']} of rank classification over {', '.join(task.label_words)}:")
@@ -205,4 +196,4 @@ def run(args) -> int:
     return 0
 
 
-__all__ = ["DEMO", "METHOD_RECIPES", "demo_task", "format_table", "parse_methods", "run_demo"]
+__all__ = ["DEMO", "demo_task", "format_table", "parse_methods", "run_demo"]

@@ -31,7 +31,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import softprompt
-    from softprompt.cli import CLIError
+
+    from .common import CLIError
 
     out = Path(args.output)
     if out.exists() and not args.overwrite:
@@ -41,7 +42,7 @@ def run(args) -> int:
     if Path(args.source).resolve() == out.resolve():
         raise ValueError(f"OUT_DIR {out} is the source directory; choose another")
     if args.from_format == "peft":
-        from softprompt.loading import load_backbone
+        from softprompt.backbones import load_backbone
 
         backbone, _ = load_backbone(args.model)
         model = softprompt.import_peft(backbone, args.source)

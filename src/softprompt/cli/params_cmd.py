@@ -1,40 +1,34 @@
 """`softprompt params`: the exact trainable-parameter count of a method, without a model.
 
 The count comes from the method's own config (``PromptConfig.num_parameters``), the same
-formula the tests pin to the papers' figures. The last line printed is the bare number,
-so scripts can read it with ``tail -n 1``.
+formula the tests pin to the papers' figures. The method options are generated from the
+registry, so a new method's options appear here with no edit. The last line printed is the bare
+number, so scripts can read it with ``tail -n 1``.
 """
 
 from __future__ import annotations
 
-# CLI flag -> config field. Only flags the user gives are passed on, so a flag that a
-# method does not have (e.g. --bottleneck for ulpt) is an error naming the method's options.
-OPTIONS = {"length": "length", "bottleneck": "bottleneck", "rank": "rank", "max_length": "max_length"}
+from .common import add_method_options, given, positive_int
 
 
 def register(subparsers) -> None:
-    import softprompt
+    from softprompt.prompts import methods
 
     parser = subparsers.add_parser(
         "params", help="print a method's exact trainable-parameter count",
         description="Print the exact number of trainable parameters of a prompt method for an "
-                    "embedding size. The last line is the bare count.")
-    parser.add_argument("--method", required=True, choices=softprompt.METHODS, help="the prompt method")
-    parser.add_argument("--embed-dim", type=int, required=True, metavar="D", help="the model's embedding size d")
-    parser.add_argument("--length", type=int, metavar="N", help="prompt length n (for dept, the prompt part m)")
-    parser.add_argument("--bottleneck", type=int, metavar="B", help="residual's MLP width m or dpt's inner dimension b")
-    parser.add_argument("--rank", type=int, metavar="R", help="ulpt's rank r or dept's low-rank r")
-    parser.add_argument("--max-length", type=int, metavar="L", help="dept's maximum input length L")
-    parser.set_defaults(func=run)
+                    "embedding size. The last line is the bare count. An option the method does "
+                    "not have is an error naming the method's options.")
+    parser.add_argument("--method", required=True, choices=methods(), help="the prompt method")
+    parser.add_argument("--embed-dim", type=positive_int, required=True, metavar="D", help="the model's embedding size d")
+    options = add_method_options(parser.add_argument_group("method options"))
+    parser.set_defaults(func=run, option_names=options)
 
 
 def run(args) -> int:
-    import softprompt
+    from softprompt.prompts import make_config
 
-    if args.embed_dim < 1:
-        raise ValueError(f"--embed-dim must be a positive integer, got {args.embed_dim}")
-    options = {field: getattr(args, flag) for flag, field in OPTIONS.items() if getattr(args, flag) is not None}
-    config = softprompt.make_config(args.method, **options)
+    config = make_config(args.method, **given(args, args.option_names))
     count = config.num_parameters(args.embed_dim)
     settings = ", ".join(f"{k}={v}" for k, v in config.to_dict().items() if isinstance(v, int) and not isinstance(v, bool))
     print(f"{args.method} ({settings}) on embedding size {args.embed_dim}: {count:,} trainable parameters")

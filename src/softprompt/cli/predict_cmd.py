@@ -12,10 +12,10 @@ best of the task's label words). One JSON line per input row is written atomical
 from __future__ import annotations
 
 import csv
-import json
-import os
 from pathlib import Path
 from typing import Any
+
+from .common import positive_int
 
 ID_FIELDS = ("id", "idx")
 
@@ -35,9 +35,9 @@ def register(subparsers) -> None:
     parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
                         help="generate text (default) or pick the best label word (classification tasks)")
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=256, help="input tokens kept (cut from the left)")
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--max-length", type=positive_int, default=256, help="input tokens kept (cut from the left)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=16)
     parser.set_defaults(func=run)
 
 
@@ -93,13 +93,11 @@ def run(args) -> int:
     import torch
 
     import softprompt
+    from softprompt.backbones import load_backbone
     from softprompt.evaluate import generate_texts, rank_predictions
-    from softprompt.loading import load_backbone
+    from softprompt.io import write_jsonl_atomically
     from softprompt.tasks import Example
 
-    for name in ("batch_size", "max_length", "max_new_tokens"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be a positive integer")
     task = _task(args)
     if args.mode == "rank" and not (task.kind == "classification" and task.label_words):
         raise ValueError("--mode rank needs a classification --task (its label words are the choices)")
@@ -135,13 +133,3 @@ def _readable(task: Any, prediction: Any) -> Any:
     if task.kind == "classification" and isinstance(prediction, int) and names and 0 <= prediction < len(names):
         return names[prediction]
     return prediction
-
-
-def write_jsonl_atomically(path: str | Path, records: list[dict[str, Any]]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .common import data_dir
+
 ARROW = " → "
 
 
@@ -17,7 +19,9 @@ def register(subparsers) -> None:
     parser.add_argument("--split", default="validation",
                         help="train | validation | test (default: validation)")
     parser.add_argument("--n", type=int, default=3, help="how many examples to print (default 3)")
-    parser.add_argument("--protocol", choices=("paper", "attempt"), default="paper",
+    from softprompt.tasks import PROTOCOLS
+
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="paper",
                         help="paper: official splits; attempt: DePT/ULPT's re-split (default paper)")
     parser.add_argument("--seed", type=int, default=42,
                         help="shuffle seed of the attempt protocol (default 42)")
@@ -32,7 +36,7 @@ def run(args) -> int:
     if args.n < 0:
         raise ValueError(f"--n must be >= 0, got {args.n}")
     task = get_task(args.task, label_words=args.label_words)
-    examples = task.load(split=args.split, data_dir=args.data_dir, protocol=args.protocol,
+    examples = task.load(split=args.split, data_dir=data_dir(args.data_dir), protocol=args.protocol,
                          seed=args.seed)
     for example in examples[: args.n]:
         print(f"{example.input_text}{ARROW}{example.target_text}")

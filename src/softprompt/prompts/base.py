@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -25,6 +25,12 @@ class ConfigError(ValueError):
     """A config field has an invalid value. The message names the field."""
 
 
+def option(default: Any, help: str, metavar: str | None = None) -> Any:
+    """A config field with its help text: the CLI builds its options from these, so a new
+    method's fields reach ``softprompt train`` and ``softprompt params`` with no CLI edit."""
+    return field(default=default, metadata={"help": help, "metavar": metavar})
+
+
 @dataclass
 class PromptConfig:
     """Fields every method has. Subclasses add their own and extend ``validate``.
@@ -34,7 +40,7 @@ class PromptConfig:
     """
 
     method: ClassVar[str] = ""
-    length: int = 100
+    length: int = option(100, "prompt length n (number of prompt tokens)", "N")
 
     def __post_init__(self) -> None:
         self.validate()
@@ -83,6 +89,15 @@ class BackboneInfo:
     skip_init: bool = False
 
 
+class ParamGroup(NamedTuple):
+    """Parameters trained together. ``lr``: this group's peak learning rate, or None for the
+    run's; every group follows the same schedule (warmup, decay) scaled to its own peak."""
+
+    name: str
+    params: list[nn.Parameter]
+    lr: float | None = None
+
+
 class PromptMethod(nn.Module):
     """Base class of a prompt method.
 
@@ -112,8 +127,12 @@ class PromptMethod(nn.Module):
         """
         return embeds
 
+    # Axis labels of the diagnostics, for the plots drawn from the training log.
+    diagnostic_labels: ClassVar[dict[str, str]] = {}
+
     def diagnostics(self) -> dict[str, float]:
-        """Numbers worth logging during training (e.g. the rank probe's positive count)."""
+        """Numbers worth logging during training (e.g. the rank probe's positive count);
+        each gets its own plot, labelled by ``diagnostic_labels``."""
         return {}
 
     def metadata(self) -> dict[str, Any]:
@@ -123,8 +142,24 @@ class PromptMethod(nn.Module):
     def check_metadata(self, metadata: dict[str, Any]) -> None:
         """Raise ``ValueError`` if ``metadata`` (from a saved prompt) does not match this module."""
 
+    # -- the one rule for "trainable": a parameter of the method that requires grad ----------
+
+    def trainable_named_parameters(self) -> dict[str, nn.Parameter]:
+        """Every trainable tensor by name: what is optimized, saved, checkpointed and counted."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
     def num_trainable(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return sum(p.numel() for p in self.trainable_named_parameters().values())
+
+    def param_groups(self) -> list[ParamGroup]:
+        """The optimizer's groups. One group at the run's learning rate, unless a method
+        trains parts at different rates (DePT's embedding update); the loop knows none by name."""
+        return [ParamGroup("prompt", list(self.trainable_named_parameters().values()))]
+
+    def set_prompt(self, prompt: torch.Tensor) -> None:
+        """Make the materialized prompt equal ``prompt [n, d]``. Only methods whose prompt is
+        a free matrix can (PEFT import builds a vanilla prompt this way)."""
+        raise NotImplementedError(f"{self.config.method}: the prompt cannot be set directly")
 
 
 # ---------------------------------------------------------------------------------------

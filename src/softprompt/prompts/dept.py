@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_float, _positive_int, token_init
+from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_float, _positive_int, option, token_init
 
 
 @dataclass
@@ -30,12 +30,12 @@ class DePTConfig(PromptConfig):
     """
 
     method = "dept"
-    length: int = 60
-    rank: int = 30
-    max_length: int = 256
-    alpha: float = 8.0
-    init: str = "vocab"
-    init_text: str | None = None
+    length: int = option(60, "prompt tokens m", "M")
+    rank: int = option(30, "rank r of the embedding update", "R")
+    max_length: int = option(256, "text positions L the embedding update covers", "L")
+    alpha: float = option(8.0, "scale of the update: alpha/sqrt(rank)", "A")
+    init: str = option("vocab", "how the prompt starts: vocab, text or normal", "INIT")
+    init_text: str | None = option(None, "the text whose token embeddings start the prompt (init=text)", "TEXT")
 
     def validate(self) -> None:
         super().validate()

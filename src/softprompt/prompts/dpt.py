@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int
+from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, option
 
 UNIFORM_RANGE = 0.5
 
@@ -29,8 +29,8 @@ class DPTConfig(PromptConfig):
     """
 
     method = "dpt"
-    bottleneck: int = 10
-    init: str = "uniform"
+    bottleneck: int = option(10, "inner dimension b of A·B (the prompt's maximum rank)", "B")
+    init: str = option("uniform", "how A and B start: uniform (authors' code) or normal", "INIT")
 
     def validate(self) -> None:
         super().validate()

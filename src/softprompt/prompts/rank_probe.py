@@ -49,5 +49,7 @@ class RankProbePrompt(PromptMethod):
         """How many entries of σ are positive: the probe's estimate of the prompt's rank."""
         return int((self.sigma.detach() > 0).sum())
 
+    diagnostic_labels = {"positive_sigma": "positive σ entries (rank bound)"}
+
     def diagnostics(self) -> dict[str, float]:
         return {"positive_sigma": float(self.positive_count())}

@@ -6,6 +6,7 @@ Adding a method: write ``prompts/<name>.py`` with a ``PromptConfig`` subclass (`
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -30,11 +31,16 @@ REGISTRY: dict[str, tuple[type[PromptConfig], type[PromptMethod]]] = {
 METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 
+def methods() -> tuple[str, ...]:
+    """The registered methods, read live (a test may register a method for its duration)."""
+    return tuple(REGISTRY)
+
+
 def _entry(method: str) -> tuple[type[PromptConfig], type[PromptMethod]]:
     try:
         return REGISTRY[method]
     except KeyError:
-        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}") from None
+        raise ConfigError(f"unknown method {method!r}; choose one of {', '.join(REGISTRY)}") from None
 
 
 def make_config(method: str, **options: Any) -> PromptConfig:
@@ -56,3 +62,24 @@ def build_method(config: PromptConfig, info: BackboneInfo, seed: int = 0) -> Pro
     _, module_cls = _entry(config.method)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     return module_cls(config, info, generator)
+
+
+def method_options() -> dict[str, dict[str, Any]]:
+    """Every method config field by name: ``{"rank": {"type": int, "metavar": "R", "help":
+    {"ulpt": "...", "dept": "..."}}}`` (help per method that has the field). The CLI builds its
+    method options from this, so a new method needs no CLI edit."""
+    import typing
+
+    table: dict[str, dict[str, Any]] = {}
+    for method, (config_cls, _) in REGISTRY.items():
+        hints = typing.get_type_hints(config_cls)
+        for f in dataclasses.fields(config_cls):
+            entry = table.setdefault(f.name, {"type": hints.get(f.name), "metavar": f.metadata.get("metavar"), "help": {}})
+            entry["help"][method] = f.metadata.get("help", f.name)
+    return table
+
+
+def method_fields(method: str) -> tuple[str, ...]:
+    """The config fields of ``method`` (its options)."""
+    config_cls, _ = _entry(method)
+    return tuple(f.name for f in dataclasses.fields(config_cls))

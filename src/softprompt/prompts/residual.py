@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, token_init
+from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, option, token_init
 
 
 @dataclass
@@ -23,9 +23,9 @@ class ResidualConfig(PromptConfig):
     """
 
     method = "residual"
-    bottleneck: int = 400
-    init: str = "vocab"
-    init_text: str | None = None
+    bottleneck: int = option(400, "width m of the reparameterizing MLP", "M")
+    init: str = option("vocab", "how the prompt starts: vocab, text or normal", "INIT")
+    init_text: str | None = option(None, "the text whose token embeddings start the prompt (init=text)", "TEXT")
 
     def validate(self) -> None:
         super().validate()

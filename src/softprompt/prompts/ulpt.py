@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int
+from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, option
 
 
 @dataclass
@@ -33,9 +33,9 @@ class ULPTConfig(PromptConfig):
     """
 
     method = "ulpt"
-    rank: int = 2
-    projection: str = "xavier"
-    projection_seed: int = 0
+    rank: int = option(2, "dimension r each prompt token is optimized in", "R")
+    projection: str = option("xavier", "the frozen random projection: xavier (authors' code) or normal", "KIND")
+    projection_seed: int = option(0, "seed the projection is regenerated from", "S")
 
     def validate(self) -> None:
         super().validate()

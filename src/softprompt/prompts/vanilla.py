@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, token_init
+from .base import TOKEN_INITS, BackboneInfo, PromptConfig, PromptMethod, _choice, option, token_init
 
 
 @dataclass
@@ -20,8 +20,8 @@ class VanillaConfig(PromptConfig):
     """
 
     method = "prompt"
-    init: str = "vocab"
-    init_text: str | None = None
+    init: str = option("vocab", "how the prompt starts: vocab, text or normal", "INIT")
+    init_text: str | None = option(None, "the text whose token embeddings start the prompt (init=text)", "TEXT")
 
     def validate(self) -> None:
         super().validate()
@@ -38,3 +38,7 @@ class VanillaPrompt(PromptMethod):
 
     def forward(self) -> torch.Tensor:  # [n, d]
         return self.embedding
+
+    def set_prompt(self, prompt: torch.Tensor) -> None:
+        with torch.no_grad():
+            self.embedding.copy_(prompt)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -110,7 +109,7 @@ def _load_default(dtype: torch.dtype) -> tuple[Any, Any]:
 
 
 def _write_cache(model: Any, tokenizer: Any, cache: Path, source: Path) -> None:
-    from .io import write_dir_atomically, write_json_atomically
+    from ..io import write_dir_atomically, write_json_atomically
 
     # The GGUF loader leaves a quantizer and a quantization_config behind although the weights
     # are already plain float32: save_pretrained refuses quantized models, and a kept config
@@ -259,8 +258,3 @@ def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype = to
     if str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1:
         raise ModelLoadError(f"{spec}: no such model directory or file")
     return _load_hub(str(spec), dtype)
-
-
-def cache_info(path: str | Path) -> dict[str, Any]:
-    """The record written with a cached default model (for diagnostics)."""
-    return json.loads((Path(path) / CACHE_RECORD).read_text())

@@ -20,17 +20,51 @@ position ids count only real tokens, so both layouts give the same numbers.
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.modeling_outputs import CausalLMOutputWithPast, Seq2SeqLMOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from ..prompts import BackboneInfo
 
 IGNORE_INDEX = -100
+"""Label value of positions that are not scored (transformers' convention)."""
+DECODER_ONLY = "decoder-only"
+ENCODER_DECODER = "encoder-decoder"
+KINDS = (DECODER_ONLY, ENCODER_DECODER)
 
 
 class UnsupportedModelError(TypeError):
     pass
+
+
+# ---------------------------------------------------------------------------------------
+# Facts about a backbone: what a method is built from, and what a saved prompt records.
+
+
+def backbone_info(backbone: nn.Module, tokenizer: Any = None) -> BackboneInfo:
+    """What a prompt method may know about ``backbone`` when it is built."""
+    table = backbone.get_input_embeddings().weight
+    return BackboneInfo(embed_dim=table.shape[1], vocab_size=table.shape[0], embeddings=table.detach(), tokenizer=tokenizer)
+
+
+def backbone_name(backbone: nn.Module) -> str | None:
+    return getattr(backbone, "name_or_path", None) or getattr(getattr(backbone, "config", None), "_name_or_path", None) or None
+
+
+def backbone_record(backbone: nn.Module) -> dict[str, Any]:
+    """The backbone as ``prompt_config.json`` records it: name, class, kind and sizes."""
+    table = backbone.get_input_embeddings().weight
+    return {
+        "name": backbone_name(backbone),
+        "class": type(backbone).__name__,
+        "model_type": getattr(backbone.config, "model_type", None),
+        "kind": join_for(backbone).kind,
+        "embed_dim": int(table.shape[1]),
+        "vocab_size": int(table.shape[0]),
+    }
 
 
 def join_for(backbone: nn.Module) -> "Join":
@@ -122,7 +156,7 @@ class Join:
 
 
 class EncoderDecoderJoin(Join):
-    kind = "encoder-decoder"
+    kind = ENCODER_DECODER
 
     def _encoder_inputs(self, prompt, embeds, attention_mask):
         combined, mask, _ = prepend(prompt, embeds, attention_mask)
@@ -147,7 +181,7 @@ class EncoderDecoderJoin(Join):
 
 
 class DecoderOnlyJoin(Join):
-    kind = "decoder-only"
+    kind = DECODER_ONLY
 
     def __init__(self, backbone: nn.Module):
         super().__init__(backbone)
@@ -165,7 +199,9 @@ class DecoderOnlyJoin(Join):
 
     # -- shared prefix -------------------------------------------------------------------
 
-    def use_shared(self) -> bool:
+    def use_shared(self, prompt: torch.Tensor) -> bool:
+        if prompt.shape[0] == 0:  # no prompt (zero-shot): nothing to share, and no forward over zero tokens
+            return False
         # transformers 5 renamed the flag; read whichever this version has without a warning.
         flag = "is_activation_checkpointing" if hasattr(type(self.backbone), "is_activation_checkpointing") else "is_gradient_checkpointing"
         checkpointing = getattr(self.backbone, flag, False) and self.backbone.training
@@ -239,7 +275,7 @@ class DecoderOnlyJoin(Join):
         ``[B, T]`` aligned with the input ids (as in transformers; -100 = ignored).
         Returns ``CausalLMOutputWithPast`` with ``logits [B, T, V]`` for the text positions
         (or ``None`` when ``return_logits`` is False) and the mean token loss."""
-        shared = self.use_shared() if shared is None else shared
+        shared = self.use_shared(prompt) if shared is None else shared
         if not shared:
             loss, logits = self._naive(prompt, embeds, attention_mask, labels, **kwargs)
             return CausalLMOutputWithPast(loss=loss, logits=logits if return_logits else None)
@@ -256,7 +292,7 @@ class DecoderOnlyJoin(Join):
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     def score(self, prompt, embeds, attention_mask, labels, shared=None, **kwargs):
-        shared = self.use_shared() if shared is None else shared
+        shared = self.use_shared(prompt) if shared is None else shared
         if not shared:
             return self._naive_score(prompt, embeds, attention_mask, labels, **kwargs)
         selected, targets, rows = self._labeled_logits(prompt, embeds, attention_mask, labels)

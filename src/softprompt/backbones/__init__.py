@@ -1,0 +1,31 @@
+"""Backbones: how a prompt ``[n, d]`` joins a model's input (``join``), the facts about a
+backbone a method or a saved prompt needs, and loading a model from whatever the user names
+(``load``)."""
+
+from .join import (
+    DECODER_ONLY,
+    ENCODER_DECODER,
+    IGNORE_INDEX,
+    KINDS,
+    UnsupportedModelError,
+    backbone_info,
+    backbone_name,
+    backbone_record,
+    join_for,
+)
+from .load import ModelLoadError, default_model_available, load_backbone
+
+__all__ = [
+    "DECODER_ONLY",
+    "ENCODER_DECODER",
+    "IGNORE_INDEX",
+    "KINDS",
+    "ModelLoadError",
+    "UnsupportedModelError",
+    "backbone_info",
+    "backbone_name",
+    "backbone_record",
+    "default_model_available",
+    "join_for",
+    "load_backbone",
+]

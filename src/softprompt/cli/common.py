@@ -1,0 +1,116 @@
+"""What every subcommand shares: one-line errors, option types, the data-dir default, and the
+options generated from ``TrainConfig`` and from the registered methods' configs."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import types
+import typing
+from typing import Any
+
+DATA_ENV = "SOFTPROMPT_DATA_DIR"
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (not the usage block), exit code 2."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def int_list(text: str, flag: str) -> list[int]:
+    """Comma-separated integers (``--seeds 1,2,3``); a one-line error naming ``flag``."""
+    try:
+        values = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ValueError(f"{flag} must be comma-separated integers, got {text!r}") from None
+    if not values:
+        raise ValueError(f"{flag} is empty")
+    return values
+
+
+def data_dir(given: str | None) -> str | None:
+    """``--data-dir``, else ``$SOFTPROMPT_DATA_DIR``, else None (the hub)."""
+    return given or os.environ.get(DATA_ENV) or None
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """``int`` for ``int | None`` and so on: the type argparse converts with."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else str
+    return annotation if annotation in (int, float, str, bool) else str
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> list[str]:
+    """``--name`` for every command-line field of ``TrainConfig``; returns their names."""
+    from softprompt.config import TrainConfig, cli_fields
+
+    hints = typing.get_type_hints(TrainConfig)
+    names = []
+    for f in cli_fields():
+        kind = _scalar_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        shown = f.default not in (None, "", [], {}) and "default" not in f.metadata.get("help", "")
+        default = f" (default {f.default})" if shown else ""
+        help_text = f.metadata.get("help", "") + default
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.metadata.get("metavar"), default=None, help=help_text)
+        names.append(f.name)
+    return names
+
+
+def add_method_options(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> list[str]:
+    """``--name`` for every option of any registered method (from the registry's config
+    fields and their help), except names in ``skip``; returns their names."""
+    from softprompt.prompts import method_options
+
+    names = []
+    for name, entry in method_options().items():
+        if name in skip:
+            continue
+        by_help: dict[str, list[str]] = {}
+        for method, text in entry["help"].items():
+            by_help.setdefault(text, []).append(method)
+        help_text = "; ".join(f"{', '.join(ms)}: {text}" for text, ms in by_help.items())
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, type=_scalar_type(entry["type"]),
+                            metavar=entry["metavar"], default=None, help=help_text)
+        names.append(name)
+    return names
+
+
+def given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The options among ``names`` the user gave (not None); list fields (``--seeds 1,2``)
+    parsed from their comma-separated text."""
+    from softprompt.config import TrainConfig
+
+    hints = typing.get_type_hints(TrainConfig)
+    options = {}
+    for name in names:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        if name in hints and "list" in str(hints[name]):
+            value = int_list(value, "--" + name.replace("_", "-"))
+        options[name] = value
+    return options

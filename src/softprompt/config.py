@@ -1,0 +1,216 @@
+"""``TrainConfig``: everything a training run needs, validated on construction, saved as JSON.
+
+    config = TrainConfig(task="sst2", method="ulpt", length=20, rank=2, max_steps=150, lr=0.05,
+                         data_dir="../shared/data/glue", output_dir="runs/x")
+
+A field is a command-line option (``max_steps`` <-> ``--max-steps``); its help text lives in the
+field's metadata, so the CLI is generated from this file. The prompt method's own options
+(``length``, ``rank``, ``bottleneck``...) are not fields here: they are whatever the chosen
+method's config has (``prompts/registry.py``), given as keywords like the fields and kept in
+``method_options``. ``config.json`` writes them flat beside the fields, except an option that
+shares a field's name (DePT's ``max_length``), which stays under ``method_options``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .prompts import PromptConfig, make_config, method_fields, methods
+from .tasks.splits import PROTOCOLS
+
+MIXED_PRECISION = ("no", "bf16", "fp16")
+EVAL_MODES = ("auto", "rank", "generate")
+
+
+def _opt(default: Any = None, help: str = "", metavar: str | None = None, cli: bool = True, factory: Any = None) -> Any:
+    """A field with its command-line help; ``cli=False`` for fields a command handles itself."""
+    metadata = {"help": help, "metavar": metavar, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(init=False)
+class TrainConfig:
+    """See the module docstring. ``None`` means "the default of that component"."""
+
+    # what to train
+    task: str = _opt("sst2", "task name (see `softprompt tasks`)", "TASK")
+    model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF")
+    method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD")
+    method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict)
+    label_words: str | None = _opt(None, "label words: names, digits, or comma-separated words", "WORDS")
+    # data
+    data_dir: str | None = _opt(None, "local benchmark folder (default: $SOFTPROMPT_DATA_DIR, else the hub)", "DIR")
+    protocol: str = _opt("paper", f"split protocol: {' or '.join(PROTOCOLS)}", "NAME")
+    split_seed: int = _opt(42, "shuffle seed of the attempt protocol", "S")
+    shots: int | None = _opt(None, "train on K examples (few-shot)", "K")
+    shots_per_class: int | None = _opt(None, "train on K examples per class", "K")
+    max_length: int = _opt(256, "max tokens per example; longer inputs are cut from the left", "T")
+    separator: str = _opt(" ", "text between the input and the target", "TEXT")
+    # optimization
+    seed: int = _opt(0, "random seed", "S")
+    seeds: list[int] | None = _opt(None, "one run per seed into OUTPUT/seed-N; summary.json has mean ± std", "S,S,...")
+    max_steps: int | None = _opt(None, "optimizer steps (wins over --epochs)", "N")
+    epochs: float | None = _opt(None, "epochs (default 1 when --max-steps is not given)", "E")
+    batch_size: int = _opt(16, "examples per micro-batch", "B")
+    grad_accum: int = _opt(1, "micro-batches per optimizer step", "K")
+    lr: float = _opt(0.3, "peak learning rate (0.3 as in the papers)", "LR")
+    warmup_steps: int = _opt(0, "linear warmup steps", "N")
+    weight_decay: float = _opt(1e-5, "AdamW weight decay", "W")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm", "X")
+    patience: int | None = _opt(None, "early stopping after N evaluations without improvement", "N")
+    # evaluation
+    eval_every: int = _opt(100, "evaluate every N steps", "N")
+    eval_mode: str = _opt("auto", "auto, rank or generate (auto: rank when there are label words)", "MODE")
+    eval_batch_size: int = _opt(32, "evaluation batch size", "B")
+    max_eval_examples: int | None = _opt(None, "cap the validation set at its first N examples", "N")
+    max_test_examples: int | None = _opt(None, "cap the test set at its first N examples", "N")
+    max_new_tokens: int = _opt(16, "generation length in generate mode", "N")
+    zero_shot: bool = _opt(True, "evaluate the backbone without a prompt first")
+    # bookkeeping
+    output_dir: str = _opt("runs/softprompt", "where the run goes (default: runs/<task>-<method>)", "DIR")
+    overwrite: bool = _opt(False, "replace the run in --output-dir", cli=False)
+    resume: bool = _opt(False, "continue the run in --output-dir from its last checkpoint", cli=False)
+    checkpoint_every: int | None = _opt(None, "checkpoint every N steps (default: --eval-every)", "N")
+    log_every: int = _opt(10, "log every N steps", "N")
+    mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P")
+    gradient_checkpointing: bool = _opt(False, "trade compute for memory")
+
+    def __init__(self, **options: Any) -> None:
+        """Keyword options: the fields above plus the chosen method's own options."""
+        own = {f.name: f for f in fields(self)}
+        for name, f in own.items():
+            if name in options:
+                value = options.pop(name)
+            else:
+                value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            setattr(self, name, value)
+        if not isinstance(self.method_options, dict):
+            raise ValueError(f"TrainConfig: method_options must be a mapping, got {self.method_options!r}")
+        if self.method not in methods():  # first: the options below are the method's
+            raise ValueError(f"TrainConfig: method must be one of {', '.join(methods())}; got {self.method!r}")
+        if options:  # the rest must be options of the method
+            allowed = method_fields(self.method)
+            unknown = sorted(set(options) - set(allowed))
+            if unknown:
+                raise ValueError(f"TrainConfig: unknown option(s) {', '.join(unknown)}; method {self.method} has {', '.join(allowed)}")
+            clash = sorted(set(options) & set(self.method_options))
+            if clash:
+                raise ValueError(f"TrainConfig: {', '.join(clash)} given both as option and in method_options")
+            self.method_options = {**self.method_options, **options}
+        self.validate()
+
+    def validate(self) -> None:
+        def positive(name: str, kind=int, optional: bool = False) -> None:
+            value = getattr(self, name)
+            if value is None and optional:
+                return
+            ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int) and value > 0
+            if not ok:
+                raise ValueError(f"TrainConfig: {name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}")
+
+        def choice(name: str, choices: tuple) -> None:
+            if getattr(self, name) not in choices:
+                raise ValueError(f"TrainConfig: {name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
+
+        if not isinstance(self.task, str) or not self.task:
+            raise ValueError(f"TrainConfig: task must be a task name, got {self.task!r}")
+        choice("method", methods())
+        choice("protocol", PROTOCOLS)
+        choice("eval_mode", EVAL_MODES)
+        choice("mixed_precision", MIXED_PRECISION)
+        for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_new_tokens"):
+            positive(name)
+        for name in ("max_steps", "shots", "shots_per_class", "patience", "max_eval_examples", "max_test_examples", "checkpoint_every"):
+            positive(name, optional=True)
+        positive("epochs", float, optional=True)
+        positive("lr", float)
+        positive("max_grad_norm", float)
+        if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
+            raise ValueError(f"TrainConfig: max_length must be an integer >= 2, got {self.max_length!r}")
+        for name in ("warmup_steps", "seed", "split_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainConfig: {name} must be a non-negative integer, got {value!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
+            raise ValueError(f"TrainConfig: weight_decay must be a non-negative number, got {self.weight_decay!r}")
+        if self.shots is not None and self.shots_per_class is not None:
+            raise ValueError("TrainConfig: give shots or shots_per_class, not both")
+        if self.overwrite and self.resume:
+            raise ValueError("TrainConfig: overwrite and resume exclude each other")
+        if self.seeds is not None:
+            if not isinstance(self.seeds, (list, tuple)) or not self.seeds or any(
+                isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in self.seeds
+            ):
+                raise ValueError(f"TrainConfig: seeds must be a non-empty list of non-negative integers, got {self.seeds!r}")
+            if len(set(self.seeds)) != len(self.seeds):
+                raise ValueError(f"TrainConfig: seeds must be distinct, got {self.seeds!r}")
+            self.seeds = [int(s) for s in self.seeds]
+        self.prompt_config()  # the method's own validation (unknown option, bad value), early
+
+    def prompt_config(self) -> PromptConfig:
+        """The method's validated config from ``method_options``."""
+        try:
+            return make_config(self.method, **self.method_options)
+        except ValueError as err:
+            raise ValueError(f"TrainConfig: {err}") from None
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A validated copy with ``changes`` (fields or method options)."""
+        return TrainConfig.from_dict({**self.to_dict(), **changes})
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: the fields, then the method's options beside them (those named like a field
+        stay under ``method_options``)."""
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        nested = {k: v for k, v in self.method_options.items() if k in data}
+        data["method_options"] = nested
+        data.update({k: v for k, v in self.method_options.items() if k not in nested})
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "TrainConfig") -> "TrainConfig":
+        """Build from a mapping (a parsed YAML/JSON file, ``-`` or ``_`` in keys); unknown keys
+        are an error naming them and ``where``."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping of option: value, got {type(data).__name__}")
+        data = {k.replace("-", "_"): v for k, v in data.items()}
+        try:
+            return cls(**data)
+        except ValueError as err:
+            raise ValueError(f"{where}: {str(err).removeprefix('TrainConfig: ')}") from None
+        except TypeError as err:
+            raise ValueError(f"{where}: {err}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        return cls.from_dict(read_config_file(path), where=str(path))
+
+
+def cli_fields() -> list[dataclasses.Field]:
+    """The fields a command line offers as ``--name`` options, in declaration order."""
+    return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML or JSON config file as a dict; one-line errors naming the file (and line)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ValueError(f"{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of option: value at the top level")
+    return data
