@@ -19,7 +19,8 @@ def test_tasks_lists_every_task_with_metrics(capsys):
 
 
 def test_preview_prints_examples_then_count(capsys):
-    assert main(["preview", "wsc", "--data-dir", str(FIXTURES), "--split", "train", "--n", "1"]) == 0
+    # the papers' text-to-text style (the default on encoder-decoder models)
+    assert main(["preview", "wsc", "--data-dir", str(FIXTURES), "--split", "train", "--n", "1", "--style", "text-to-text"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["wsc: Mark told Pete many lies about himself, which Pete included in his book. "
                      "*He* should have been more truthful. → Mark", "2 examples"]
@@ -27,7 +28,7 @@ def test_preview_prints_examples_then_count(capsys):
 
 def test_preview_protocol_and_label_words(capsys):
     args = ["preview", "MNLI", "--data-dir", str(FIXTURES / "glue"), "--protocol", "attempt",
-            "--label-words", "names", "--n", "5"]
+            "--label-words", "names", "--n", "5", "--style", "text-to-text"]
     assert main(args) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines == ["premise: Mismatched premise. hypothesis: Mismatched hypothesis. → contradiction",
@@ -46,7 +47,7 @@ def test_preview_real_data_last_line(capsys):
     data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
     if not (data / "glue" / "SST-2" / "dev.tsv").is_file():
         pytest.skip(f"real benchmark files not found in {data}")
-    assert main(["preview", "SST-2", "--data-dir", str(data), "--n", "2"]) == 0
+    assert main(["preview", "SST-2", "--data-dir", str(data), "--n", "2", "--style", "text-to-text"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "sentence: it 's a charming and often affecting journey .  → 1"
     assert lines[-1] == "872 examples" and len(lines) == 3

@@ -40,8 +40,9 @@ def write_sst2(root: Path, n_train: int = 24) -> Path:
 
 
 def config(tmp_path: Path, **over) -> TrainConfig:
+    # warmup, objective and template style pinned: these tests are about the loop, not the decoder-only recipe
     base = dict(task="sst2", label_words="names", method="prompt", length=3, data_dir=str(write_sst2(tmp_path / "data")),
-                max_steps=6, batch_size=4, lr=0.1, eval_every=3, eval_batch_size=8, log_every=1,
+                max_steps=6, batch_size=4, lr=0.1, warmup_steps=0, objective="lm", style="text-to-text", eval_every=3, eval_batch_size=8, log_every=1,
                 output_dir=str(tmp_path / "run"))
     base.update(over)
     return TrainConfig(**base)

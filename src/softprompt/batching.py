@@ -129,6 +129,8 @@ def encode_pairs(
             room = max_length - len(prefix) - len(answer)
             truncated = len(ctx) > max(room, 0)
             if truncated:
+                if room == 0:  # the target fits but nothing of the input would (a longer target is cut below)
+                    raise ValueError(f"max_length {max_length} leaves no room for the input (the target and special tokens take all of it); raise --max-length")
                 ctx = ctx[len(ctx) - max(room, 0) :]  # cut from the left
                 answer = answer[: max_length - len(prefix)]  # a target longer than everything
             ids = prefix + list(ctx) + answer
@@ -142,6 +144,8 @@ def encode_pairs(
         for ctx, answer in zip(contexts, answers):
             room = max_length - len(prefix) - len(end)
             truncated = len(ctx) > room or len(answer) + len(eos) > max_length
+            if ctx and room <= 0:  # nothing of the input would be left
+                raise ValueError(f"max_length {max_length} leaves no room for the input (special tokens need {max_length - room}); raise --max-length")
             ctx = ctx[max(len(ctx) - room, 0) :]
             labels = (list(answer) + eos)[:max_length]
             encoded.append(Encoded(torch.tensor(prefix + list(ctx) + end, dtype=torch.long), torch.tensor(labels, dtype=torch.long), truncated))
@@ -211,6 +215,103 @@ def encode_choices(
             index.append(j)
     rows = encode_pairs(inputs, targets, tokenizer, kind, max_length, separator, add_eos=add_eos)
     return ChoiceRows(rows, torch.tensor(owner, dtype=torch.long), torch.tensor(index, dtype=torch.long))
+
+
+@dataclass(frozen=True)
+class ChoiceSet:
+    """Examples with all their choices, tokenized so the model can score every choice: what
+    rank evaluation compares and what the class objective trains on.
+
+    When every choice is a single token in context (label words such as ``positive``), an
+    example needs one row: its input plus the first choice's token, labeled at that one
+    position; the model's distribution there scores every choice (``tokens``). Otherwise each
+    (example, choice) pair is a row and a choice's score sums its row's labeled tokens.
+
+    rows: the rows. groups: the rows of each example, in choice order (single-token: one).
+    tokens: single-token mode only, each example's choice token ids, in choice order.
+    """
+
+    rows: list[Encoded]
+    groups: list[list[int]]
+    tokens: list[list[int]] | None
+
+    @property
+    def single_token(self) -> bool:
+        return self.tokens is not None
+
+    def lengths(self) -> list[int]:
+        """The cost of each example: the lengths of the rows it runs, summed."""
+        if self.tokens is not None:
+            return [len(self.rows[group[0]]) for group in self.groups]
+        return [sum(len(self.rows[r]) for r in group) for group in self.groups]
+
+    def batch(self, examples: Sequence[int], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:
+        """``collate`` of the rows of ``examples`` plus ``choice_tokens`` or ``choice_rows``
+        ``[E, C]`` (-1 where an example has fewer choices), as ``SoftPromptModel.choice_scores`` takes them."""
+        width = max(len(self.tokens[e] if self.tokens is not None else self.groups[e]) for e in examples)
+        if self.tokens is not None:
+            batch = collate([self.rows[self.groups[e][0]] for e in examples], pad_id, padding_side)
+            table = [self.tokens[e] + [-1] * (width - len(self.tokens[e])) for e in examples]
+            batch["choice_tokens"] = torch.tensor(table, dtype=torch.long)
+            return batch
+        rows, table = [], []
+        for e in examples:
+            table.append(list(range(len(rows), len(rows) + len(self.groups[e]))) + [-1] * (width - len(self.groups[e])))
+            rows.extend(self.groups[e])
+        batch = collate([self.rows[r] for r in rows], pad_id, padding_side)
+        batch["choice_rows"] = torch.tensor(table, dtype=torch.long)
+        return batch
+
+
+def encode_choice_set(
+    examples: Sequence[Any],
+    tokenizer: Any,
+    kind: str,
+    max_length: int,
+    separator: str = " ",
+    default_choices: Sequence[str] | None = None,
+) -> ChoiceSet:
+    """Tokenize every example with each of its choices (``Example.choices``, else
+    ``default_choices``) for scoring; see ``ChoiceSet``."""
+    encoded = encode_choices(examples, tokenizer, kind, max_length, separator, default_choices)
+    groups: list[list[int]] = [[] for _ in examples]
+    for row, owner in enumerate(encoded.example.tolist()):
+        groups[owner].append(row)
+    rows = encoded.rows
+
+    def one_token(group: list[int]) -> bool:
+        # every choice one labeled token, at the same place after the same input
+        first = rows[group[0]]
+        labeled = [(rows[r].labels != IGNORE_INDEX).nonzero().flatten() for r in group]
+        if any(len(p) != 1 for p in labeled) or any(not torch.equal(p, labeled[0]) for p in labeled):
+            return False
+        if kind == DECODER_ONLY:
+            at = int(labeled[0])
+            return all(torch.equal(rows[r].input_ids[:at], first.input_ids[:at]) and len(rows[r].input_ids) == at + 1 for r in group)
+        return all(torch.equal(rows[r].input_ids, first.input_ids) for r in group)
+
+    if all(one_token(g) for g in groups):
+        tokens = [[int(rows[r].labels[rows[r].labels != IGNORE_INDEX][0]) for r in g] for g in groups]
+        return ChoiceSet(rows, groups, tokens)
+    return ChoiceSet(rows, groups, None)
+
+
+def apply_chat_template(examples: Sequence[Any], tokenizer: Any) -> list[Any]:
+    """Each example's input as the user turn of the tokenizer's chat template, ending where the
+    assistant's answer starts (``add_generation_prompt``); the target then follows directly.
+    A leading BOS the template writes is dropped: the tokenizer adds its own."""
+    import dataclasses
+
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"chat_template: {type(tokenizer).__name__} has no chat template (instruction-tuned models have one)")
+    bos = tokenizer.bos_token if special_affixes(tokenizer)[0] else None
+    out = []
+    for example in examples:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": example.input_text}], tokenize=False, add_generation_prompt=True)
+        if bos and text.startswith(bos):
+            text = text[len(bos) :]
+        out.append(dataclasses.replace(example, input_text=text))
+    return out
 
 
 def collate(encoded: Sequence[Encoded], pad_id: int, padding_side: str = "right") -> dict[str, torch.Tensor]:

@@ -14,15 +14,26 @@ shares a field's name (DePT's ``max_length``), which stays under ``method_option
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .prompts import PromptConfig, make_config, method_fields, methods
 from .tasks.splits import PROTOCOLS
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 EVAL_MODES = ("auto", "rank", "generate")
+OBJECTIVES = ("lm", "class")
+STYLES = ("text-to-text", "instruction")
+
+# What a run uses for the settings left unset (None), by backbone kind, before the method's own
+# recipe (``PromptConfig.recipes``) refines them. Encoder-decoder: the papers' T5 setting, exact.
+# Decoder-only: measured on SmolLM2-135M-Instruct (benchmarks/README.md has the sweep).
+KIND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "encoder-decoder": {"lr": 0.3, "warmup_steps": 0, "objective": "lm", "style": "text-to-text"},
+    "decoder-only": {"lr": 0.03, "warmup_steps": 10, "objective": "class", "style": "instruction"},
+}
 
 
 def _opt(default: Any = None, help: str = "", metavar: str | None = None, cli: bool = True, factory: Any = None) -> Any:
@@ -42,15 +53,19 @@ class TrainConfig:
     model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF")
     method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD")
     method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict)
-    label_words: str | None = _opt(None, "label words: names, digits, or comma-separated words", "WORDS")
+    label_words: str | None = _opt(None, "label words: names, digits, or comma-separated words (default: the style's)", "WORDS")
+    template: str | None = _opt(None, "the input template over the task's fields, e.g. 'Review: {sentence}\\nSentiment:' (default: the style's)", "TEXT")
+    style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE")
+    chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)")
     # data
     data_dir: str | None = _opt(None, "local benchmark folder (default: $SOFTPROMPT_DATA_DIR, else the hub)", "DIR")
     protocol: str = _opt("paper", f"split protocol: {' or '.join(PROTOCOLS)}", "NAME")
     split_seed: int = _opt(42, "shuffle seed of the attempt protocol", "S")
     shots: int | None = _opt(None, "train on K examples (few-shot)", "K")
     shots_per_class: int | None = _opt(None, "train on K examples per class", "K")
+    holdout: int | None = _opt(None, "hold out N training rows to choose the checkpoint on; the official validation split is then only reported", "N")
     max_length: int = _opt(256, "max tokens per example; longer inputs are cut from the left", "T")
-    separator: str = _opt(" ", "text between the input and the target", "TEXT")
+    separator: str | None = _opt(None, "text between the input and the target (default: a space; none after a chat template)", "TEXT")
     # optimization
     seed: int = _opt(0, "random seed", "S")
     seeds: list[int] | None = _opt(None, "one run per seed into OUTPUT/seed-N; summary.json has mean ± std", "S,S,...")
@@ -58,8 +73,9 @@ class TrainConfig:
     epochs: float | None = _opt(None, "epochs (default 1 when --max-steps is not given)", "E")
     batch_size: int = _opt(16, "examples per micro-batch", "B")
     grad_accum: int = _opt(1, "micro-batches per optimizer step", "K")
-    lr: float = _opt(0.3, "peak learning rate (0.3 as in the papers)", "LR")
-    warmup_steps: int = _opt(0, "linear warmup steps", "N")
+    objective: str | None = _opt(None, "training loss: lm (the target text's tokens) or class (cross-entropy over the choices' scores, what rank evaluation compares; classification tasks); default: the recipe", "NAME")
+    lr: float | None = _opt(None, "peak learning rate (default: the recipe; 0.3 on encoder-decoder models, as in the papers)", "LR")
+    warmup_steps: int | None = _opt(None, "linear warmup steps (default: the recipe)", "N")
     weight_decay: float = _opt(1e-5, "AdamW weight decay", "W")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm", "X")
     patience: int | None = _opt(None, "early stopping after N evaluations without improvement", "N")
@@ -109,9 +125,9 @@ class TrainConfig:
             value = getattr(self, name)
             if value is None and optional:
                 return
-            ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int) and value > 0
+            ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int) and 0 < value < math.inf
             if not ok:
-                raise ValueError(f"TrainConfig: {name} must be a positive {'number' if kind is float else 'integer'}, got {value!r}")
+                raise ValueError(f"TrainConfig: {name} must be a positive {'finite number' if kind is float else 'integer'}, got {value!r}")
 
         def choice(name: str, choices: tuple) -> None:
             if getattr(self, name) not in choices:
@@ -122,22 +138,27 @@ class TrainConfig:
         choice("method", methods())
         choice("protocol", PROTOCOLS)
         choice("eval_mode", EVAL_MODES)
+        for name, choices in (("objective", OBJECTIVES), ("style", STYLES)):
+            if getattr(self, name) is not None:
+                choice(name, choices)
         choice("mixed_precision", MIXED_PRECISION)
         for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_new_tokens"):
             positive(name)
-        for name in ("max_steps", "shots", "shots_per_class", "patience", "max_eval_examples", "max_test_examples", "checkpoint_every"):
+        for name in ("max_steps", "shots", "shots_per_class", "patience", "max_eval_examples", "max_test_examples", "checkpoint_every", "holdout"):
             positive(name, optional=True)
         positive("epochs", float, optional=True)
-        positive("lr", float)
+        positive("lr", float, optional=True)
         positive("max_grad_norm", float)
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"TrainConfig: max_length must be an integer >= 2, got {self.max_length!r}")
         for name in ("warmup_steps", "seed", "split_seed"):
             value = getattr(self, name)
+            if value is None and name == "warmup_steps":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainConfig: {name} must be a non-negative integer, got {value!r}")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise ValueError(f"TrainConfig: weight_decay must be a non-negative number, got {self.weight_decay!r}")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) or not 0 <= self.weight_decay < math.inf:
+            raise ValueError(f"TrainConfig: weight_decay must be a non-negative finite number, got {self.weight_decay!r}")
         if self.shots is not None and self.shots_per_class is not None:
             raise ValueError("TrainConfig: give shots or shots_per_class, not both")
         if self.overwrite and self.resume:
@@ -158,6 +179,35 @@ class TrainConfig:
             return make_config(self.method, **self.method_options)
         except ValueError as err:
             raise ValueError(f"TrainConfig: {err}") from None
+
+    def resolved(self, kind: str, classification: bool = True, label_words: Sequence[str] | None = None) -> "TrainConfig":
+        """A copy with every unset setting filled for a backbone of ``kind``: first the method's
+        recipe for that kind, then ``KIND_DEFAULTS``. What the user set is never changed; a
+        method option the recipe names is set only where the user gave none. The class
+        objective applies to classification tasks only (others train on the target text). A
+        recipe's text init without a text starts from "Answer with <word> or <word>." over the
+        task's ``label_words`` (vocabulary init when the task has none)."""
+        from .prompts import method_fields, recipe_for
+
+        recipe = {**KIND_DEFAULTS[kind], **recipe_for(self.method, kind)}
+        changes = {}
+        for key, value in recipe.items():
+            if key in self.__dataclass_fields__:
+                if getattr(self, key) is None:
+                    changes[key] = value
+            elif key not in self.method_options:
+                changes[key] = value
+        if (changes.get("objective") or self.objective) == "class" and not classification and self.objective is None:
+            changes["objective"] = "lm"
+        options = {**self.method_options, **{k: v for k, v in changes.items() if k not in self.__dataclass_fields__}}
+        if options.get("init") == "text" and options.get("init_text") is None and "init_text" in method_fields(self.method):
+            if label_words:
+                changes["init_text"] = f"Answer with {' or '.join(label_words)}."
+            elif "init" not in self.method_options:
+                changes["init"] = "vocab"
+        if self.separator is None:  # after a chat template the answer starts the assistant's turn
+            changes["separator"] = "" if self.chat_template else " "
+        return self.replace(**changes) if changes else self
 
     def replace(self, **changes: Any) -> "TrainConfig":
         """A validated copy with ``changes`` (fields or method options)."""

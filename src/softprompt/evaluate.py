@@ -1,53 +1,56 @@
 """Evaluation: rank classification and greedy generation.
 
 * ``rank``: every choice of an example (``Example.choices``, e.g. the label words) is scored
-  by the sum of its tokens' log-probabilities given the input (``model.score``, which applies
-  the head only at the scored positions); the best choice is the prediction.
+  by the sum of its tokens' log-probabilities given the input (``model.choice_scores``: one
+  forward per example when every choice is one token, else one per choice; the head runs only
+  at the scored positions); the best choice is the prediction. The prompt and its keys and
+  values are computed once per evaluation (``model.frozen_prompt``), not once per batch.
 * ``generate``: greedy decoding, then ``task.parse`` maps the text to a prediction; text that
   maps to no label is *invalid* and counts as wrong.
 
-``NoPrompt`` wraps a bare backbone with the same ``score``/``generate`` interface, so the
-zero-shot baseline (the task's template, no prompt) runs through the same code.
+``NoPrompt`` is a ``SoftPromptModel`` whose prompt has zero tokens, so the zero-shot baseline
+(the task's template, no prompt) runs through the same code.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from .backbones import DECODER_ONLY, IGNORE_INDEX, join_for
-from .batching import collate, encode_choices, encode_pairs, eos_id, pad_id, report_truncated
+from .batching import collate, encode_choice_set, encode_pairs, eos_id, pad_id, report_truncated
+from .model import SoftPromptModel
+from .progress import Progress
 
 MODES = ("rank", "generate")
 
 
-class NoPrompt(nn.Module):
-    """A backbone with an empty prompt: ``score`` and ``generate`` as on a ``SoftPromptModel``.
+class _Empty(nn.Module):
+    """A prompt of zero tokens ``[0, d]``; the text's embeddings stay as they are."""
 
-    Runs the joins' plain concatenation path with a ``[0, d]`` prompt, i.e. the backbone on
-    the text alone.
-    """
+    def __init__(self, embed_dim: int):
+        super().__init__()
+        self.register_buffer("empty", torch.zeros(0, embed_dim), persistent=False)
+
+    def forward(self) -> torch.Tensor:  # [0, d]
+        return self.empty
+
+    def adjust_input_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return embeds
+
+
+class NoPrompt(SoftPromptModel):
+    """The backbone on the text alone, with the interface of a ``SoftPromptModel`` (``score``,
+    ``choice_scores``, ``generate``). It leaves the backbone's ``requires_grad`` as it finds it."""
 
     def __init__(self, backbone: nn.Module):
-        super().__init__()
+        nn.Module.__init__(self)
         self.join = join_for(backbone)
         self.backbone = backbone
-
-    def _empty(self) -> torch.Tensor:
-        table = self.backbone.get_input_embeddings().weight
-        return table.new_zeros(0, table.shape[1])
-
-    def score(self, input_ids, attention_mask, labels) -> torch.Tensor:
-        embeds = self.backbone.get_input_embeddings()(input_ids)
-        return self.join.score(self._empty(), embeds, attention_mask, labels)
-
-    @torch.no_grad()
-    def generate(self, input_ids, attention_mask, **kwargs) -> torch.Tensor:
-        embeds = self.backbone.get_input_embeddings()(input_ids)
-        return self.join.generate(self._empty(), embeds, attention_mask, **kwargs)
+        self.prompt = _Empty(backbone.get_input_embeddings().weight.shape[1]).to(backbone.get_input_embeddings().weight.device)
+        self._frozen = None
 
 
 def default_mode(task: Any, examples: Sequence[Any] = ()) -> str:
@@ -109,36 +112,31 @@ def _device(model: nn.Module) -> torch.device:
 def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ") -> list[Any]:
     """The best choice of each example, as ``task.parse`` reads it (a class index for
     classification, the choice's text for generation tasks such as ReCoRD)."""
-    rows = encode_choices(examples, tokenizer, _kind(model), max_length, separator, default_choices=task.label_words)
-    report_truncated(rows.rows, max_length)
-    scores = _score_rows(model, rows.rows, pad_id(tokenizer), batch_size)  # [R]
-    best_score = torch.full((len(examples),), -math.inf, dtype=scores.dtype)
-    best_score = best_score.scatter_reduce(0, rows.example, scores, reduce="amax")
-    # first choice reaching the maximum (ties go to the lower index, deterministic)
-    is_best = scores == best_score[rows.example]
-    first = torch.full((len(examples),), len(rows.example), dtype=torch.long)
-    first = first.scatter_reduce(0, rows.example, torch.where(is_best, torch.arange(len(scores)), len(scores)), reduce="amin")
+    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=task.label_words)
+    report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
+    pad, device = pad_id(tokenizer), _device(model)
+    best = torch.empty(len(examples), dtype=torch.long)
+    order = sorted(range(len(examples)), key=choices.lengths().__getitem__)  # similar lengths batch together
+    # batch_size counts rows: with one row per choice, fewer examples fit in a batch
+    per_batch = max(1, batch_size // (1 if choices.single_token else max(len(g) for g in choices.groups)))
+    progress = Progress(-(-len(order) // per_batch), f"scoring {len(examples)} examples", leave=False)
+    with model.frozen_prompt():
+        for start in range(0, len(order), per_batch):
+            index = order[start : start + per_batch]
+            batch = {k: v.to(device) for k, v in choices.batch(index, pad).items()}
+            scores = model.choice_scores(**batch).float().cpu()  # [E, C]
+            best[index] = scores.argmax(dim=1)  # the first maximum: ties go to the lower index
+            progress.update(1)
+    progress.close()
     predictions = []
     for i, example in enumerate(examples):
-        choices = example.choices if example.choices else task.label_words
-        picked = int(rows.choice[first[i]])
-        parsed = task.parse(choices[picked])
+        options = example.choices if example.choices else task.label_words
+        picked = int(best[i])
+        parsed = task.parse(options[picked])
         # Classification choices are the label words, so parse gives the index; if a task's
         # choices are not parseable words, the index is the prediction.
         predictions.append(picked if parsed is None and task.kind == "classification" else parsed)
     return predictions
-
-
-def _score_rows(model, rows, pad, batch_size) -> torch.Tensor:
-    """``model.score`` over ``rows``, in batches of similar length; ``[R]`` float32 on CPU."""
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
-    out = torch.empty(len(rows), dtype=torch.float32)
-    device = _device(model)
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([rows[i] for i in index], pad).items()}
-        out[index] = model.score(batch["input_ids"], batch["attention_mask"], batch["labels"]).float().cpu()
-    return out
 
 
 def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, max_new_tokens=16) -> list[str]:
@@ -153,23 +151,31 @@ def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, ma
     device = _device(model)
     texts = [""] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(encoded[i]))
-    for start in range(0, len(order), batch_size):
-        index = order[start : start + batch_size]
-        rows = []
-        for i in index:
-            e = encoded[i]
-            # decoder-only: drop the empty target's EOS (labels mark where it is)
-            keep = e.labels == IGNORE_INDEX if kind == DECODER_ONLY else torch.ones_like(e.input_ids, dtype=torch.bool)
-            rows.append(type(e)(e.input_ids[keep], e.labels[:0]))
-        # left padding: each row's text ends at the last column, where generation continues
-        batch = collate(rows, pad, padding_side="left")
-        new = model.generate(
-            batch["input_ids"].to(device), batch["attention_mask"].to(device),
-            max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos,
-        )
-        for row, i in enumerate(index):
-            tokens = new[row].tolist()
-            if eos in tokens:
-                tokens = tokens[: tokens.index(eos)]
-            texts[i] = tokenizer.decode(tokens, skip_special_tokens=True)
+    progress = Progress(-(-len(order) // batch_size), f"generating for {len(examples)} examples", leave=False)
+    with model.frozen_prompt():
+        for start in range(0, len(order), batch_size):
+            _generate_batch(model, tokenizer, encoded, order[start : start + batch_size], kind, pad, eos, device, max_new_tokens, texts)
+            progress.update(1)
+    progress.close()
     return texts
+
+
+def _generate_batch(model, tokenizer, encoded, index, kind, pad, eos, device, max_new_tokens, texts) -> None:
+    """Greedy continuations of the rows ``index`` of ``encoded``, written into ``texts``."""
+    rows = []
+    for i in index:
+        e = encoded[i]
+        # decoder-only: drop the empty target's EOS (labels mark where it is)
+        keep = e.labels == IGNORE_INDEX if kind == DECODER_ONLY else torch.ones_like(e.input_ids, dtype=torch.bool)
+        rows.append(type(e)(e.input_ids[keep], e.labels[:0]))
+    # left padding: each row's text ends at the last column, where generation continues
+    batch = collate(rows, pad, padding_side="left")
+    new = model.generate(
+        batch["input_ids"].to(device), batch["attention_mask"].to(device),
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos,
+    )
+    for row, i in enumerate(index):
+        tokens = new[row].tolist()
+        if eos in tokens:
+            tokens = tokens[: tokens.index(eos)]
+        texts[i] = tokenizer.decode(tokens, skip_special_tokens=True)

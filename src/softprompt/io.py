@@ -8,9 +8,11 @@ A prompt directory holds
   and vocabulary size, the library version, and the method's own metadata (ULPT: seed and
   checksum of the projection).
 
-Also: export to / read from a Hugging Face PEFT prompt-tuning adapter, the one atomic writer
-(``atomic_file``, ``write_dir_atomically``) and the one "copy saved tensors into a prompt"
-(``copy_into_prompt``). This module knows prompt modules and files, never the wrapper model
+Also: export to / read from a Hugging Face PEFT prompt-tuning adapter (``check_replaceable``
+says whether a directory is softprompt's own output, which alone ``--overwrite`` may replace),
+the one atomic writer (``atomic_file``, ``write_dir_atomically``; ``clear_leftovers`` for what
+an interrupted one left) and the one "copy saved tensors into a prompt" (``copy_into_prompt``,
+which refuses NaN/inf: every prompt read from a file passes there or through ``check_finite``). This module knows prompt modules and files, never the wrapper model
 (``model.py`` imports this, not the reverse).
 """
 
@@ -50,29 +52,75 @@ class PromptFileError(ValueError):
 
 
 def write_dir_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_dir)``, then move ``tmp_dir`` to ``path`` in one rename.
+    """Call ``write(tmp_dir)``, then move ``tmp_dir`` to ``path`` (the old ``path`` aside first).
 
-    A crash leaves either the old directory or the new one, never a half-written one.
+    A crash leaves either the old directory or the new one, never a half-written one: between
+    the two renames the old one is ``.NAME.old-PID`` beside ``path`` (an error there puts it
+    back). Once the new one is in place, every ``.NAME.old-*`` beside it is obsolete and removed,
+    whichever process left it. Permissions follow the umask, like any file the user creates
+    (``mkdtemp`` makes 0700 and safetensors 0600).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    old = None
     try:
         write(tmp)
+        _follow_umask(tmp)
         for file in tmp.iterdir():
             with open(file, "rb") as handle:
                 os.fsync(handle.fileno())
-        old = None
-        if path.exists():
+        if os.path.lexists(path):
             old = path.parent / f".{path.name}.old-{os.getpid()}"
+            if os.path.lexists(old):
+                _remove(old)
             os.replace(path, old)
         os.replace(tmp, path)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if old is not None and not os.path.lexists(path):
+            try:
+                os.replace(old, path)  # interrupted between the renames: the old one goes back
+            except OSError:
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    prefix = f".{path.name}.old-"
+    for leftover in path.parent.iterdir():
+        if leftover.name.startswith(prefix):
+            _remove(leftover)
     return path
+
+
+def clear_leftovers(folder: str | Path, keep_old: bool = False) -> None:
+    """Remove what interrupted atomic writes left in ``folder``: ``.*.tmp-*`` (and, unless
+    ``keep_old``, ``.*.old-*``). Only for a folder no other process is writing to (a run
+    directory under its lock)."""
+    folder = Path(folder)
+    patterns = [".*.tmp-*"] + ([] if keep_old else [".*.old-*"])
+    for pattern in patterns:
+        for leftover in folder.glob(pattern):
+            _remove(leftover)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
+
+
+def _follow_umask(folder: Path) -> None:
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for item in folder.rglob("*"):
+        if not item.is_symlink():
+            os.chmod(item, (0o777 if item.is_dir() else 0o666) & ~mask)
 
 
 @contextmanager
@@ -152,9 +200,18 @@ def copy_into_prompt(prompt: PromptMethod, tensors: dict[str, torch.Tensor], whe
     for name, param in expected.items():
         if tuple(tensors[name].shape) != tuple(param.shape):
             raise PromptFileError(f"{where}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(param.shape)}")
+        check_finite(name, tensors[name], where)
     with torch.no_grad():
         for name, param in expected.items():
             param.copy_(tensors[name])
+
+
+def check_finite(name: str, tensor: torch.Tensor, where: str | Path) -> None:
+    """Refuse a prompt tensor holding NaN or inf (a diverged run's): every prompt read from a
+    file passes here, so ``load``, ``eval``, ``inspect``, ``export`` and resume all refuse it."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise PromptFileError(f"{where}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; refusing to use it")
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -163,30 +220,43 @@ def read_record(path: str | Path) -> dict[str, Any]:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such prompt directory")
     file = path / CONFIG_NAME
-    record = _read_json(file, f"is {path} a softprompt prompt directory?")
+    record = read_json(file, f"is {path} a softprompt prompt directory?")
+    if not isinstance(record, dict):
+        raise PromptFileError(f"{file}: expected a JSON object, got {type(record).__name__}")
     for key in ("method", "config", "backbone"):
         if key not in record:
             raise PromptFileError(f"{file}: missing field {key!r}")
+    for key, kind in (("config", dict), ("backbone", dict)):
+        if not isinstance(record[key], kind):
+            raise PromptFileError(f"{file}: field {key!r} must be a JSON object, got {record[key]!r}")
     for key in ("embed_dim", "vocab_size"):
         if key not in record["backbone"]:
             raise PromptFileError(f"{file}: missing field 'backbone.{key}'")
+        value = record["backbone"][key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PromptFileError(f"{file}: field 'backbone.{key}' must be a positive integer, got {value!r}")
     return record
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    return _read_safetensors(Path(path) / WEIGHTS_NAME)
+    return read_safetensors(Path(path) / WEIGHTS_NAME)
 
 
-def _read_json(file: Path, hint: str) -> dict[str, Any]:
+def read_json(file: str | Path, hint: str = "") -> Any:
+    """A JSON file's content; one-line errors naming the file (and the line of a syntax error:
+    a truncated file reads as one)."""
+    file = Path(file)
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: missing ({hint})")
+        raise FileNotFoundError(f"{file}: missing" + (f" ({hint})" if hint else ""))
     try:
-        return json.loads(file.read_text())
+        return json.loads(file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise PromptFileError(f"{file}: invalid JSON at line {err.lineno}: {err.msg}") from None
+        raise PromptFileError(f"{file}: invalid JSON at line {err.lineno}: {err.msg} (truncated or edited?)") from None
+    except UnicodeDecodeError as err:
+        raise PromptFileError(f"{file}: not UTF-8 text (byte {err.object[err.start]:#x} at offset {err.start})") from None
 
 
-def _read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
     if not file.is_file():
         raise FileNotFoundError(f"{file}: missing")
     try:
@@ -204,9 +274,9 @@ def load_prompt_module(path: str | Path, info: BackboneInfo | None = None) -> tu
         config = config_from_dict(record["method"], record["config"])
     except ValueError as err:
         raise PromptFileError(f"{file}: {err}") from None
-    saved_dim = int(record["backbone"]["embed_dim"])
+    saved_dim = record["backbone"]["embed_dim"]
     if info is None:
-        info = BackboneInfo(embed_dim=saved_dim, vocab_size=int(record["backbone"]["vocab_size"]))
+        info = BackboneInfo(embed_dim=saved_dim, vocab_size=record["backbone"]["vocab_size"])
     elif info.embed_dim != saved_dim:
         raise PromptFileError(
             f"{path}: the prompt was trained for embedding size {saved_dim} "
@@ -255,17 +325,51 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     return write_dir_atomically(out_dir, write)
 
 
+OWN_FILES = {"prompt": {WEIGHTS_NAME, CONFIG_NAME}, "peft": {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME}}
+
+
+def check_replaceable(path: str | Path, kind: str) -> None:
+    """Refuse to replace ``path`` unless it is missing, an empty directory, or what softprompt
+    itself writes as ``kind``: a prompt directory (``"prompt"``) or a PEFT adapter that
+    ``export_peft`` wrote (``"peft"``: exactly its two files). Replacing swaps the whole
+    directory, so anything else there (a run, a user's files) must never be taken for it."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink():
+        raise PromptFileError(f"{path} is a symbolic link; give the directory itself")
+    if not path.is_dir():
+        raise PromptFileError(f"{path} exists and is not a directory")
+    names = sorted(p.name for p in path.iterdir())
+    if not names:
+        return
+    what = {"prompt": "a softprompt prompt directory", "peft": "a PEFT adapter softprompt exported"}[kind]
+    ours = set(names) == OWN_FILES[kind]
+    if ours:
+        try:
+            if kind == "prompt":
+                ours = read_json(path / CONFIG_NAME).get("format") == FORMAT
+            else:
+                ours = read_json(path / PEFT_CONFIG_NAME).get("peft_type") == "PROMPT_TUNING"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+    if not ours:
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} entries)" if len(names) > 4 else "")
+        raise PromptFileError(f"{path} is not {what} (it holds {shown}); --overwrite only replaces softprompt's own output, choose another OUT_DIR")
+
+
 def read_peft_prompt(adapter_dir: str | Path) -> torch.Tensor:
     """The prompt ``[n, d]`` (float32) of a PEFT prompt-tuning adapter directory."""
     adapter_dir = Path(adapter_dir)
     config_file = adapter_dir / PEFT_CONFIG_NAME
-    config = _read_json(config_file, f"is {adapter_dir} a PEFT adapter?")
+    config = read_json(config_file, f"is {adapter_dir} a PEFT adapter?")
     if config.get("peft_type") != "PROMPT_TUNING":
         raise PromptFileError(f"{config_file}: peft_type is {config.get('peft_type')!r}; only PROMPT_TUNING adapters hold a soft prompt")
     weights = adapter_dir / PEFT_WEIGHTS_NAME
     if not weights.is_file() and (adapter_dir / "adapter_model.bin").is_file():
         raise PromptFileError(f"{adapter_dir}/adapter_model.bin is a pickle file; softprompt loads safetensors only")
-    tensors = _read_safetensors(weights)
+    tensors = read_safetensors(weights)
     if "prompt_embeddings" not in tensors:
         raise PromptFileError(f"{weights}: missing tensor prompt_embeddings")
+    check_finite("prompt_embeddings", tensors["prompt_embeddings"], weights)
     return tensors["prompt_embeddings"][: int(config["num_virtual_tokens"])].float()

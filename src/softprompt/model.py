@@ -7,11 +7,14 @@ both to the join chosen for the backbone's architecture (``backbones.py``).
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers.utils import ModelOutput
 
 from . import io
 from .backbones import backbone_info, backbone_record, join_for
@@ -33,6 +36,7 @@ class SoftPromptModel(nn.Module):
         backbone.requires_grad_(False)
         self.backbone = backbone
         self.prompt = prompt
+        self._frozen: torch.Tensor | None = None  # the prompt while frozen_prompt() holds it
 
     # -- what the prompt is ----------------------------------------------------------------
 
@@ -60,6 +64,25 @@ class SoftPromptModel(nn.Module):
 
     # -- running ---------------------------------------------------------------------------
 
+    def _prompt(self) -> torch.Tensor:  # [n, d]
+        return self._frozen if self._frozen is not None else self.prompt()
+
+    @contextmanager
+    def frozen_prompt(self) -> Iterator[None]:
+        """Evaluate with a prompt computed once: inside, the prompt ``[n, d]`` and (decoder-only)
+        its keys and values are reused by every call instead of recomputed per batch. Nothing
+        can train inside (no gradients reach the prompt); leaving the block forgets them, so a
+        later optimizer step or load can never meet a stale prompt."""
+        with torch.no_grad():
+            prompt = self.prompt().detach()
+        self._frozen = prompt
+        self.join.freeze_prefix(prompt)
+        try:
+            yield
+        finally:
+            self._frozen = None
+            self.join.freeze_prefix(None)
+
     def _text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         embeds = self.backbone.get_input_embeddings()(input_ids)
         return self.prompt.adjust_input_embeds(embeds, attention_mask)
@@ -74,6 +97,9 @@ class SoftPromptModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         return_logits: bool = True,
+        choice_tokens: torch.Tensor | None = None,
+        choice_rows: torch.Tensor | None = None,
+        choice_labels: torch.Tensor | None = None,
         **kwargs: Any,
     ):
         """Args:
@@ -83,25 +109,65 @@ class SoftPromptModel(nn.Module):
                 (``IGNORE_INDEX`` = ignored); encoder-decoder: the decoder targets ``[B, L]``.
             return_logits: False skips the full logits (the loss is then computed from the
                 labeled positions only, much faster for decoder-only training).
+            choice_tokens, choice_rows: score choices instead (see ``choice_scores``): the
+                output's ``logits`` are the choice scores ``[E, C]`` and, with
+                ``choice_labels [E]`` (the right choice), ``loss`` is the cross-entropy over the
+                choices, the class objective.
         Returns:
             a transformers ``ModelOutput`` with ``loss`` and ``logits`` (text positions only).
         """
         mask = self._mask(input_ids, attention_mask)
+        if choice_tokens is not None or choice_rows is not None:
+            scores = self.choice_scores(input_ids, mask, labels, choice_tokens, choice_rows)
+            loss = F.cross_entropy(scores, choice_labels) if choice_labels is not None else None
+            return ModelOutput(loss=loss, logits=scores)
         embeds = self._text_embeds(input_ids, mask)
-        return self.join.forward(self.prompt(), embeds, mask, labels=labels, return_logits=return_logits, **kwargs)
+        return self.join.forward(self._prompt(), embeds, mask, labels=labels, return_logits=return_logits, **kwargs)
 
     def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, **kwargs) -> torch.Tensor:
         """Sum of the log-probabilities of each row's labeled tokens, ``[B]`` (rank evaluation)."""
         mask = self._mask(input_ids, attention_mask)
         embeds = self._text_embeds(input_ids, mask)
-        return self.join.score(self.prompt(), embeds, mask, labels, **kwargs)
+        return self.join.score(self._prompt(), embeds, mask, labels, **kwargs)
+
+    def choice_scores(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor,
+        choice_tokens: torch.Tensor | None = None,
+        choice_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Log-likelihood of every choice of every example, ``[E, C]`` (-inf where an example
+        has fewer than C choices): what rank evaluation compares and the class objective trains.
+
+        Args:
+            choice_tokens: ``[E, C]`` token ids, when each choice is one token: row ``e`` of the
+                batch has one labeled position, the first target token, and choice ``c`` is
+                scored by the log-probability of token ``choice_tokens[e, c]`` there (one
+                forward per example, not one per choice). -1 marks no choice.
+            choice_rows: ``[E, C]`` batch rows, otherwise: each choice is a row of the batch
+                and its score is the sum over that row's labeled tokens. -1 marks no choice.
+        """
+        mask = self._mask(input_ids, attention_mask)
+        embeds = self._text_embeds(input_ids, mask)
+        if choice_tokens is not None:
+            logits, _, rows = self.join.labeled_logits(self._prompt(), embeds, mask, labels)  # [E, V]
+            if rows.numel() != input_ids.shape[0] or not torch.equal(rows, torch.arange(len(rows), device=rows.device)):
+                raise ValueError("choice_tokens needs exactly one labeled position per row")
+            scores = torch.log_softmax(logits, dim=-1).gather(1, choice_tokens.clamp(min=0))
+            return scores.masked_fill(choice_tokens < 0, float("-inf"))
+        if choice_rows is None:
+            raise ValueError("give choice_tokens or choice_rows")
+        row_scores = self.join.score(self._prompt(), embeds, mask, labels)  # [R]
+        return row_scores[choice_rows.clamp(min=0)].masked_fill(choice_rows < 0, float("-inf"))
 
     @torch.no_grad()
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
         """``backbone.generate`` with the prompt; returns the generated tokens only, ``[B, new]``."""
         mask = self._mask(input_ids, attention_mask)
         embeds = self._text_embeds(input_ids, mask)
-        return self.join.generate(self.prompt(), embeds, mask, **kwargs)
+        return self.join.generate(self._prompt(), embeds, mask, **kwargs)
 
     # -- saving ---------------------------------------------------------------------------
 

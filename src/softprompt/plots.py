@@ -23,7 +23,7 @@ def _pyplot():
 
 
 def plot_run(out: Path, metric: str = "accuracy", labels: dict[str, str] | None = None) -> Path:
-    """``plots/loss.png``, ``plots/validation.png`` and one ``plots/<name>.png`` per diagnostic
+    """``plots/loss.png``, ``plots/validation.png`` (with the zero-shot score as a dashed line) and one ``plots/<name>.png`` per diagnostic
     the method logged (rank_probe: ``positive_sigma.png``, the DPT paper's Figure 3), drawn from
     ``out/log.jsonl``. ``labels`` gives diagnostics their axis labels."""
     plt = _pyplot()
@@ -33,11 +33,15 @@ def plot_run(out: Path, metric: str = "accuracy", labels: dict[str, str] | None 
     vals = [(r["step"], r["validation"][metric]) for r in records if "validation" in r and metric in r["validation"]]
     names = sorted({k for r in steps for k, v in r.items() if k not in STEP_KEYS and isinstance(v, (int, float))})
     labels = labels or {}
+    zero = next((r for r in records if metric in (r.get("zero_shot") or {})), None)
 
-    def draw(tmp: Path, points, name, ylabel, title):
+    def draw(tmp: Path, points, name, ylabel, title, baseline=None):
         fig, ax = plt.subplots(figsize=(6, 4))
         if points:
-            ax.plot(*zip(*points), marker="." if len(points) < 50 else None)
+            ax.plot(*zip(*points), marker="." if len(points) < 50 else None, label="prompt")
+        if baseline is not None:  # what the prompt adds: the backbone alone, same template
+            ax.axhline(baseline[0], linestyle="--", color="gray", label=baseline[1])
+            ax.legend(loc="lower right")
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
         ax.set_title(title)
@@ -48,7 +52,8 @@ def plot_run(out: Path, metric: str = "accuracy", labels: dict[str, str] | None 
 
     def write(tmp: Path) -> None:
         draw(tmp, losses, "loss.png", "training loss", "Training loss")
-        draw(tmp, vals, "validation.png", f"validation {metric}", f"Validation {metric}")
+        baseline = (zero["zero_shot"][metric], f"zero-shot ({zero.get('split', 'test')} split)") if zero else None
+        draw(tmp, vals, "validation.png", f"validation {metric}", f"Validation {metric}", baseline)
         for name in names:
             points = [(r["step"], r[name]) for r in steps if name in r]
             draw(tmp, points, f"{name}.png", labels.get(name, name), labels.get(name, name))

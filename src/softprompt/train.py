@@ -31,11 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .batching import collate, encode_examples, length_grouped_order, pad_id
-from .config import TrainConfig
+from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
+from .config import KIND_DEFAULTS, TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
 from .model import SoftPromptModel, attach
 from .plots import plot_run
+from .progress import Progress
 from .rundir import RunDir
 
 
@@ -83,9 +84,12 @@ def total_steps_for(config: TrainConfig, num_examples: int, world: int = 1) -> i
 
 def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
     """``(train, validation, test, test_split)``. Under the paper protocol a task whose test
-    split is missing or unlabeled is reported on its validation set (as the DPT paper does)."""
+    split is missing or unlabeled is reported on its validation set (as the DPT paper does).
+    With ``holdout``, that many training rows (a ``split_seed`` permutation) become the
+    validation set the checkpoint is chosen on, and the official validation split is only
+    reported (it is the test set when the test split has no labels)."""
     kw = dict(data_dir=config.data_dir, protocol=config.protocol, seed=config.split_seed)
-    train = task.sample(task.load("train", **kw), shots=config.shots, shots_per_class=config.shots_per_class, seed=config.seed)
+    train = task.load("train", **kw)
     validation = task.load("validation", **kw)
     test_split = "test"
     try:
@@ -94,6 +98,13 @@ def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
             raise FileNotFoundError("test split unlabeled")
     except FileNotFoundError:
         test, test_split = validation, "validation"
+    if config.holdout:
+        if config.holdout >= len(train):
+            raise ValueError(f"holdout {config.holdout} leaves no training rows (task {task.name} has {len(train)})")
+        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.split_seed)).tolist()
+        validation = [train[i] for i in order[: config.holdout]]
+        train = [train[i] for i in order[config.holdout :]]
+    train = task.sample(train, shots=config.shots, shots_per_class=config.shots_per_class, seed=config.seed)
     if not train:
         raise ValueError(f"task {task.name}: the train split is empty")
     if not validation:
@@ -103,6 +114,29 @@ def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
     if config.max_test_examples:
         test = test[: config.max_test_examples]
     return train, validation, test, test_split
+
+
+def training_batches(c: TrainConfig, examples: list, tokenizer: Any, kind: str, task: Any):
+    """What the loop trains on, for the run's objective: ``(lengths, batch)`` with
+    ``lengths[i]`` the cost of example ``i`` (for length-grouped batching) and ``batch(index)``
+    the model's keyword arguments for those examples.
+
+    ``lm``: the target text's tokens (label word + EOS, or the answer). ``class``: the
+    cross-entropy over the scores of the example's choices (label words), which is exactly what
+    rank evaluation compares (PET and LM-BFF train this way)."""
+    pad = pad_id(tokenizer)
+    if c.objective == "class":
+        if task.kind != "classification" or any(not isinstance(e.label, int) for e in examples):
+            raise ValueError(f"objective class needs a classification task with labeled rows; task {task.name} is {task.kind} (use --objective lm)")
+        choices = encode_choice_set(examples, tokenizer, kind, c.max_length, c.separator, task.label_words)
+        gold = torch.tensor([e.label for e in examples], dtype=torch.long)
+
+        def batch(index: list[int]) -> dict[str, torch.Tensor]:
+            return {**choices.batch(index, pad), "choice_labels": gold[index]}
+
+        return choices.lengths(), batch
+    encoded = encode_examples(examples, tokenizer, kind, c.max_length, c.separator)
+    return [len(e) for e in encoded], lambda index: collate([encoded[i] for i in index], pad)
 
 
 class Stream:
@@ -152,15 +186,28 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
     Raises:
         RunExistsError, TrainingDiverged, ValueError/FileNotFoundError with one-line messages.
     """
-    run = RunDir.open(config)  # before any slow loading; writes nothing
+    run = RunDir.open(config)  # before any slow loading; takes the directory's lock, writes nothing else
+    try:
+        return _train_locked(config, run, model, tokenizer, task)
+    finally:
+        run.release()
+
+
+def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any) -> dict[str, Any]:
     if config.seeds and isinstance(model, SoftPromptModel):
         raise ValueError("train: with several seeds pass the backbone, not a SoftPromptModel")
     if not config.seeds and config.resume and run.read_metrics() is not None:
         return run.read_metrics()  # finished already
-    if task is None:
-        from .tasks import get_task
+    # The backbone's kind picks the task's template style and the recipe for unset settings;
+    # it is read from the model's config, before the slow load.
+    from .backbones import backbone_kind, join_for
+    from .tasks import get_task
 
-        task = get_task(config.task, label_words=config.label_words)
+    kind = join_for(getattr(model, "backbone", model)).kind if model is not None else backbone_kind(config.model)
+    if task is None:
+        style = config.style or KIND_DEFAULTS[kind]["style"]
+        task = get_task(config.task, label_words=config.label_words, template=config.template, style=style)
+    config = config.resolved(kind, classification=task.kind == "classification", label_words=task.label_words)
     # One config per seed (the few-shot sample depends on the seed); data before the model, so
     # a missing file fails fast.
     seeds = {None: config} if not config.seeds else {
@@ -174,6 +221,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
         model, tokenizer = load_backbone(config.model)
     if tokenizer is None:
         raise ValueError("train: pass tokenizer= with model=")
+    if config.chat_template:
+        data = {s: tuple(apply_chat_template(part, tokenizer) if isinstance(part, list) else part for part in d) for s, d in data.items()}
     run.prepare(config)
     if not config.seeds:
         return _train_one(config, run, model, tokenizer, task, data[None])
@@ -209,7 +258,6 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
 
 def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any, data: tuple) -> dict[str, Any]:
     from accelerate import Accelerator
-    from tqdm.auto import tqdm
 
     started = time.time()
     train_examples, validation, test, test_split = data
@@ -224,11 +272,10 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
         raw.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
     selection = task.metrics[0]
-    encoded = encode_examples(train_examples, tokenizer, raw.join.kind, c.max_length, c.separator)
-    stream = Stream([len(e) for e in encoded], c.batch_size, c.seed, accelerator.process_index, accelerator.num_processes)
-    total_steps = total_steps_for(c, len(encoded), accelerator.num_processes)
+    lengths, make_batch = training_batches(c, train_examples, tokenizer, raw.join.kind, task)
+    stream = Stream(lengths, c.batch_size, c.seed, accelerator.process_index, accelerator.num_processes)
+    total_steps = total_steps_for(c, len(lengths), accelerator.num_processes)
     checkpoint_every = c.checkpoint_every or c.eval_every
-    pad = pad_id(tokenizer)
 
     def score(m, examples) -> dict[str, float]:
         return evaluate(m, tokenizer, task, examples, mode=mode, batch_size=c.eval_batch_size,
@@ -265,8 +312,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     elapsed_before = state.elapsed
 
     # -- the loop ------------------------------------------------------------------------------
-    bar = tqdm(total=total_steps, initial=state.step, disable=not (run.main and sys.stdout.isatty()),
-               dynamic_ncols=True, desc=f"{c.method} {c.task}")
+    bar = Progress(total_steps, f"{c.method} {c.task}", initial=state.step, enabled=run.main)
     model.train()
     window_examples, window_start = 0, time.time()  # speed is measured per process
     try:
@@ -277,10 +323,10 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
             for group, peak in zip(optimizer.param_groups, peaks):
                 group["lr"] = lr_at(step, total_steps, c.warmup_steps, peak)
             # forward and backward over grad_accum micro-batches
-            loss_sum, examples = 0.0, 0
+            loss_sum, examples, shown = 0.0, 0, {}
             for micro in range(c.grad_accum):
                 index = stream.next()
-                batch = {k: v.to(accelerator.device) for k, v in collate([encoded[i] for i in index], pad).items()}
+                batch = {k: v.to(accelerator.device) for k, v in make_batch(index).items()}
                 sync = micro == c.grad_accum - 1
                 with accelerator.no_sync(model) if not sync else nullcontext():
                     with accelerator.autocast():
@@ -296,6 +342,8 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
             if norm is not None and not math.isfinite(float(norm)):
                 raise TrainingDiverged(f"gradient norm is {float(norm)} at step {step + 1}")
             optimizer.step()
+            if not all(bool(torch.isfinite(p).all()) for p in raw.trainable_parameters()):
+                raise TrainingDiverged(f"the prompt became NaN/inf at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             state.step = step = step + 1
             state.window_loss += loss_sum / c.grad_accum
@@ -307,9 +355,9 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
                 record = {"step": step, "epoch": stream.epoch, "loss": state.window_loss / n, "lr": lr,
                           "examples_per_second": speed, **raw.diagnostics()}
                 run.log(record)
-                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}", ex_s=f"{speed:.1f}")
+                shown = dict(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}", ex_s=f"{speed:.1f}")
                 state.window_loss, window_examples, window_start = 0.0, 0, time.time()
-            bar.update(1)
+            bar.update(1, **shown)
             # validate: keep the best prompt, stop early when patience runs out
             if step % c.eval_every == 0 or step == total_steps:
                 metrics = score(raw, validation)
@@ -330,13 +378,10 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
                 run.save_checkpoint(raw, optimizer, dataclasses.asdict(state))
     except TrainingDiverged as err:
         bar.close()
-        kept = "the best prompt so far"
-        if not run.has_prompt():
-            run.save_prompt(raw)  # the parameters before the failing step: the last good prompt
-            kept = "the last good prompt"
+        kept = run.keep_last_good_prompt(raw)  # finite, from before the failing step
         run.log({"step": state.step, "error": str(err)})
         plot()
-        raise TrainingDiverged(f"training stopped: {err}; {kept} is in {run.path / 'prompt'}") from None
+        raise TrainingDiverged(f"training stopped: {err}; {kept}") from None
     bar.close()
     model.eval()
 

@@ -13,7 +13,7 @@ from .join import (
     backbone_record,
     join_for,
 )
-from .load import ModelLoadError, default_model_available, load_backbone
+from .load import ModelLoadError, backbone_kind, default_model_available, load_backbone
 
 __all__ = [
     "DECODER_ONLY",
@@ -23,6 +23,7 @@ __all__ = [
     "ModelLoadError",
     "UnsupportedModelError",
     "backbone_info",
+    "backbone_kind",
     "backbone_name",
     "backbone_record",
     "default_model_available",

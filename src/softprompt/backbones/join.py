@@ -19,6 +19,7 @@ position ids count only real tokens, so both layouts give the same numbers.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import Any
 
@@ -147,12 +148,23 @@ class Join:
     def forward(self, prompt, embeds, attention_mask, labels=None, return_logits=True, **kwargs):
         raise NotImplementedError
 
+    def labeled_logits(self, prompt, embeds, attention_mask, labels, **kwargs):
+        """Logits only where a label is: ``(logits [N, V] float32, targets [N], rows [N])``
+        over the N labeled positions of ``labels``, in row-major order."""
+        raise NotImplementedError
+
     def score(self, prompt, embeds, attention_mask, labels, **kwargs) -> torch.Tensor:
         """Sum of log-probabilities of the labeled tokens of each row, ``[B]``."""
-        raise NotImplementedError
+        logits, targets, rows = self.labeled_logits(prompt, embeds, attention_mask, labels, **kwargs)
+        token = -F.cross_entropy(logits, targets, reduction="none")
+        return torch.zeros(labels.shape[0], device=token.device, dtype=token.dtype).index_add(0, rows, token)
 
     def generate(self, prompt, embeds, attention_mask, **kwargs):
         raise NotImplementedError
+
+    def freeze_prefix(self, prompt: torch.Tensor | None) -> None:
+        """Reuse what depends on the prompt alone across calls while the prompt cannot change
+        (evaluation); None forgets it. A no-op where nothing can be reused."""
 
 
 class EncoderDecoderJoin(Join):
@@ -171,9 +183,10 @@ class EncoderDecoderJoin(Join):
             out.logits = None
         return out
 
-    def score(self, prompt, embeds, attention_mask, labels, **kwargs):
+    def labeled_logits(self, prompt, embeds, attention_mask, labels, **kwargs):
         out = self.forward(prompt, embeds, attention_mask, labels=labels, **kwargs)
-        return _sum_logprobs(out.logits, labels)
+        rows, cols = (labels != IGNORE_INDEX).nonzero(as_tuple=True)
+        return out.logits[rows, cols].float(), labels[rows, cols], rows
 
     def generate(self, prompt, embeds, attention_mask, **kwargs):
         combined, mask = self._encoder_inputs(prompt, embeds, attention_mask)
@@ -196,12 +209,16 @@ class DecoderOnlyJoin(Join):
             and _accepts(self.body.forward, "inputs_embeds")
             and getattr(backbone.config, "logit_scale", None) is None
         )
+        self._frozen = None  # (prompt, prefix output) while freeze_prefix holds one
+
+    def freeze_prefix(self, prompt: torch.Tensor | None) -> None:
+        """Compute the prompt's keys and values once and reuse them for every batch until
+        ``freeze_prefix(None)``; a call with another prompt tensor recomputes them."""
+        self._frozen = None if prompt is None else (prompt, None)
 
     # -- shared prefix -------------------------------------------------------------------
 
     def use_shared(self, prompt: torch.Tensor) -> bool:
-        if prompt.shape[0] == 0:  # no prompt (zero-shot): nothing to share, and no forward over zero tokens
-            return False
         # transformers 5 renamed the flag; read whichever this version has without a warning.
         flag = "is_activation_checkpointing" if hasattr(type(self.backbone), "is_activation_checkpointing") else "is_gradient_checkpointing"
         checkpointing = getattr(self.backbone, flag, False) and self.backbone.training
@@ -222,16 +239,31 @@ class DecoderOnlyJoin(Join):
         B, T, _ = embeds.shape
         n = prompt.shape[0]
         extra = {}
-        if self.takes_positions:
-            extra["position_ids"] = torch.arange(n, device=embeds.device).unsqueeze(0)
-        prefix = self.body(inputs_embeds=prompt.to(embeds.dtype).unsqueeze(0), use_cache=True, **extra)
+        if n == 0:  # no prompt (zero-shot): the text alone; no row's first token has a predictor
+            if self.takes_positions:
+                extra["position_ids"] = positions_from_mask(attention_mask)
+            out = self.body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, **extra)
+            return None, out.last_hidden_state
+        prefix = self._prefix(prompt, embeds.dtype)
         cache = prefix.past_key_values
+        if self._frozen is not None:
+            cache = copy.deepcopy(cache)  # the text's keys are appended to it; the frozen one stays the prompt's
         _expand_cache(cache, B)
         mask = torch.cat([attention_mask.new_ones(B, n), attention_mask], dim=1)  # [B, n+T]
         if self.takes_positions:
             extra["position_ids"] = positions_from_mask(attention_mask, offset=n)
         out = self.body(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, use_cache=True, **extra)
         return prefix.last_hidden_state[0, -1], out.last_hidden_state
+
+    def _prefix(self, prompt: torch.Tensor, dtype: torch.dtype):
+        """The body's output over the prompt alone (batch 1, with its KV cache), or the frozen one."""
+        if self._frozen is not None and self._frozen[0] is prompt and self._frozen[1] is not None:
+            return self._frozen[1]
+        extra = {"position_ids": torch.arange(prompt.shape[0], device=prompt.device).unsqueeze(0)} if self.takes_positions else {}
+        prefix = self.body(inputs_embeds=prompt.to(dtype).unsqueeze(0), use_cache=True, **extra)
+        if self._frozen is not None and self._frozen[0] is prompt:
+            self._frozen = (prompt, prefix)
+        return prefix
 
     def _labeled_logits(self, prompt, embeds, attention_mask, labels):
         """Logits only where a label is, ``([N, V] float32, targets [N], rows [N])``.
@@ -241,6 +273,9 @@ class DecoderOnlyJoin(Join):
         """
         prompt_last, hidden = self._shared_hidden(prompt, embeds, attention_mask)
         rows, cols, prev, from_text = _predictors(labels, attention_mask)
+        if prompt_last is None:  # no prompt: a row's first token is predicted by nothing (as in the naive layout)
+            rows, cols, prev = rows[from_text], cols[from_text], prev[from_text]
+            return self._logits(hidden[rows, prev]).float(), labels[rows, cols], rows
         h = torch.where(from_text.unsqueeze(-1), hidden[rows, prev], prompt_last.unsqueeze(0))
         return self._logits(h).float(), labels[rows, cols], rows
 
@@ -276,7 +311,7 @@ class DecoderOnlyJoin(Join):
         Returns ``CausalLMOutputWithPast`` with ``logits [B, T, V]`` for the text positions
         (or ``None`` when ``return_logits`` is False) and the mean token loss."""
         shared = self.use_shared(prompt) if shared is None else shared
-        if not shared:
+        if not shared or (prompt.shape[0] == 0 and return_logits):  # full logits without a prompt: the plain model
             loss, logits = self._naive(prompt, embeds, attention_mask, labels, **kwargs)
             return CausalLMOutputWithPast(loss=loss, logits=logits if return_logits else None)
         loss = logits = None
@@ -291,17 +326,13 @@ class DecoderOnlyJoin(Join):
                 loss = _shifted_loss(torch.cat([first, logits], dim=1), labels, attention_mask)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
-    def score(self, prompt, embeds, attention_mask, labels, shared=None, **kwargs):
+    def labeled_logits(self, prompt, embeds, attention_mask, labels, shared=None, **kwargs):
         shared = self.use_shared(prompt) if shared is None else shared
-        if not shared:
-            return self._naive_score(prompt, embeds, attention_mask, labels, **kwargs)
-        selected, targets, rows = self._labeled_logits(prompt, embeds, attention_mask, labels)
-        token = -F.cross_entropy(selected, targets, reduction="none")
-        return torch.zeros(labels.shape[0], device=token.device, dtype=token.dtype).index_add(0, rows, token)
-
-    def _naive_score(self, prompt, embeds, attention_mask, labels, **kwargs):
+        if shared:
+            return self._labeled_logits(prompt, embeds, attention_mask, labels)
         out, full_labels, _ = self._naive_run(prompt, embeds, attention_mask, labels, compute_loss=False, **kwargs)
-        return _sum_logprobs(out.logits[:, :-1], full_labels[:, 1:])
+        rows, cols = (full_labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)  # column j predicts j + 1
+        return out.logits[rows, cols].float(), full_labels[rows, cols + 1], rows
 
     def generate(self, prompt, embeds, attention_mask, **kwargs):
         """Greedy or sampled generation; returns only the new tokens ``[B, new]``."""
@@ -340,11 +371,3 @@ def _shifted_loss(logits: torch.Tensor, labels: torch.Tensor, attention_mask: to
     rows, cols, _, from_text = _predictors(labels, attention_mask)
     source = torch.where(from_text, cols, torch.zeros_like(cols))
     return F.cross_entropy(logits[rows, source].float(), labels[rows, cols])
-
-
-def _sum_logprobs(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``logits [B, L, V]`` predicting ``labels [B, L]``; sum over non-ignored, ``[B]``."""
-    keep = labels != IGNORE_INDEX
-    logprobs = torch.log_softmax(logits.float(), dim=-1)
-    picked = torch.gather(logprobs, -1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * keep).sum(-1)

@@ -258,3 +258,22 @@ def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype = to
     if str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1:
         raise ModelLoadError(f"{spec}: no such model directory or file")
     return _load_hub(str(spec), dtype)
+
+
+def backbone_kind(spec: str | os.PathLike | None = None) -> str:
+    """``"decoder-only"`` or ``"encoder-decoder"`` for what ``load_backbone(spec)`` would load,
+    from the model's config alone (no weights are read), so a run can pick its task template
+    and recipe before the slow load. GGUF files and the embedded default are causal LMs."""
+    from transformers import AutoConfig
+
+    if spec is None or str(spec).lower() in DEFAULT_NAMES or Path(spec).suffix.lower() == ".gguf":
+        return "decoder-only"
+    path = Path(spec).expanduser()
+    try:
+        if path.is_dir():
+            config = AutoConfig.from_pretrained(str(path))
+        else:
+            config = AutoConfig.from_pretrained(str(spec), local_files_only=not _hub_reachable())
+    except (OSError, ValueError):
+        return "decoder-only"  # load_backbone will say what is wrong; the kind does not matter then
+    return "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder-only"

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"softprompt {args.command}: error: {message}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"softprompt {args.command}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a command may say how to continue (train: --resume DIR)
+        print(f"softprompt {args.command}: {err.args[0] if err.args else 'interrupted'}", file=sys.stderr)
         return 130
     return int(result or 0)
 

@@ -47,6 +47,11 @@ def int_list(text: str, flag: str) -> list[int]:
     return values
 
 
+def unescape(text: str | None) -> str | None:
+    """``\\n`` and ``\\t`` typed on a command line (a template) become a newline and a tab."""
+    return None if text is None else text.replace("\\n", "\n").replace("\\t", "\t")
+
+
 def data_dir(given: str | None) -> str | None:
     """``--data-dir``, else ``$SOFTPROMPT_DATA_DIR``, else None (the hub)."""
     return given or os.environ.get(DATA_ENV) or None

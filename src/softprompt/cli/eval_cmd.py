@@ -10,6 +10,7 @@ the defaults for every option below, else ``TrainConfig``'s defaults do; command
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from .common import DATA_ENV, data_dir, positive_int
@@ -38,15 +39,18 @@ def register(subparsers) -> None:
 def run_config(prompt_dir: Path, task: str | None):
     """The training run's ``TrainConfig`` next to the prompt, or the defaults for ``task``."""
     from softprompt.config import TrainConfig
+    from softprompt.io import read_json
 
+    unreadable = ""
     for candidate in (prompt_dir.parent / "config.json", prompt_dir / "config.json"):
         if candidate.is_file():
             try:
-                return TrainConfig.from_dict(json.loads(candidate.read_text()), where=str(candidate)), True
-            except (json.JSONDecodeError, ValueError):
+                return TrainConfig.from_dict(read_json(candidate), where=str(candidate)), True
+            except ValueError as err:  # a broken or foreign config.json: the defaults, but say why
+                unreadable = f" ({err})"
                 break
     if not task:
-        raise ValueError(f"{prompt_dir} is not inside a training run; give --task")
+        raise ValueError(f"{prompt_dir} is not inside a readable training run{unreadable}; give --task")
     return TrainConfig(task=task), False
 
 
@@ -54,16 +58,19 @@ def run(args) -> int:
     import softprompt
     from softprompt.backbones import load_backbone
     from softprompt.evaluate import MODES, default_mode, evaluate
-    from softprompt.io import read_record, write_json_atomically
+    from softprompt.io import load_prompt_module, write_json_atomically
     from softprompt.tasks import get_task
 
     prompt_dir = Path(args.prompt_dir)
-    read_record(prompt_dir)  # fail on a non-prompt directory before loading anything
+    load_prompt_module(prompt_dir)  # fail on a bad prompt directory (a NaN prompt too) before loading anything
+    if args.output:
+        check_writable(Path(args.output))  # before the evaluation, not after it
     saved, from_run = run_config(prompt_dir, args.task)
     if args.eval_mode is not None and args.eval_mode not in MODES:
         raise ValueError(f"--eval-mode must be one of {', '.join(MODES)}; got {args.eval_mode!r}")
     same_task = not args.task or args.task == saved.task
-    task = get_task(args.task or saved.task, label_words=args.label_words or (saved.label_words if same_task else None))
+    task = get_task(args.task or saved.task, label_words=args.label_words or (saved.label_words if same_task else None),
+                    template=saved.template if same_task else None, style=saved.style)
     examples = task.load(args.split, data_dir=args.data_dir or saved.data_dir or data_dir(None),
                          protocol=args.protocol or saved.protocol, seed=saved.split_seed)
     if args.max_examples:
@@ -71,14 +78,35 @@ def run(args) -> int:
 
     backbone, tokenizer = load_backbone(args.model or saved.model)
     model = softprompt.load(backbone, prompt_dir)
+    if saved.chat_template:
+        from softprompt.batching import apply_chat_template
+
+        examples = apply_chat_template(examples, tokenizer)
     mode = args.eval_mode or (saved.eval_mode if from_run and saved.eval_mode != "auto" else None) or default_mode(task, examples)
     metrics = evaluate(
         model, tokenizer, task, examples, mode=mode, batch_size=args.batch_size or saved.eval_batch_size,
         max_length=args.max_length or saved.max_length, max_new_tokens=args.max_new_tokens or saved.max_new_tokens,
-        separator=saved.separator,
+        separator=saved.separator if saved.separator is not None else " ",
     )
     record = {"task": task.name, "split": args.split, "eval_mode": mode, "prompt_dir": str(prompt_dir), **metrics}
+    print(json.dumps(record, sort_keys=True))  # first: a failing --output must not lose the metrics
     if args.output:
-        write_json_atomically(args.output, record)
-    print(json.dumps(record, sort_keys=True))
+        try:
+            write_json_atomically(args.output, record)
+        except OSError as err:
+            raise OSError(f"--output {args.output}: cannot write the metrics ({err.strerror or err}); they are printed above") from None
     return 0
+
+
+def check_writable(path: Path) -> None:
+    """A one-line error unless a file can be written at ``path``: not a directory, and the
+    nearest existing ancestor a writable directory (the missing ones are created)."""
+    if path.is_dir():
+        raise IsADirectoryError(f"--output {path} is a directory")
+    parent = path.absolute().parent
+    while not os.path.lexists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise NotADirectoryError(f"--output {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(f"--output {path}: {parent} is not writable")

@@ -10,6 +10,7 @@ gives a vanilla ``prompt`` of the same values.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -25,22 +26,34 @@ def register(subparsers) -> None:
     direction.add_argument("--to", choices=["peft"], help="export format (default: peft)")
     direction.add_argument("--from", dest="from_format", choices=["peft"], help="import from this format")
     parser.add_argument("--model", help="backbone for --from peft (hub name, local directory or .gguf; default: the embedded model)")
-    parser.add_argument("--overwrite", action="store_true", help="replace OUT_DIR if it exists")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace OUT_DIR if it holds softprompt's own output (an adapter it exported, or a prompt directory)")
     parser.set_defaults(func=run)
+
+
+def _real(path: str, what: str) -> Path:
+    """``path`` resolved (symlinks followed), or a one-line error naming it."""
+    try:
+        return Path(path).resolve(strict=False)
+    except (RuntimeError, OSError) as err:  # a symlink loop: RuntimeError before Python 3.13, OSError after
+        raise ValueError(f"{what} {path}: {'symlink loop' if 'loop' in str(err).lower() else err}") from None
 
 
 def run(args) -> int:
     import softprompt
+    from softprompt.io import check_replaceable
 
     from .common import CLIError
 
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise CLIError(f"{out} exists; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"{out} exists and is not a directory")
-    if Path(args.source).resolve() == out.resolve():
+    source, target = _real(args.source, "SOURCE_DIR"), _real(args.output, "OUT_DIR")
+    if source == target:
         raise ValueError(f"OUT_DIR {out} is the source directory; choose another")
+    if target in source.parents:
+        raise ValueError(f"OUT_DIR {out} contains the source directory; choose another")
+    if os.path.lexists(out) and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    check_replaceable(out, "prompt" if args.from_format == "peft" else "peft")  # never a user's other files
     if args.from_format == "peft":
         from softprompt.backbones import load_backbone
 

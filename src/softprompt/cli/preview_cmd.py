@@ -1,13 +1,23 @@
-"""`softprompt preview TASK`: the first examples exactly as the model sees them."""
+"""`softprompt preview TASK`: the first examples exactly as the model sees them.
+
+The template style follows the backbone as in `softprompt train`: instruction-style on a
+decoder-only model (the default, the embedded SmolLM2), text-to-text on an encoder-decoder one;
+`--style`, `--template` and `--label-words` override it. With `--tokens` (or `--chat-template`,
+which needs the tokenizer) the model's tokenizer is loaded: each row then shows its token
+counts, and the last lines say how many rows of the split exceed `--max-length`.
+"""
 
 from __future__ import annotations
 
-from .common import data_dir
+from .common import data_dir, positive_int, unescape
 
 ARROW = " → "
 
 
 def register(subparsers) -> None:
+    from softprompt.config import STYLES
+    from softprompt.tasks import PROTOCOLS
+
     parser = subparsers.add_parser(
         "preview", help="print a task's first examples as the model sees them",
         description="Print the first examples of a split as 'input text → target' and, as the "
@@ -15,30 +25,67 @@ def register(subparsers) -> None:
     parser.add_argument("task", help="task name (see `softprompt tasks`), e.g. cb, sst2")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding the benchmark's task folders (BoolQ/, CB/, ... or "
-                             "SST-2/, MRPC/, ...) or their parent; default: the hub via `datasets`")
+                             "SST-2/, MRPC/, ...) or their parent; default: $SOFTPROMPT_DATA_DIR, else the hub via `datasets`")
     parser.add_argument("--split", default="validation",
                         help="train | validation | test (default: validation)")
     parser.add_argument("--n", type=int, default=3, help="how many examples to print (default 3)")
-    from softprompt.tasks import PROTOCOLS
-
     parser.add_argument("--protocol", choices=PROTOCOLS, default="paper",
                         help="paper: official splits; attempt: DePT/ULPT's re-split (default paper)")
     parser.add_argument("--seed", type=int, default=42,
                         help="shuffle seed of the attempt protocol (default 42)")
     parser.add_argument("--label-words", default=None,
                         help="comma-separated label words, or 'names' / 'digits'")
+    parser.add_argument("--template", default=None, help="another input template over the task's fields (\\n for a newline)")
+    parser.add_argument("--style", choices=STYLES, default=None,
+                        help="template style (default: by the backbone's kind, as train picks it)")
+    parser.add_argument("--model", default=None, help="the backbone whose kind picks the style and whose tokenizer counts tokens "
+                                                      "(default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--chat-template", action="store_true", help="wrap each input in the tokenizer's chat template")
+    parser.add_argument("--tokens", action="store_true", help="load the tokenizer: token counts per row and rows over --max-length")
+    parser.add_argument("--max-length", type=positive_int, default=256, help="for --tokens (default 256)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from softprompt.backbones import backbone_kind
+    from softprompt.config import KIND_DEFAULTS
     from softprompt.tasks import get_task
 
     if args.n < 0:
         raise ValueError(f"--n must be >= 0, got {args.n}")
-    task = get_task(args.task, label_words=args.label_words)
-    examples = task.load(split=args.split, data_dir=data_dir(args.data_dir), protocol=args.protocol,
-                         seed=args.seed)
-    for example in examples[: args.n]:
-        print(f"{example.input_text}{ARROW}{example.target_text}")
+    kind = backbone_kind(args.model)
+    style = args.style or KIND_DEFAULTS[kind]["style"]
+    task = get_task(args.task, label_words=args.label_words, template=unescape(args.template), style=style)
+    examples = task.load(split=args.split, data_dir=data_dir(args.data_dir), protocol=args.protocol, seed=args.seed)
+    tokenizer = None
+    if args.tokens or args.chat_template:
+        from softprompt.backbones import load_backbone
+
+        _, tokenizer = load_backbone(args.model)
+    if args.chat_template:
+        from softprompt.batching import apply_chat_template
+
+        examples = apply_chat_template(examples, tokenizer)
+    separator = "" if args.chat_template else " "
+    counts = _token_counts(examples, tokenizer, kind, args.max_length, separator) if tokenizer is not None else None
+    for i, example in enumerate(examples[: args.n]):
+        line = f"{example.input_text}{ARROW}{example.target_text}"
+        if counts is not None:
+            line += f"    [{counts[0][i]} input + {counts[1][i]} target tokens]"
+        print(line)
+    if counts is not None:
+        over = sum(c[2] for c in zip(*counts))
+        print(f"{over} of {len(examples)} rows exceed --max-length {args.max_length} (their input is cut)")
     print(f"{len(examples)} examples")
     return 0
+
+
+def _token_counts(examples, tokenizer, kind, max_length, separator):
+    """Per example: input tokens, target tokens (with EOS) and whether the row is cut."""
+    from softprompt.batching import encode_pairs
+
+    rows = encode_pairs([e.input_text for e in examples], [e.target_text for e in examples], tokenizer, kind, 10**9, separator)
+    targets = [int((r.labels != -100).sum()) if len(r.labels) == len(r.input_ids) else len(r.labels) for r in rows]
+    inputs = [len(r.input_ids) - (t if len(r.labels) == len(r.input_ids) else 0) for r, t in zip(rows, targets)]
+    return inputs, targets, [len(r) > max_length for r in rows]
+

@@ -11,11 +11,11 @@ option of the registered methods; the config is validated in full before anythin
 
 from __future__ import annotations
 
-import json
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .common import CLIError, add_config_options, add_method_options, data_dir, given
+from .common import CLIError, add_config_options, add_method_options, data_dir, given, unescape
 
 
 def register(subparsers) -> None:
@@ -53,8 +53,11 @@ def _method_option_pairs(pairs: list[str]) -> dict[str, Any]:
 def build_config(args):
     """The resolved ``TrainConfig`` from --resume / --config / overrides (validated, nothing written)."""
     from softprompt.config import TrainConfig, read_config_file
+    from softprompt.io import read_json
 
     overrides = given(args, args.option_names)
+    if "template" in overrides:
+        overrides["template"] = unescape(overrides["template"])
     for key, value in _method_option_pairs(args.method_option).items():
         if key in TrainConfig.__dataclass_fields__:  # a method option named like a run field (DePT's max_length)
             overrides.setdefault("method_options", {})[key] = value
@@ -67,7 +70,7 @@ def build_config(args):
             raise FileNotFoundError(f"{args.resume}: nothing to resume (no config.json)")
         if args.config or args.overwrite:
             raise ValueError("--resume takes the run's own config; drop --config/--overwrite")
-        data = {**json.loads(saved.read_text()), **overrides, "output_dir": str(args.resume), "resume": True, "overwrite": False}
+        data = {**read_json(saved), **overrides, "output_dir": str(args.resume), "resume": True, "overwrite": False}
         return TrainConfig.from_dict(data, where=str(saved))
 
     data = read_config_file(args.config) if args.config else {}
@@ -90,11 +93,35 @@ def run(args) -> int:
 
     config = build_config(args)
     try:
-        metrics = train(config)
+        with _sigterm_as_interrupt():
+            metrics = train(config)
     except TrainingDiverged as err:
         raise CLIError(str(err)) from None
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every write is atomic, so the run resumes cleanly
+        resumable = (Path(config.output_dir) / "config.json").is_file()
+        hint = f"; continue with: softprompt train --resume {config.output_dir}" if resumable else ""
+        raise KeyboardInterrupt(f"interrupted{hint}") from None
     print(format_metrics(metrics, config.output_dir))
     return 0
+
+
+@contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM (a scheduler's stop) raises KeyboardInterrupt, as Ctrl-C does."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, interrupt)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _fmt(section: dict | None) -> str:

@@ -1,7 +1,7 @@
 """Prompt methods: one file each, listed in ``registry.py``."""
 
 from .base import BackboneInfo, ConfigError, ParamGroup, PromptConfig, PromptMethod
-from .registry import METHODS, REGISTRY, build_method, config_from_dict, make_config, method_fields, method_options, methods
+from .registry import METHODS, REGISTRY, build_method, config_from_dict, make_config, method_fields, method_options, methods, recipe_for
 
 __all__ = [
     "METHODS",
@@ -17,4 +17,5 @@ __all__ = [
     "method_fields",
     "method_options",
     "methods",
+    "recipe_for",
 ]

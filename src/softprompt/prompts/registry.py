@@ -83,3 +83,10 @@ def method_fields(method: str) -> tuple[str, ...]:
     """The config fields of ``method`` (its options)."""
     config_cls, _ = _entry(method)
     return tuple(f.name for f in dataclasses.fields(config_cls))
+
+
+def recipe_for(method: str, kind: str) -> dict[str, Any]:
+    """The method's own recipe for a backbone kind (``PromptConfig.recipes``): run settings
+    (``lr``, ``objective``...) and method options (``init``...) measured to work there."""
+    config_cls, _ = _entry(method)
+    return dict(getattr(config_cls, "recipes", {}).get(kind, {}))

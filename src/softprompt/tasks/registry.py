@@ -192,15 +192,47 @@ def list_tasks() -> list[str]:
     return list(TASKS)
 
 
+# Instruction style for decoder-only models: a natural prompt ending in a cue, answered with real
+# words (one token each in common BPE vocabularies), in each task's class order. The targets
+# follow the cue after one space. Tasks not listed keep their text-to-text template with the
+# class names as words.
+INSTRUCTION: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "sst2": ("Review: {sentence}\nSentiment:", ("negative", "positive")),
+    "cola": ("Sentence: {sentence}\nIs this sentence grammatical? Answer:", ("no", "yes")),
+    "mrpc": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nDo both sentences mean the same thing? Answer:", ("no", "yes")),
+    "qqp": ("Question 1: {question1}\nQuestion 2: {question2}\nDo both questions ask the same thing? Answer:", ("no", "yes")),
+    # entailment, neutral, contradiction
+    "mnli": ("{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:", ("yes", "maybe", "no")),
+    "qnli": ("Question: {question}\nSentence: {sentence}\nDoes the sentence answer the question? Answer:", ("yes", "no")),
+    "glue_rte": ("{sentence1}\nQuestion: {sentence2} True or False?\nAnswer:", ("yes", "no")),
+    "rte": ("{premise}\nQuestion: {hypothesis} True or False?\nAnswer:", ("yes", "no")),
+    # entailment, contradiction, neutral
+    "cb": ("{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:", ("yes", "no", "maybe")),
+    "boolq": ("{passage}\nQuestion: {question}?\nAnswer:", ("no", "yes")),
+    "wic": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nIs the word '{word}' used with the same meaning in both sentences? Answer:", ("no", "yes")),
+}
+
+
 def get_task(name: str, label_words: str | Sequence[str] | None = None,
-             template: str | None = None) -> Task:
+             template: str | None = None, style: str | None = None) -> Task:
     """A registered task by name or alias (case-insensitive: ``SST-2``, ``sst-2``, ``sst2``).
 
     label_words: other words per class (a sequence, a comma-separated string, ``"names"`` or
         ``"digits"``); template: another input template over the same fields.
+    style: ``"text-to-text"`` (default: the papers' T5 templates) or ``"instruction"`` (for
+        decoder-only models); an explicit ``template`` or ``label_words`` wins over the style's.
     """
     key = str(name).strip().lower()
     canonical = _ALIASES.get(key) or _ALIASES.get(key.replace("-", "").replace("_", ""))
     if canonical is None:
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
-    return TASKS[canonical].with_overrides(label_words=label_words, template=template)
+    if style not in (None, "text-to-text", "instruction"):
+        raise ValueError(f"style must be text-to-text or instruction, got {style!r}")
+    task = TASKS[canonical]
+    if style == "instruction":
+        styled_template, words = INSTRUCTION.get(canonical, (None, None))
+        if words is None and task.kind == "classification" and task.label_names:
+            words = "names"
+        template = template if template is not None else styled_template
+        label_words = label_words if label_words is not None else words
+    return task.with_overrides(label_words=label_words, template=template)

@@ -1,0 +1,258 @@
+"""Accuracy against PEFT prompt tuning: the same backbone, template, label words, training
+rows, batches, step budget and seeds; softprompt with its defaults, PEFT with its best
+learning rate from a small grid chosen on validation.
+
+    python -m benchmarks.accuracy --tasks sst2,rte,cb --seeds 0,1,2 --data-dir ../shared/data
+
+Per task and seed, the training split loses ``--holdout`` rows (a fixed permutation, the same
+for everyone) that serve as the validation set: every run keeps the checkpoint that scores best
+there, and PEFT's learning rate is the one whose mean validation score is best. The reported
+metric is on the official validation split (the test split's labels are not public), which no
+choice ever looked at. Evaluation is rank classification over the label words for both.
+
+softprompt: ``softprompt.train`` with the decoder-only recipe (template, label words, objective,
+learning rate, warmup: whatever the library defaults to). PEFT: ``PromptTuningConfig`` with text
+init (the embeddings of "Answer with <word> or <word>." repeated), trained on the language-model
+loss of the label word + EOS (its usual recipe), AdamW, the same warmup and linear decay as
+softprompt's recipe, the same batch order (softprompt's length-grouped stream, same seed).
+
+Results: ``benchmarks/results/accuracy.json`` (every run) and a Markdown table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import RESULTS, set_threads, write_json
+
+BENCHMARK_DIRS = {"glue": "glue", "superglue": "superglue"}
+
+
+def data_dir_for(task, root: str) -> str:
+    return str(Path(root) / BENCHMARK_DIRS.get(task.benchmark, task.benchmark))
+
+
+def holdout_for(n_train: int, wanted: int) -> int:
+    """``wanted`` rows, but never more than a fifth of a small training split (CB has 250)."""
+    return max(8, min(wanted, n_train // 5))
+
+
+def base_config(args, task_name: str, seed: int, root: str, n_train: int, **extra):
+    from softprompt.config import TrainConfig
+    from softprompt.tasks import get_task
+
+    task = get_task(task_name)
+    return TrainConfig(task=task_name, seed=seed, data_dir=data_dir_for(task, root), length=args.length,
+                       max_steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
+                       eval_batch_size=64, max_length=args.max_length, holdout=holdout_for(n_train, args.holdout),
+                       zero_shot=False, log_every=50, **extra)
+
+
+# -- softprompt ------------------------------------------------------------------------------
+
+
+def run_softprompt(args, method: str, task_name: str, seed: int, backbone, tokenizer, n_train: int) -> dict:
+    from softprompt.train import train
+
+    out = Path(args.work) / task_name / method / f"seed-{seed}"
+    config = base_config(args, task_name, seed, args.data_dir, n_train, method=method, output_dir=str(out), overwrite=True)
+    started = time.time()
+    metrics = train(config, backbone, tokenizer)
+    metric = metrics["selection_metric"]
+    resolved = json.loads((out / "config.json").read_text())
+    return {"library": "softprompt", "method": method, "task": task_name, "seed": seed, "metric": metric,
+            "validation": metrics["best_validation"][metric], "test": metrics["test"][metric],
+            "best_step": metrics["best_step"], "trainable_parameters": metrics["trainable_parameters"],
+            "lr": resolved["lr"], "objective": resolved["objective"], "wall_seconds": time.time() - started}
+
+
+# -- PEFT --------------------------------------------------------------------------------------
+
+
+class PeftScorer(torch.nn.Module):
+    """A PEFT prompt-tuning model behind softprompt's scoring interface (``choice_scores``,
+    ``frozen_prompt``), so both libraries are evaluated by the same code. Right padding: PEFT
+    puts its virtual tokens first, so with left padding pads would sit between them and the text."""
+
+    def __init__(self, peft_model, n_virtual: int):
+        super().__init__()
+        self.peft, self.n = peft_model, n_virtual
+        self.backbone = peft_model.get_base_model()
+        from softprompt.backbones import join_for
+
+        self.join = join_for(self.backbone)
+
+    def frozen_prompt(self):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def choice_scores(self, input_ids, attention_mask, labels, choice_tokens=None, choice_rows=None):
+        if choice_tokens is None:
+            raise ValueError("the PEFT scorer handles single-token label words only")
+        logits = self.peft(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, n+T, V]
+        rows, cols = (labels != -100).nonzero(as_tuple=True)
+        picked = torch.log_softmax(logits[rows, self.n + cols - 1].float(), -1)  # the position before each label
+        return picked.gather(1, choice_tokens.clamp(min=0)).masked_fill(choice_tokens < 0, float("-inf"))
+
+
+def run_peft(args, task_name: str, seed: int, lr: float, tokenizer, n_train: int) -> dict:
+    from peft import PromptTuningConfig, get_peft_model
+
+    from softprompt.backbones import load_backbone
+    from softprompt.batching import encode_examples, collate, pad_id
+    from softprompt.evaluate import evaluate
+    from softprompt.tasks import get_task
+    from softprompt.train import Stream, lr_at, load_data
+
+    started = time.time()
+    backbone, tokenizer = load_backbone(args.model)  # fresh: PEFT wraps the model it is given
+    config = base_config(args, task_name, seed, args.data_dir, n_train, method="prompt").resolved("decoder-only")
+    task = get_task(task_name, style=config.style)
+    train_rows, validation, test, _ = load_data(config, task)
+    encoded = encode_examples(train_rows, tokenizer, "decoder-only", config.max_length, config.separator)
+    model = get_peft_model(backbone, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.length))
+    init_text = f"Answer with {' or '.join(task.label_words)}."
+    ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor((ids * (args.length // len(ids) + 1))[: args.length])
+    embedding = model.prompt_encoder["default"].embedding
+    with torch.no_grad():
+        embedding.weight.copy_(backbone.get_input_embeddings()(ids))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
+    stream = Stream([len(e) for e in encoded], config.batch_size, seed)
+    torch.manual_seed(seed)
+    pad = pad_id(tokenizer)
+    scorer = PeftScorer(model, args.length)
+    best, best_state, best_step = None, None, None
+    model.train()
+    for step in range(config.max_steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config.max_steps, config.warmup_steps, lr)
+        batch = collate([encoded[i] for i in stream.next()], pad)  # right padding
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
+            value = evaluate(scorer, tokenizer, task, validation, mode="rank", batch_size=64,
+                             max_length=config.max_length, separator=config.separator)[task.metrics[0]]
+            if best is None or value > best:
+                best, best_step, best_state = value, step + 1, embedding.weight.detach().clone()
+            model.train()
+    with torch.no_grad():
+        embedding.weight.copy_(best_state)
+    test_value = evaluate(scorer, tokenizer, task, test, mode="rank", batch_size=64,
+                          max_length=config.max_length, separator=config.separator)[task.metrics[0]]
+    return {"library": "peft", "method": "peft-prompt", "task": task_name, "seed": seed, "metric": task.metrics[0],
+            "validation": best, "test": test_value, "best_step": best_step, "trainable_parameters": sum(p.numel() for p in params),
+            "lr": lr, "objective": "lm", "wall_seconds": time.time() - started}
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def zero_shot(args, task_name: str, backbone, tokenizer, n_train: int) -> float:
+    from softprompt.evaluate import NoPrompt, evaluate
+    from softprompt.tasks import get_task
+    from softprompt.train import load_data
+
+    config = base_config(args, task_name, 0, args.data_dir, n_train, method="prompt").resolved("decoder-only")
+    task = get_task(task_name, style=config.style)
+    _, _, test, _ = load_data(config, task)
+    return evaluate(NoPrompt(backbone), tokenizer, task, test, mode="rank", batch_size=64, max_length=config.max_length,
+                    separator=config.separator)[task.metrics[0]]
+
+
+def table(runs: list[dict], zero: dict[str, float], tasks: list[str]) -> str:
+    def cell(rows):
+        values = [100 * r["test"] for r in rows]
+        if not values:
+            return "-"
+        std = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.1f} ± {std:.1f}"
+
+    names = list(dict.fromkeys(r["method"] for r in runs))
+    lines = ["| method | params | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
+    lines.append("| zero-shot (template only) | 0 | " + " | ".join(f"{100 * zero[t]:.1f}" for t in tasks) + " |")
+    for name in names:
+        rows = [r for r in runs if r["method"] == name]
+        params = f"{rows[0]['trainable_parameters']:,}"
+        lines.append(f"| {name} | {params} | " + " | ".join(cell([r for r in rows if r["task"] == t]) for t in tasks) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tasks", default="sst2,rte,cb")
+    parser.add_argument("--methods", default="prompt,residual,dpt,ulpt,dept,rank_probe")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--peft-lrs", default="3e-3,1e-2,3e-2", help="PEFT's learning-rate grid")
+    parser.add_argument("--model", default=None, help="backbone (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--data-dir", default="../shared/data", help="folder holding glue/ and superglue/")
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--length", type=int, default=20)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--holdout", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--work", default="/tmp/softprompt-accuracy", help="where the runs go")
+    parser.add_argument("--output", default=str(RESULTS / "accuracy.json"))
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+
+    from softprompt.backbones import load_backbone
+    from softprompt.tasks import get_task
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lrs = [float(x) for x in args.peft_lrs.split(",") if x.strip()]
+    output = Path(args.output)
+    done = json.loads(output.read_text()) if output.is_file() else {"runs": [], "zero_shot": {}}
+    key = lambda r: (r["library"], r["method"], r["task"], r["seed"], r["lr"] if r["library"] == "peft" else None)  # noqa: E731
+    finished = {key(r) for r in done["runs"]}
+    backbone, tokenizer = load_backbone(args.model)
+
+    def record(result: dict) -> None:
+        done["runs"].append(result)
+        write_json(output, done)  # after every run: an interrupted benchmark loses one run at most
+        print(json.dumps(result), flush=True)
+
+    for task_name in tasks:
+        task = get_task(task_name)
+        n_train = len(task.load("train", data_dir=data_dir_for(task, args.data_dir)))
+        if task_name not in done["zero_shot"]:
+            done["zero_shot"][task_name] = zero_shot(args, task_name, backbone, tokenizer, n_train)
+        for seed in seeds:
+            for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+                if ("softprompt", method, task_name, seed, None) not in finished:
+                    record(run_softprompt(args, method, task_name, seed, backbone, tokenizer, n_train))
+            for lr in lrs:
+                if ("peft", "peft-prompt", task_name, seed, lr) not in finished:
+                    record(run_peft(args, task_name, seed, lr, tokenizer, n_train))
+
+    # PEFT: the learning rate with the best mean validation score, per task
+    runs = [r for r in done["runs"] if r["library"] == "softprompt" and r["task"] in tasks]
+    for task_name in tasks:
+        peft = [r for r in done["runs"] if r["library"] == "peft" and r["task"] == task_name]
+        if peft:
+            by_lr = {lr: [r for r in peft if r["lr"] == lr] for lr in {r["lr"] for r in peft}}
+            best_lr = max(by_lr, key=lambda lr: statistics.fmean(r["validation"] for r in by_lr[lr]))
+            runs += [{**r, "method": "PEFT prompt tuning (lr: best on validation)"} for r in by_lr[best_lr]]
+            done.setdefault("peft_best_lr", {})[task_name] = best_lr
+    write_json(output, done)
+    print(table(runs, done["zero_shot"], tasks))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Settings left unset are resolved for the backbone's kind: the papers' T5 setting on
+encoder-decoder models exactly, the measured decoder-only recipe otherwise; what the user set
+is never changed. Checkpoints chosen on held-out training rows; progress lines off a terminal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from softprompt.config import KIND_DEFAULTS, TrainConfig
+from softprompt.progress import Progress
+from softprompt.prompts import REGISTRY, recipe_for
+from softprompt.train import load_data, train
+from conftest import tiny_llama
+from test_batching import tiny_tokenizer
+from test_train import write_sst2
+
+
+def test_encoder_decoder_resolves_to_the_papers_setting():
+    c = TrainConfig(method="dpt", length=100).resolved("encoder-decoder")
+    assert (c.lr, c.warmup_steps, c.objective, c.style, c.separator) == (0.3, 0, "lm", "text-to-text", " ")
+    assert c.method_options == {"length": 100}  # the papers' init stays: no method option added
+
+
+def test_decoder_only_uses_the_recipe_but_never_overrides_the_user(monkeypatch):
+    c = TrainConfig(method="ulpt", length=20).resolved("decoder-only")
+    expected = {**KIND_DEFAULTS["decoder-only"], **recipe_for("ulpt", "decoder-only")}
+    assert (c.lr, c.warmup_steps, c.objective, c.style) == tuple(expected[k] for k in ("lr", "warmup_steps", "objective", "style"))
+    mine = TrainConfig(method="ulpt", length=20, lr=0.123, objective="lm", warmup_steps=0, style="text-to-text").resolved("decoder-only")
+    assert (mine.lr, mine.objective, mine.warmup_steps, mine.style) == (0.123, "lm", 0, "text-to-text")
+    # a method option the recipe names applies only where the user gave none
+    config_cls = REGISTRY["dpt"][0]
+    monkeypatch.setattr(config_cls, "recipes", {"decoder-only": {"init": "normal", "lr": 0.5}}, raising=False)
+    assert TrainConfig(method="dpt").resolved("decoder-only").method_options["init"] == "normal"
+    assert TrainConfig(method="dpt", init="uniform").resolved("decoder-only").method_options["init"] == "uniform"
+    assert TrainConfig(method="dpt").resolved("decoder-only").lr == 0.5
+
+
+def test_class_objective_only_for_classification_and_chat_drops_the_separator():
+    assert TrainConfig(method="prompt").resolved("decoder-only", classification=False).objective == "lm"
+    assert TrainConfig(method="prompt", objective="class").resolved("decoder-only", classification=False).objective == "class"
+    assert TrainConfig(method="prompt", chat_template=True).resolved("decoder-only").separator == ""
+    with pytest.raises(ValueError, match="objective must be one of"):
+        TrainConfig(objective="mse")
+
+
+def test_a_run_writes_its_resolved_config_and_resumes_from_the_unresolved_one(tmp_path):
+    data = str(write_sst2(tmp_path / "data"))
+    config = TrainConfig(task="sst2", label_words="names", method="prompt", length=2, data_dir=data, max_steps=2,
+                         batch_size=4, eval_every=2, zero_shot=False, output_dir=str(tmp_path / "run"))
+    assert config.lr is None
+    metrics = train(config, tiny_llama(), tiny_tokenizer(bos=True))
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["lr"] == KIND_DEFAULTS["decoder-only"]["lr"] and saved["objective"] == "class"
+    again = train(TrainConfig.from_dict({**config.to_dict(), "resume": True}), tiny_llama(), tiny_tokenizer(bos=True))
+    assert again == metrics  # finished already: the same metrics, nothing refused
+
+
+def test_holdout_rows_choose_the_checkpoint_and_the_official_validation_is_reported(tmp_path):
+    data = str(write_sst2(tmp_path / "data", n_train=40))
+    from softprompt.tasks import get_task
+
+    task = get_task("sst2", label_words="names")
+    config = TrainConfig(task="sst2", data_dir=data, holdout=10, split_seed=3)
+    train_rows, validation, test, split = load_data(config, task)
+    assert (len(train_rows), len(validation), split) == (30, 10, "validation")
+    assert test == task.load("validation", data_dir=data)
+    assert load_data(config, task)[1] == validation  # the same rows every time (split_seed)
+    with pytest.raises(ValueError, match="holdout 40 leaves no training rows"):
+        load_data(TrainConfig(task="sst2", data_dir=data, holdout=40), task)
+
+
+def test_progress_prints_plain_lines_off_a_terminal(capsys):
+    bar = Progress(3, "ulpt sst2", every=0.0)
+    bar.update(1, loss="0.5")
+    bar.update(2)
+    bar.close()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("ulpt sst2: 1/3, loss 0.5 (") and lines[1].startswith("ulpt sst2: 3/3, loss 0.5 (")
+    quiet = Progress(3, "x", every=3600.0)
+    quiet.update(3)
+    assert capsys.readouterr().out == ""
