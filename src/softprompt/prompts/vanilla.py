@@ -20,6 +20,9 @@ class VanillaConfig(PromptConfig):
     """
 
     method = "prompt"
+    # Decoder-only (SmolLM2-135M, SST-2 dev, 150 steps): text init 88.1% against vocab 87.4%;
+    # the text is "Answer with <label words>." when none is given (config.resolved).
+    recipes = {"decoder-only": {"init": "text"}}
     init: str = option("vocab", "how the prompt starts: vocab, text or normal", "INIT")
     init_text: str | None = option(None, "the text whose token embeddings start the prompt (init=text)", "TEXT")
 
