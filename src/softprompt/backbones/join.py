@@ -201,14 +201,21 @@ class DecoderOnlyJoin(Join):
         self.body = backbone.base_model
         self.head = backbone.get_output_embeddings()
         self.takes_positions = _accepts(backbone.forward, "position_ids")
-        self.softcap = getattr(backbone.config, "final_logit_softcapping", None)
+        config = backbone.config
+        # What the model's own forward does to the head's output, redone on the shared path:
+        self.softcap = getattr(config, "final_logit_softcapping", None)  # Gemma 2/3: tanh capping
+        self.logit_scale = getattr(config, "logit_scale", None)  # Cohere: logits * scale
+        self.logits_scaling = getattr(config, "logits_scaling", None)  # Granite: logits / scaling
+        # A sliding window counts cache slots, and the shared layout puts the prompt before the
+        # pads ([prompt, pads, text]): past the window the two layouts would see different keys.
+        self.window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
         # The shared prefix needs the body (without head) to take a KV cache and embeddings.
         self.can_share = (
             self.body is not backbone
             and _accepts(self.body.forward, "past_key_values")
             and _accepts(self.body.forward, "inputs_embeds")
-            and getattr(backbone.config, "logit_scale", None) is None
         )
+        self.verified: bool | None = None  # the shared path checked against the naive one (first use)
         self._frozen = None  # (prompt, prefix output) while freeze_prefix holds one
 
     def freeze_prefix(self, prompt: torch.Tensor | None) -> None:
@@ -218,14 +225,52 @@ class DecoderOnlyJoin(Join):
 
     # -- shared prefix -------------------------------------------------------------------
 
-    def use_shared(self, prompt: torch.Tensor) -> bool:
+    def use_shared(self, prompt: torch.Tensor, length: int = 0) -> bool:
+        """Whether the once-per-batch prompt path computes exactly what the naive layout does for
+        a prompt ``[n, d]`` and ``length`` text positions; otherwise the naive path runs.
+
+        Besides the known cases (gradient checkpointing, a sliding window the sequence exceeds),
+        the first call checks the shared path against the naive one on a small probe and keeps
+        the verdict, so an architecture with a quirk of its own falls back instead of giving
+        silently different numbers.
+        """
         # transformers 5 renamed the flag; read whichever this version has without a warning.
         flag = "is_activation_checkpointing" if hasattr(type(self.backbone), "is_activation_checkpointing") else "is_gradient_checkpointing"
         checkpointing = getattr(self.backbone, flag, False) and self.backbone.training
-        return self.can_share and not checkpointing
+        if not self.can_share or checkpointing:
+            return False
+        if self.window is not None and prompt.shape[0] + length > self.window:
+            return False
+        if self.verified is None:
+            self.verified = self._probe(prompt)
+        return self.verified
+
+    @torch.no_grad()
+    def _probe(self, prompt: torch.Tensor) -> bool:
+        """Shared and naive logits agree on two rows of four tokens, one left-padded, behind a
+        two-token prompt (eval mode, so no dropout; float32 to 1e-4, half precision to 2e-2)."""
+        table = self.backbone.get_input_embeddings()
+        ids = torch.arange(4, 12, device=prompt.device).remainder(table.weight.shape[0]).view(2, 4)
+        embeds = table(ids)
+        mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]], device=prompt.device)
+        labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+        probe = prompt.detach()[:2] if prompt.shape[0] else table(ids[0, :2])
+        was_training = self.backbone.training
+        self.backbone.eval()
+        try:
+            shared = self._labeled_logits(probe, embeds, mask, labels)[0]
+            naive = self.labeled_logits(probe, embeds, mask, labels, shared=False)[0]
+        finally:
+            self.backbone.train(was_training)
+        tol = 1e-4 if embeds.dtype == torch.float32 else 2e-2
+        return bool(torch.allclose(shared, naive, rtol=tol, atol=tol * max(1.0, float(naive.abs().max()))))
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.head(hidden)
+        if self.logit_scale is not None:
+            logits = logits * self.logit_scale
+        if self.logits_scaling is not None:
+            logits = logits / self.logits_scaling
         if self.softcap:
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
@@ -310,7 +355,7 @@ class DecoderOnlyJoin(Join):
         ``[B, T]`` aligned with the input ids (as in transformers; -100 = ignored).
         Returns ``CausalLMOutputWithPast`` with ``logits [B, T, V]`` for the text positions
         (or ``None`` when ``return_logits`` is False) and the mean token loss."""
-        shared = self.use_shared(prompt) if shared is None else shared
+        shared = self.use_shared(prompt, embeds.shape[1]) if shared is None else shared
         if not shared or (prompt.shape[0] == 0 and return_logits):  # full logits without a prompt: the plain model
             loss, logits = self._naive(prompt, embeds, attention_mask, labels, **kwargs)
             return CausalLMOutputWithPast(loss=loss, logits=logits if return_logits else None)
@@ -327,7 +372,7 @@ class DecoderOnlyJoin(Join):
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     def labeled_logits(self, prompt, embeds, attention_mask, labels, shared=None, **kwargs):
-        shared = self.use_shared(prompt) if shared is None else shared
+        shared = self.use_shared(prompt, embeds.shape[1]) if shared is None else shared
         if shared:
             return self._labeled_logits(prompt, embeds, attention_mask, labels)
         out, full_labels, _ = self._naive_run(prompt, embeds, attention_mask, labels, compute_loss=False, **kwargs)
