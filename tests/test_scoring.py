@@ -143,3 +143,26 @@ def test_no_prompt_fast_path_equals_the_plain_model(padding):
             fast = NoPrompt(backbone).score(batch["input_ids"], batch["attention_mask"], batch["labels"])
             slow = NoPrompt(backbone).score(batch["input_ids"], batch["attention_mask"], batch["labels"], shared=False)
         torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+
+
+def test_inits_start_from_what_the_embedding_module_returns():
+    """Gemma multiplies its embedding table by sqrt(d) in the module: vocab init copies the
+    module's output, and DPT's scaled init matches the embeddings' standard deviation."""
+    from transformers import GemmaConfig, GemmaForCausalLM
+
+    torch.manual_seed(0)
+    gemma = GemmaForCausalLM(GemmaConfig(vocab_size=128, hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1, head_dim=32)).eval()
+    model = softprompt.attach(gemma, "prompt", length=5, seed=3)
+    ids = torch.randint(0, 128, (5,), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = gemma.get_input_embeddings()(ids)
+    assert torch.equal(model.prompt.embedding.detach(), expected)
+    assert not torch.allclose(expected, gemma.get_input_embeddings().weight[ids])  # scaled by sqrt(64)
+    with torch.no_grad():
+        std = float(gemma.get_input_embeddings()(torch.arange(128)).std())
+    dpt = softprompt.attach(gemma, "dpt", length=100, bottleneck=10, init="scaled", seed=0)
+    assert abs(float(dpt.prompt_embeddings().std()) - std) < 0.1 * std
+    uniform = softprompt.attach(gemma, "dpt", length=100, bottleneck=10, seed=0)
+    # the authors' U(-0.5, 0.5) is untouched: entries of A·B have std sqrt(b)/12 whatever the model
+    assert uniform.prompt.a.abs().max() <= 0.5 and abs(float(uniform.prompt_embeddings().std()) - 10**0.5 / 12) < 0.03

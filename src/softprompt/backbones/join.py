@@ -47,8 +47,14 @@ class UnsupportedModelError(TypeError):
 
 def backbone_info(backbone: nn.Module, tokenizer: Any = None) -> BackboneInfo:
     """What a prompt method may know about ``backbone`` when it is built."""
-    table = backbone.get_input_embeddings().weight
-    return BackboneInfo(embed_dim=table.shape[1], vocab_size=table.shape[0], embeddings=table.detach(), tokenizer=tokenizer)
+    module = backbone.get_input_embeddings()
+    table = module.weight
+
+    @torch.no_grad()
+    def embed(ids: torch.Tensor) -> torch.Tensor:  # [k] -> [k, d], what the first layer sees
+        return module(ids.to(table.device))
+
+    return BackboneInfo(embed_dim=table.shape[1], vocab_size=table.shape[0], embeddings=table.detach(), tokenizer=tokenizer, embed=embed)
 
 
 def backbone_name(backbone: nn.Module) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, Callable, ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -77,9 +77,12 @@ class BackboneInfo:
     Attributes:
         embed_dim: ``d``, the input embedding size.
         vocab_size: rows of the input embedding table.
-        embeddings: the input embedding table ``[V, d]`` (read only; used for init).
+        embeddings: the input embedding table ``[V, d]`` (read only; used for init when
+            ``embed`` is not given).
         tokenizer: optional, needed only for ``init="text"``.
         skip_init: build zero tensors of the right shapes (for loading saved values).
+        embed: the backbone's embedding module as a function ``ids [k] -> [k, d]``: inits start
+            from what the model really feeds its first layer.
     """
 
     embed_dim: int
@@ -87,6 +90,26 @@ class BackboneInfo:
     embeddings: torch.Tensor | None = None
     tokenizer: Any = None
     skip_init: bool = False
+    embed: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token embeddings ``[k, d]`` float32 as the model's embedding module returns them
+        (Gemma multiplies its table by √d there), else rows of ``embeddings``."""
+        if self.embed is not None:
+            return self.embed(ids).detach().float().cpu()
+        if self.embeddings is None:
+            raise ConfigError("this init needs the backbone's embedding table")
+        return self.embeddings[ids].detach().float()
+
+    def embedding_std(self) -> float:
+        """Standard deviation of every token's embedding entries, as ``lookup`` returns them
+        (computed in chunks: a large vocabulary's table is never copied whole)."""
+        total, total_sq, count = 0.0, 0.0, 0
+        for start in range(0, self.vocab_size, 8192):
+            rows = self.lookup(torch.arange(start, min(start + 8192, self.vocab_size))).double()
+            total, total_sq, count = total + float(rows.sum()), total_sq + float((rows**2).sum()), count + rows.numel()
+        mean = total / count
+        return max(total_sq / count - mean * mean, 0.0) ** 0.5 * (count / max(count - 1, 1)) ** 0.5
 
 
 class ParamGroup(NamedTuple):
@@ -202,10 +225,9 @@ def token_init(
     """
     if info.skip_init:
         return torch.zeros(length, info.embed_dim)
-    table = _embedding_table(info)
     if init == "vocab":
-        ids = torch.randint(0, min(INIT_VOCAB_POOL, table.shape[0]), (length,), generator=generator)
-        return table[ids].detach().float().clone()
+        ids = torch.randint(0, min(INIT_VOCAB_POOL, info.vocab_size), (length,), generator=generator)
+        return info.lookup(ids).clone()
     if init == "text":
         if not text:
             raise ConfigError("init='text' needs init_text (the text whose embeddings start the prompt)")
@@ -215,14 +237,7 @@ def token_init(
         if not ids:
             raise ConfigError(f"init_text {text!r} has no tokens")
         ids = torch.tensor((ids * (length // len(ids) + 1))[:length])
-        return table[ids].detach().float().clone()
+        return info.lookup(ids).clone()
     if init == "normal":
-        std = table.float().std().item()
-        return torch.randn(length, info.embed_dim, generator=generator) * std
+        return torch.randn(length, info.embed_dim, generator=generator) * info.embedding_std()
     raise ConfigError(f"init must be one of {', '.join(TOKEN_INITS)}; got {init!r}")
-
-
-def _embedding_table(info: BackboneInfo) -> torch.Tensor:
-    if info.embeddings is None:
-        raise ConfigError("this init needs the backbone's embedding table")
-    return info.embeddings
