@@ -266,8 +266,6 @@ def test_truncation_warning_counts_examples_not_choices(tmp_path, caplog):
     assert warnings and all(w.startswith("1 of 7 examples") for w in warnings), warnings
 
 
-@pytest.mark.xfail(strict=True, reason="needs tasks/local.py (outside this change) to name the file and line of a "
-                                       "UnicodeDecodeError; see the report of issue 14")
 def test_non_utf8_data_names_the_file_and_line(tmp_path):
     data = write_sst2(tmp_path / "data")
     train_file = data / "SST-2" / "train.tsv"
@@ -279,3 +277,14 @@ def test_non_utf8_data_names_the_file_and_line(tmp_path):
     task = get_task("sst2", label_words="names")
     with pytest.raises(ValueError, match=rf"{train_file}:3: .*UTF-8"):
         task.load("train", data_dir=str(data))
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_field(tmp_path):
+    """GLUE's MRPC dev.tsv as distributed starts with a UTF-8 byte-order mark."""
+    data = write_sst2(tmp_path / "data")
+    dev = data / "SST-2" / "dev.tsv"
+    dev.write_bytes(b"\xef\xbb\xbf" + dev.read_bytes())
+    from softprompt.tasks import get_task
+
+    rows = get_task("sst2", label_words="names").load("validation", data_dir=str(data))
+    assert len(rows) == 6 and rows[0].input_text == "sentence: great fun"

@@ -71,8 +71,16 @@ def read_rows(task: Task, split: str, data_dir: str | os.PathLike) -> list[dict]
     reader = READERS.get(_reader_for(path) if fmt.reader == "auto" else fmt.reader)
     if reader is None:
         raise ValueError(f"task {task.name}: unknown reader {fmt.reader!r}")
+    try:
+        return _rows(task, path, reader(path, fmt, split), split)
+    except UnicodeDecodeError as err:
+        raise ValueError(_not_utf8(path, err)) from None
+
+
+def _rows(task: Task, path: Path, records: Iterator[tuple[str, dict]], split: str) -> list[dict]:
+    fmt = task.local
     rows = []
-    for where, row in reader(path, fmt, split):
+    for where, row in records:
         for key in fmt.flatten:
             nested = row.pop(key, None)
             if not isinstance(nested, dict):
@@ -85,6 +93,17 @@ def read_rows(task: Task, split: str, data_dir: str | os.PathLike) -> list[dict]
         normalize_label(task, row, split, where)
         rows.append(row)
     return rows
+
+
+def _not_utf8(path: Path, err: UnicodeDecodeError) -> str:
+    """One line naming the file, the line and the byte that is not UTF-8."""
+    data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    for number, line in enumerate(data.split(b"\n"), 1):
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as bad:
+            return f"{path}:{number}: not UTF-8 text (byte 0x{line[bad.start]:02x} at column {bad.start + 1}); save the file as UTF-8"
+    return f"{path}: not UTF-8 text ({err.reason}); save the file as UTF-8"
 
 
 def normalize_label(task: Task, row: dict, split: str, where: str) -> None:
@@ -137,8 +156,9 @@ def _reader_for(path: Path) -> str:
 
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    # utf-8-sig: a byte-order mark (GLUE's MRPC dev.tsv as distributed starts with one) is dropped
+    return open(path, encoding="utf-8-sig", newline="")
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
