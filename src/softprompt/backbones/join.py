@@ -46,13 +46,17 @@ class UnsupportedModelError(TypeError):
 
 
 def backbone_info(backbone: nn.Module, tokenizer: Any = None) -> BackboneInfo:
-    """What a prompt method may know about ``backbone`` when it is built."""
+    """What a prompt method may know about ``backbone`` when it is built.
+
+    ``embed`` calls the embedding module, not the table: Gemma's module multiplies the table by
+    √d. ``BackboneInfo`` derives ``embed_std`` from it (the first 5,000 ids, never the whole table).
+    """
     module = backbone.get_input_embeddings()
     table = module.weight
 
     @torch.no_grad()
-    def embed(ids: torch.Tensor) -> torch.Tensor:  # [k] -> [k, d], what the first layer sees
-        return module(ids.to(table.device))
+    def embed(ids: torch.Tensor) -> torch.Tensor:  # [k] -> [k, d] float32 on the CPU, what the first layer sees
+        return module(ids.to(table.device)).detach().float().cpu()
 
     return BackboneInfo(embed_dim=table.shape[1], vocab_size=table.shape[0], embeddings=table.detach(), tokenizer=tokenizer, embed=embed)
 

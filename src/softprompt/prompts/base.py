@@ -40,6 +40,10 @@ class PromptConfig:
     """
 
     method: ClassVar[str] = ""
+    recipes: ClassVar[dict[str, dict[str, Any]]] = {}
+    """Overrides of run settings and method options per backbone kind, e.g.
+    ``{'decoder-only': {'lr': 0.03, 'init': 'scaled'}}``; the values are filled in from
+    measured sweeps. A subclass assigns a new dict, never mutates this one."""
     length: int = option(100, "prompt length n (number of prompt tokens)", "N")
 
     def __post_init__(self) -> None:
@@ -77,12 +81,16 @@ class BackboneInfo:
     Attributes:
         embed_dim: ``d``, the input embedding size.
         vocab_size: rows of the input embedding table.
-        embeddings: the input embedding table ``[V, d]`` (read only; used for init when
-            ``embed`` is not given).
+        embeddings: the input embedding table ``[V, d]``, read only. Given alone, it stands in
+            for ``embed`` (a plain row lookup).
         tokenizer: optional, needed only for ``init="text"``.
         skip_init: build zero tensors of the right shapes (for loading saved values).
-        embed: the backbone's embedding module as a function ``ids [k] -> [k, d]``: inits start
-            from what the model really feeds its first layer.
+        embed: the backbone's embedding module as a function ``ids [k] -> [k, d]`` (float32, on
+            the CPU, detached): what the model really feeds its first layer, which is not always
+            the table (Gemma multiplies it by √d in the module). Every init reads this.
+        embed_std: standard deviation of ``embed``'s output over the first
+            ``min(INIT_VOCAB_POOL, V)`` token ids, the scale of a real token; computed from
+            ``embed`` when not given, None when unknown (no ``embed``, or ``skip_init``).
     """
 
     embed_dim: int
@@ -91,25 +99,26 @@ class BackboneInfo:
     tokenizer: Any = None
     skip_init: bool = False
     embed: Callable[[torch.Tensor], torch.Tensor] | None = None
+    embed_std: float | None = None
 
-    def lookup(self, ids: torch.Tensor) -> torch.Tensor:
-        """Token embeddings ``[k, d]`` float32 as the model's embedding module returns them
-        (Gemma multiplies its table by √d there), else rows of ``embeddings``."""
-        if self.embed is not None:
-            return self.embed(ids).detach().float().cpu()
-        if self.embeddings is None:
-            raise ConfigError("this init needs the backbone's embedding table")
-        return self.embeddings[ids].detach().float()
+    def __post_init__(self) -> None:
+        if self.embed is None and self.embeddings is not None:
+            self.embed = _row_lookup(self.embeddings)
+        if self.embed_std is None and self.embed is not None and not self.skip_init:
+            self.embed_std = output_std(self.embed, self.vocab_size)
 
-    def embedding_std(self) -> float:
-        """Standard deviation of every token's embedding entries, as ``lookup`` returns them
-        (computed in chunks: a large vocabulary's table is never copied whole)."""
-        total, total_sq, count = 0.0, 0.0, 0
-        for start in range(0, self.vocab_size, 8192):
-            rows = self.lookup(torch.arange(start, min(start + 8192, self.vocab_size))).double()
-            total, total_sq, count = total + float(rows.sum()), total_sq + float((rows**2).sum()), count + rows.numel()
-        mean = total / count
-        return max(total_sq / count - mean * mean, 0.0) ** 0.5 * (count / max(count - 1, 1)) ** 0.5
+
+def _row_lookup(table: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    def embed(ids: torch.Tensor) -> torch.Tensor:  # [k] -> [k, d]
+        return table[ids.to(table.device)].detach().float().cpu()
+
+    return embed
+
+
+def output_std(embed: Callable[[torch.Tensor], torch.Tensor], vocab_size: int) -> float:
+    """Standard deviation of ``embed``'s entries over the first ``min(INIT_VOCAB_POOL, V)`` ids:
+    the ids the vocab init draws from, and never the whole table (Llama-3's is 2 GB)."""
+    return float(embed(torch.arange(min(INIT_VOCAB_POOL, vocab_size))).std())
 
 
 class ParamGroup(NamedTuple):
@@ -218,16 +227,18 @@ def token_init(
 ) -> torch.Tensor:
     """Initial prompt rows ``[n, d]`` (float32) for vanilla and residual prompt tuning.
 
+    Every init starts from what the embedding module returns (``info.embed``), not the raw
+    table: Gemma's module multiplies the table by √d.
     ``vocab``: embeddings of token ids drawn uniformly from the first ``INIT_VOCAB_POOL`` ids.
     ``text``: embeddings of ``text``'s tokens, repeated or cut to ``n``.
-    ``normal``: N(0, s²) with ``s`` the standard deviation of the embedding table, so the
-    prompt starts on the scale of real tokens (T5's embeddings are ~100x larger than Llama's).
+    ``normal``: N(0, s²) with ``s = info.embed_std``, so the prompt starts on the scale of real
+    tokens (T5's embeddings are ~100x larger than Llama's).
     """
     if info.skip_init:
         return torch.zeros(length, info.embed_dim)
     if init == "vocab":
         ids = torch.randint(0, min(INIT_VOCAB_POOL, info.vocab_size), (length,), generator=generator)
-        return info.lookup(ids).clone()
+        return _embed(info, ids)
     if init == "text":
         if not text:
             raise ConfigError("init='text' needs init_text (the text whose embeddings start the prompt)")
@@ -237,7 +248,15 @@ def token_init(
         if not ids:
             raise ConfigError(f"init_text {text!r} has no tokens")
         ids = torch.tensor((ids * (length // len(ids) + 1))[:length])
-        return info.lookup(ids).clone()
+        return _embed(info, ids)
     if init == "normal":
-        return torch.randn(length, info.embed_dim, generator=generator) * info.embedding_std()
+        if info.embed_std is None:
+            raise ConfigError("init='normal' needs the backbone's token embeddings (BackboneInfo.embed or embed_std)")
+        return torch.randn(length, info.embed_dim, generator=generator) * info.embed_std
     raise ConfigError(f"init must be one of {', '.join(TOKEN_INITS)}; got {init!r}")
+
+
+def _embed(info: BackboneInfo, ids: torch.Tensor) -> torch.Tensor:  # [k] -> [k, d], a fresh tensor
+    if info.embed is None:
+        raise ConfigError("this init needs the backbone's token embeddings (BackboneInfo.embed or embeddings)")
+    return info.embed(ids).detach().float().cpu().clone()
