@@ -81,3 +81,24 @@ def test_progress_prints_plain_lines_off_a_terminal(capsys):
     quiet = Progress(3, "x", every=3600.0)
     quiet.update(3)
     assert capsys.readouterr().out == ""
+
+
+def test_dept_trains_its_embedding_update_at_its_own_learning_rate(tmp_path):
+    """Methods declare their parameter groups; the loop knows none by name. DePT's update
+    follows the run's schedule scaled to lr_update (here so small that it cannot move)."""
+    from safetensors.torch import load_file
+
+    import softprompt
+
+    model = softprompt.attach(tiny_llama(), "dept", length=2, rank=2, max_length=16, lr_update=1e-12, seed=0)
+    groups = model.prompt.param_groups()
+    assert [(g.name, g.lr) for g in groups] == [("prompt", None), ("update", 1e-12)]
+    assert sum(p.numel() for g in groups for p in g.params) == model.num_trainable()
+    before = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    data = str(write_sst2(tmp_path / "data"))
+    config = TrainConfig(task="sst2", label_words="names", method="dept", data_dir=data, max_steps=3, batch_size=4,
+                         eval_every=3, lr=0.1, zero_shot=False, output_dir=str(tmp_path / "run"))
+    train(config, model, tiny_tokenizer(bos=True))
+    saved = load_file(str(tmp_path / "run" / "checkpoint" / "prompt.safetensors"))
+    assert (saved["embedding"] - before["embedding"]).abs().max() > 1e-3
+    assert (saved["lora_b"] - before["lora_b"]).abs().max() < 1e-9
