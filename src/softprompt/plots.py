@@ -52,7 +52,7 @@ def plot_run(out: Path, metric: str = "accuracy", labels: dict[str, str] | None 
 
     def write(tmp: Path) -> None:
         draw(tmp, losses, "loss.png", "training loss", "Training loss")
-        baseline = (zero["zero_shot"][metric], f"zero-shot ({zero.get('split', 'test')} split)") if zero else None
+        baseline = (zero["zero_shot"][metric], f"zero-shot, on the reported split ({zero.get('split', 'test')})") if zero else None
         draw(tmp, vals, "validation.png", f"validation {metric}", f"Validation {metric}", baseline)
         for name in names:
             points = [(r["step"], r[name]) for r in steps if name in r]
