@@ -105,3 +105,17 @@ def test_unknown_config_key_and_missing_resume(tmp_path, capsys):
     assert "nothing to resume" in one_line_error(capsys)
     assert main(["eval", str(tmp_path)]) == 2
     assert "prompt_config.json: missing" in one_line_error(capsys)
+
+
+def test_yaml_numbers_are_read_as_users_write_them(tmp_path):
+    """PyYAML (YAML 1.1) leaves ``1e-3`` a string; config files, sweep specs and
+    ``--method-option`` read it as the float a user means, and strings stay strings."""
+    from softprompt.cli.train_cmd import _method_option_pairs
+    from softprompt.config import TrainConfig, read_config_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nwarmup_steps: 10\ntask: rte\n")
+    data = read_config_file(path)
+    assert data == {"lr": 0.001, "warmup_steps": 10, "task": "rte"}
+    assert TrainConfig.from_dict({**data, "model": "m", "method": "prompt"}).lr == 0.001
+    assert _method_option_pairs(["lr_update=5e-4", "init=normal"]) == {"lr_update": 0.0005, "init": "normal"}

@@ -220,9 +220,11 @@ class DecoderOnlyJoin(Join):
         # pads ([prompt, pads, text]): past the window the two layouts would see different keys.
         self.window = getattr(config, "sliding_window", None) if getattr(config, "use_sliding_window", True) else None
         # The shared prefix needs the body (without head) to take a KV cache and embeddings.
+        # transformers 5.2x renamed the cache argument ``past_key_values`` to ``cache``.
+        self.cache_arg = next((a for a in ("cache", "past_key_values") if _accepts(self.body.forward, a)), None)
         self.can_share = (
             self.body is not backbone
-            and _accepts(self.body.forward, "past_key_values")
+            and self.cache_arg is not None
             and _accepts(self.body.forward, "inputs_embeds")
         )
         self.verified: bool | None = None  # the shared path checked against the naive one (first use)
@@ -300,14 +302,15 @@ class DecoderOnlyJoin(Join):
             out = self.body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, **extra)
             return None, out.last_hidden_state
         prefix = self._prefix(prompt, embeds.dtype)
-        cache = prefix.past_key_values
+        cache = getattr(prefix, self.cache_arg)
         if self._frozen is not None:
             cache = copy.deepcopy(cache)  # the text's keys are appended to it; the frozen one stays the prompt's
         _expand_cache(cache, B)
         mask = torch.cat([attention_mask.new_ones(B, n), attention_mask], dim=1)  # [B, n+T]
         if self.takes_positions:
             extra["position_ids"] = positions_from_mask(attention_mask, offset=n)
-        out = self.body(inputs_embeds=embeds, attention_mask=mask, past_key_values=cache, use_cache=True, **extra)
+        extra[self.cache_arg] = cache
+        out = self.body(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **extra)
         return prefix.last_hidden_state[0, -1], out.last_hidden_state
 
     def _prefix(self, prompt: torch.Tensor, dtype: torch.dtype):

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..config import load_yaml
 from .common import CLIError, add_config_options, add_method_options, data_dir, given, unescape
 
 
@@ -39,14 +40,12 @@ def register(subparsers) -> None:
 
 
 def _method_option_pairs(pairs: list[str]) -> dict[str, Any]:
-    import yaml
-
     options = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--method-option must look like KEY=VALUE, got {pair!r}")
-        options[key.strip()] = yaml.safe_load(value)  # "8" -> 8, "normal" -> "normal"
+        options[key.strip()] = load_yaml(value)  # "8" -> 8, "1e-3" -> 0.001, "normal" -> "normal"
     return options
 
 

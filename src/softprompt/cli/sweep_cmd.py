@@ -1,0 +1,96 @@
+"""`softprompt sweep`: run a sweep spec with Optuna, or write its report.
+
+    softprompt sweep sweeps/smollm2-lr.yaml --workers 2            # runs/sweeps/smollm2-lr
+    softprompt sweep SPEC.yaml --storage postgresql://user@host/db --dir /shared/sweep   # on each machine
+    softprompt sweep SPEC.yaml --launcher slurm --workers 16 --storage postgresql://...
+    softprompt sweep report runs/sweeps/smollm2-lr                   # table.md, table.csv, plots/
+
+Running the same command again continues a sweep: finished trials are kept, a trial a killed
+worker left resumes from its checkpoint, and only what is missing runs.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .common import CLIError, positive_int
+
+
+def register(subparsers) -> None:
+    import argparse
+
+    parser = subparsers.add_parser(
+        "sweep", help="run a grid or search of training runs (Optuna), or report one",
+        description="Run the trials of SPEC.yaml, each an ordinary `softprompt train` run in DIR/trials/;\n"
+                    "the same command again continues the sweep. `softprompt sweep report DIR` writes the table\n"
+                    "(rows methods, columns tasks, mean ± std over seeds) as Markdown and CSV, and plots.\n"
+                    "Specs: sweeps/ in the repository; the format: softprompt/sweep/spec.py.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("spec", metavar="SPEC.yaml|report", help="the sweep spec, or `report`")
+    parser.add_argument("report_dir", metavar="DIR", nargs="?", help="(after `report`) the sweep directory")
+    parser.add_argument("--dir", help="the sweep directory (default runs/sweeps/<spec name>)")
+    parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                        help="worker processes on this machine, or SLURM array tasks (default 1)")
+    parser.add_argument("--storage", metavar="URL",
+                        help="an Optuna database URL shared by workers on several machines, e.g. "
+                             "postgresql://user:pass@host/db (default: DIR/optuna.db, SQLite)")
+    parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                        help="local processes (default) or a SLURM job array through submitit")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    if args.spec == "report":
+        if not args.report_dir:
+            raise CLIError("usage: softprompt sweep report DIR")
+        return report(args.report_dir)
+    if args.report_dir:
+        raise CLIError(f"unexpected argument {args.report_dir!r} (did you mean --dir?)")
+    from softprompt.sweep.engine import Sweep
+    from softprompt.sweep.spec import SweepSpec
+
+    spec = SweepSpec.from_file(args.spec)
+    directory = Path(args.dir or Path("runs") / "sweeps" / spec.name)
+    sweep = Sweep.create(spec, directory, args.storage)
+    plans = spec.studies()
+    size = sum(p.size for p in plans)
+    print(f"softprompt sweep: {spec.name}: {size} trial(s) in {len(plans)} stud{'y' if len(plans) == 1 else 'ies'} "
+          f"({spec.sampler} sampler), in {sweep.path}"
+          + (f"; the workers write to {sweep.path / 'logs'}" if args.workers > 1 and args.launcher == "local" else ""),
+          file=sys.stderr)
+    if args.launcher == "slurm":
+        from softprompt.sweep.launch import submit_slurm
+
+        if sweep.default_storage:
+            print("softprompt sweep: note: SLURM workers share the SQLite file in the sweep directory; on several nodes "
+                  "give --storage (PostgreSQL or MySQL)", file=sys.stderr)
+        jobs = submit_slurm(sweep, args.workers)
+        print(f"submitted {len(jobs)} worker(s): job {jobs[0].job_id.split('_')[0] if jobs else '-'}; "
+              f"when they end: softprompt sweep report {directory}")
+        return 0
+    from softprompt.sweep.engine import exit_on_signals
+    from softprompt.sweep.launch import run_local
+
+    import contextlib
+
+    # one worker is this process: it stops as a worker process does, its trial left resumable
+    with exit_on_signals() if args.workers == 1 else contextlib.nullcontext():
+        code = run_local(sweep, args.workers)
+    summary = report(directory, quiet=True)
+    print(summary)
+    return code
+
+
+def report(directory, quiet: bool = False) -> int | str:
+    from softprompt.sweep.report import write_report
+
+    if not (Path(directory) / "sweep.json").is_file():
+        raise CLIError(f"{directory}: not a sweep directory (no sweep.json)")
+    result = write_report(directory)
+    text = result["markdown"] + "wrote " + ", ".join(str(f) for f in result["files"])
+    if quiet:
+        return text
+    print(text)
+    return 0

@@ -1,0 +1,101 @@
+"""Starting the workers: in this process, as N local processes, or as a SLURM job array
+through ``submitit`` (optional: ``pip install softprompt[sweep]``). Every worker runs
+``engine.work`` on the same sweep directory and storage; Optuna hands out the trials.
+
+The storage URL reaches workers through the environment (``SOFTPROMPT_SWEEP_STORAGE``), never
+their command line or a pickled job file, since it may hold a database password.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from typing import Any
+
+from .engine import STORAGE_ENV, Sweep, exit_on_signals, work
+
+# sbatch settings of a worker unless the spec's `slurm:` mapping says otherwise (submitit names).
+SLURM_DEFAULTS: dict[str, Any] = {"timeout_min": 24 * 60, "cpus_per_task": 4, "nodes": 1, "tasks_per_node": 1}
+
+
+def run_local(sweep: Sweep, workers: int = 1) -> int:
+    """Run the sweep to its end on this machine with ``workers`` processes (1: this one).
+    Returns 0, or 1 when a worker died (its trial resumes when the sweep is run again)."""
+    with sweep.alive(reap=True):
+        if workers == 1:
+            work(sweep, 0)
+            return 0
+        logs = sweep.path / "logs"
+        logs.mkdir(exist_ok=True)
+        env = dict(os.environ)
+        if not sweep.default_storage:
+            env[STORAGE_ENV] = sweep.storage_url
+        # the cores shared out, unless the user chose the thread count
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+        procs = []
+        for i in range(workers):
+            with open(logs / f"worker-{i}.log", "a") as log:
+                procs.append(subprocess.Popen([sys.executable, "-m", "softprompt.sweep.worker", str(sweep.path), str(i)],
+                                              env=env, stdout=log, stderr=subprocess.STDOUT))
+        try:
+            codes = [p.wait() for p in procs]
+        except KeyboardInterrupt:
+            for p in procs:
+                p.terminate()  # each exits at once; its trial resumes on the next run
+            for p in procs:
+                p.wait()
+            raise KeyboardInterrupt(f"interrupted; run the same command again to continue {sweep.path}") from None
+    died = [f"worker {i} ({_exit_reason(code)})" for i, code in enumerate(codes) if code != 0]
+    if died:
+        print(f"softprompt sweep: {', '.join(died)} ended abnormally (see {logs}); run the same command again "
+              "to finish what it left", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _exit_reason(code: int) -> str:
+    return f"signal {-code}" if code < 0 else f"exit {code}"
+
+
+def slurm_executor(sweep: Sweep, workers: int, cluster: str = "slurm"):
+    """A submitit executor for ``workers`` array tasks with the spec's ``slurm`` settings;
+    ``cluster="local"`` or ``"debug"`` for submitit's own local executors."""
+    try:
+        import submitit
+    except ImportError:
+        raise ValueError("--launcher slurm needs submitit: pip install 'softprompt[sweep]'") from None
+    try:
+        executor = submitit.AutoExecutor(folder=sweep.path / "slurm", cluster=cluster)
+    except RuntimeError as err:  # e.g. no srun on this machine
+        raise ValueError(f"--launcher slurm: {err}") from None
+    options = {**SLURM_DEFAULTS, **sweep.spec.slurm}
+    executor.update_parameters(name=f"sweep-{sweep.spec.name}", slurm_array_parallelism=workers, **options)
+    return executor
+
+
+def submit_slurm(sweep: Sweep, workers: int, executor=None) -> list:
+    """Submit ``workers`` workers as one job array; returns submitit's jobs. The storage URL
+    goes through the environment sbatch exports to the jobs."""
+    executor = executor or slurm_executor(sweep, workers)
+    if not sweep.default_storage:
+        os.environ[STORAGE_ENV] = sweep.storage_url
+    return executor.map_array(run_worker, [str(sweep.path)] * workers, list(range(workers)))
+
+
+def run_worker(path: str, index: int) -> dict[str, int]:
+    """One worker (what a SLURM array task or a local worker process runs)."""
+    sweep = Sweep.open(path, os.environ.get(STORAGE_ENV) or None)
+    with sweep.alive():
+        return work(sweep, index)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m softprompt.sweep.worker DIR INDEX``: a local worker process."""
+    argv = sys.argv[1:] if argv is None else argv
+    path, index = argv[0], int(argv[1])
+    with exit_on_signals():
+        counts = run_worker(path, index)
+    print(f"softprompt sweep: worker {index} done: {counts}", file=sys.stderr)
+    return 0
+
