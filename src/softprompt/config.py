@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from .prompts import PromptConfig, make_config, method_fields, methods
+from .yamlfile import load_yaml  # noqa: F401 - softprompt.config.load_yaml, as the sweep specs import it
+from .tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS as TASK_OPTIONS
 from .tasks.splits import PROTOCOLS
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -50,7 +51,7 @@ class TrainConfig:
     """See the module docstring. ``None`` means "the default of that component"."""
 
     # what to train
-    task: str = _opt("sst2", "task name (see `softprompt tasks`)", "TASK")
+    task: str = _opt("sst2", "task name (see `softprompt tasks`) or task file (.yaml/.json; `softprompt tasks --show NAME` prints one to start from); default with --train-file: your files", "NAME|FILE")
     model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF")
     method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD")
     method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict)
@@ -58,6 +59,12 @@ class TrainConfig:
     template: str | None = _opt(None, "the input template over the task's fields, e.g. 'Review: {sentence}\\nSentiment:' (default: the style's)", "TEXT")
     style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE")
     chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)")
+    # your own data, no task file needed (tasks/resolve.py)
+    train_file: str | None = _opt(None, "training rows: .jsonl, .json, .csv or .tsv, optionally .gz (with no --task: a task over your files; give --template)", "FILE")
+    validation_file: str | None = _opt(None, "validation rows (same formats)", "FILE")
+    test_file: str | None = _opt(None, "test rows (same formats)", "FILE")
+    label_field: str | None = _opt(None, "the field holding the class or number (default: label); label words may name its values: --label-words neg=negative,pos=positive", "FIELD")
+    target_field: str | None = _opt(None, "the field holding the answer text: a generation task", "FIELD")
     # data
     data_dir: str | None = _opt(None, "local benchmark folder (default: $SOFTPROMPT_DATA_DIR, else the hub)", "DIR")
     protocol: str = _opt("paper", f"split protocol: {' or '.join(PROTOCOLS)}", "NAME")
@@ -100,6 +107,8 @@ class TrainConfig:
     def __init__(self, **options: Any) -> None:
         """Keyword options: the fields above plus the chosen method's own options."""
         own = {f.name: f for f in fields(self)}
+        if "task" not in options and any(options.get(name) for name in FILE_OPTIONS):
+            options["task"] = CUSTOM  # the task is the user's files
         for name, f in own.items():
             if name in options:
                 value = options.pop(name)
@@ -135,7 +144,15 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
 
         if not isinstance(self.task, str) or not self.task:
-            raise ValueError(f"TrainConfig: task must be a task name, got {self.task!r}")
+            raise ValueError(f"TrainConfig: task must be a task name or file, got {self.task!r}")
+        for name in TASK_OPTIONS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"TrainConfig: {name} must be text, got {value!r}")
+        if self.label_field is not None and self.target_field is not None:
+            raise ValueError("TrainConfig: give label_field (classification, regression) or target_field (generation), not both")
+        if self.task == CUSTOM and not any(getattr(self, name) for name in FILE_OPTIONS):
+            raise ValueError("TrainConfig: task custom reads your files: give train_file (and validation_file, test_file)")
         choice("method", methods())
         choice("protocol", PROTOCOLS)
         choice("eval_mode", EVAL_MODES)
@@ -173,6 +190,13 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: seeds must be distinct, got {self.seeds!r}")
             self.seeds = [int(s) for s in self.seeds]
         self.prompt_config()  # the method's own validation (unknown option, bad value), early
+
+    def build_task(self, style: str | None = None):
+        """The run's ``Task``: ``task`` (a name or a task file) with the task options
+        (template, label words, files, fields) applied; ``style`` for a named task's template."""
+        from .tasks import resolve_task
+
+        return resolve_task(self.task, style=style, **{name: getattr(self, name) for name in TASK_OPTIONS})
 
     def prompt_config(self) -> PromptConfig:
         """The method's validated config from ``method_options``."""
@@ -245,25 +269,6 @@ class TrainConfig:
 def cli_fields() -> list[dataclasses.Field]:
     """The fields a command line offers as ``--name`` options, in declaration order."""
     return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
-
-
-def load_yaml(text: str) -> Any:
-    """YAML (a superset of JSON) with YAML 1.2's numbers: ``1e-3`` is a float, as users mean it.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``) and ``1e-3`` stays a string;
-    every YAML softprompt reads (configs, sweep specs, ``--method-option``) goes through here.
-    """
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:(?:\d[\d_]*)?\.?\d[\d_]*[eE][-+]?\d+|\d[\d_]*\.[\d_]*(?:[eE][-+]?\d+)?|\.\d[\d_]*(?:[eE][-+]?\d+)?|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-        list("-+0123456789."),
-    )
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -182,7 +182,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
         model: a transformers backbone (a prompt is attached) or a ready ``SoftPromptModel``;
             None loads ``config.model`` with ``softprompt.backbones.load_backbone``.
         tokenizer: the backbone's tokenizer (needed when ``model`` is given).
-        task: a ``Task`` object instead of looking ``config.task`` up by name.
+        task: a ``Task`` object instead of building it from ``config.task`` (a name or a task
+            file) and the task options (``config.build_task``).
     Raises:
         RunExistsError, TrainingDiverged, ValueError/FileNotFoundError with one-line messages.
     """
@@ -201,12 +202,11 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
     # The backbone's kind picks the task's template style and the recipe for unset settings;
     # it is read from the model's config, before the slow load.
     from .backbones import backbone_kind, join_for
-    from .tasks import get_task
 
     kind = join_for(getattr(model, "backbone", model)).kind if model is not None else backbone_kind(config.model)
     if task is None:
         style = config.style or KIND_DEFAULTS[kind]["style"]
-        task = get_task(config.task, label_words=config.label_words, template=config.template, style=style)
+        task = config.build_task(style)
     config = config.resolved(kind, classification=task.kind == "classification", label_words=task.label_words)
     # One config per seed (the few-shot sample depends on the seed); data before the model, so
     # a missing file fails fast.

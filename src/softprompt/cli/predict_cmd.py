@@ -2,60 +2,52 @@
 
     softprompt predict runs/sst2/prompt --model smollm2 --input reviews.jsonl --task sst2 --output preds.jsonl
 
-Each input row (a JSON object per line, or a CSV row with a header) is turned into text by
-the task's template (``--task``) or by ``--template`` (``str.format`` over the row's
-fields), then the prompted model generates greedily (or, with ``--mode rank``, picks the
+Each input row (of a .jsonl, .json, .csv or .tsv file, optionally .gz) is turned into text by
+the task's template (``--task``, a name or a task file) or by ``--template`` (``str.format``
+over the row's fields; with ``--task`` it replaces the task's), then the prompted model generates greedily (or, with ``--mode rank``, picks the
 best of the task's label words). One JSON line per input row is written atomically:
 ``{"index", "input", "generation", "prediction"}`` plus the row's ``id``/``idx`` if it has one.
 """
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
-from .common import positive_int
+from .common import add_task_options, positive_int, task_argument, task_options
 
 ID_FIELDS = ("id", "idx")
+PREDICT_OPTIONS = ("template", "label_words")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="write a prompt's predictions for a JSONL/CSV file of inputs",
-        description="Run a saved prompt on the rows of a .jsonl or .csv file and write one JSON line of "
+        description="Run a saved prompt on the rows of a .jsonl, .json, .csv or .tsv file and write one JSON line of "
                     "predictions per row.")
     parser.add_argument("prompt_dir", metavar="PROMPT_DIR", help="a prompt directory (model.save / softprompt train's OUTPUT/prompt)")
     parser.add_argument("--model", help="the backbone the prompt was trained on (hub name, directory, .gguf; default: the embedded model)")
-    parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl or .csv file of input rows")
-    text = parser.add_mutually_exclusive_group(required=True)
-    text.add_argument("--task", help="format rows with this task's template (and parse outputs with its label words)")
-    text.add_argument("--template", help="format rows with this str.format template, e.g. 'Review: {text}'")
-    parser.add_argument("--label-words", help="the task's label words as trained: 'names', 'digits' or comma-separated words")
+    parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl, .json, .csv or .tsv file of input rows (optionally .gz)")
+    parser.add_argument("--task", metavar="NAME|FILE", help="format rows with this task's template (and parse outputs with its label words): a task name or task file")
     parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
                         help="generate text (default) or pick the best label word (classification tasks)")
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--max-length", type=positive_int, default=256, help="input tokens kept (cut from the left)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16)
+    add_task_options(parser, PREDICT_OPTIONS)  # without --task, --template alone: free generation
     parser.set_defaults(func=run)
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl (one JSON object per line) or .csv (with a header) file."""
+    """Rows of a .jsonl, .json, .csv or .tsv file (optionally .gz), read as the tasks' files are
+    (tasks/local.py: the same quirks handled, the same one-line errors)."""
+    from softprompt.tasks.local import read_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        from softprompt.tasks.local import _json_lines  # the tasks' reader: same one-line errors
-
-        rows = [row for _, row in _json_lines(path)]
-    elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
-        raise ValueError(f"{path}: expected a .jsonl or .csv file")
+    rows = [row for _, row in read_file(path)]
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
@@ -79,14 +71,17 @@ def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[str]
 
 
 def _task(args) -> Any:
-    from softprompt.tasks import Task, get_task
+    from softprompt.tasks import Task, resolve_task
 
+    options = task_options(args, list(PREDICT_OPTIONS))
     if args.task:
-        return get_task(args.task, label_words=args.label_words)
+        return resolve_task(task_argument(args.task), **options)
+    if args.template is None:
+        raise ValueError("give --task (a name or task file) or --template")
     if args.label_words:
         raise ValueError("--label-words needs --task")
     # A bare template: free generation, no label words; the prediction is the text.
-    return Task(name="template", kind="generation", template=args.template, metrics=("em",))
+    return Task(name="template", kind="generation", template=options["template"], metrics=("em",))
 
 
 def run(args) -> int:

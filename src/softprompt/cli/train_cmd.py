@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_yaml
-from .common import CLIError, add_config_options, add_method_options, data_dir, given, unescape
+from .common import CLIError, absolute, add_config_options, add_method_options, data_dir, given, task_argument, unescape
 
 
 def register(subparsers) -> None:
@@ -54,7 +54,7 @@ def build_config(args):
     from softprompt.config import TrainConfig, read_config_file
     from softprompt.io import read_json
 
-    overrides = given(args, args.option_names)
+    overrides = _with_absolute_paths(given(args, args.option_names))
     if "template" in overrides:
         overrides["template"] = unescape(overrides["template"])
     for key, value in _method_option_pairs(args.method_option).items():
@@ -73,7 +73,7 @@ def build_config(args):
         return TrainConfig.from_dict(data, where=str(saved))
 
     data = read_config_file(args.config) if args.config else {}
-    data = {k.replace("-", "_"): v for k, v in data.items()}
+    data = _with_absolute_paths({k.replace("-", "_"): v for k, v in data.items()})
     nested = {**data.get("method_options", {}), **overrides.pop("method_options", {})}
     data.update(overrides)
     if nested:
@@ -83,8 +83,28 @@ def build_config(args):
     if data.get("data_dir") is None:
         data["data_dir"] = data_dir(None)
     if data.get("output_dir") is None:
-        data["output_dir"] = str(Path("runs") / f"{data.get('task', 'sst2')}-{data.get('method', 'ulpt')}")
+        data["output_dir"] = str(Path("runs") / f"{_task_label(data)}-{data.get('method', 'ulpt')}")
     return TrainConfig.from_dict(data, where=args.config or "options")
+
+
+def _with_absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """Task files and data files as absolute paths, so config.json serves --resume and eval
+    from any folder."""
+    from softprompt.tasks.resolve import FILE_OPTIONS
+
+    out = {k: absolute(v) if k in FILE_OPTIONS and isinstance(v, str) else v for k, v in data.items()}
+    if isinstance(out.get("task"), str):
+        out["task"] = task_argument(out["task"])
+    return out
+
+
+def _task_label(data: dict[str, Any]) -> str:
+    """What names the default output folder: the task's name, a task file's stem, or custom."""
+    from softprompt.tasks.resolve import CUSTOM, FILE_OPTIONS
+    from softprompt.tasks.taskfile import is_task_file
+
+    task = data.get("task") or (CUSTOM if any(data.get(k) for k in FILE_OPTIONS) else "sst2")
+    return Path(task).name.split(".")[0] if is_task_file(task) else task
 
 
 def run(args) -> int:
