@@ -55,7 +55,7 @@ class TrainConfig:
     model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF")
     method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD")
     method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict)
-    label_words: str | None = _opt(None, "label words: names, digits, or comma-separated words (default: the style's)", "WORDS")
+    label_words: str | None = _opt(None, "label words: names, digits, comma-separated words (one per class), or VALUE=WORD pairs naming your files' label values (default: the style's)", "WORDS")
     template: str | None = _opt(None, "the input template over the task's fields, e.g. 'Review: {sentence}\\nSentiment:' (default: the style's)", "TEXT")
     style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE")
     chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)")

@@ -25,6 +25,7 @@ def register(subparsers) -> None:
                     "last line, 'N examples' for that split.")
     parser.add_argument("task", nargs="?", metavar="TASK", help="task name (see `softprompt tasks`), e.g. cb, sst2, or a task "
                                                              "file (.yaml/.json); none with --train-file etc.: your files")
+    parser.add_argument("--task", dest="task_option", metavar="NAME|FILE", help="the same as TASK")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding the benchmark's task folders (BoolQ/, CB/, ... or "
                              "SST-2/, MRPC/, ...) or their parent; default: $SOFTPROMPT_DATA_DIR, else the hub via `datasets`")
@@ -56,7 +57,9 @@ def run(args) -> int:
         raise ValueError(f"--n must be >= 0, got {args.n}")
     kind = backbone_kind(args.model)
     style = args.style or KIND_DEFAULTS[kind]["style"]
-    task = resolve_task(task_argument(args.task), style=style, **task_options(args, list(OPTIONS)))
+    if args.task and args.task_option and args.task != args.task_option:
+        raise ValueError(f"two tasks: {args.task} and --task {args.task_option}")
+    task = resolve_task(task_argument(args.task or args.task_option), style=style, **task_options(args, list(OPTIONS)))
     examples = task.load(split=args.split, data_dir=data_dir(args.data_dir), protocol=args.protocol, seed=args.seed)
     tokenizer = None
     if args.tokens or args.chat_template:

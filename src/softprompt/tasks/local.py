@@ -214,7 +214,7 @@ def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+                raise ValueError(f"{where}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             yield where, obj
@@ -225,7 +225,7 @@ def _json_array(path: Path, text: str) -> Iterator[tuple[str, dict]]:
     try:
         items = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg} at column {err.colno})") from None
+        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
     decoder, pos, number = json.JSONDecoder(), text.index("[") + 1, 1 + text.count("\n", 0, text.index("["))
     for item in items:
         while text[pos] in " \t\r\n,":
