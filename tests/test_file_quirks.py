@@ -125,6 +125,7 @@ def test_gzip_of_every_type(tmp_path):
     ("t.json", '[{"text": "ok", "label": "x"},\n 3]', "t.json:2: expected a JSON object, got int"),
     ("t.json", '[{"text": "ok", "label": "x"},\n {"text": ]', "t.json:2: malformed JSON (Expecting value"),
     ("t.csv", "text,\nok,x\n", "t.csv:1: header column 2 has no name"),
+    ("t.tsv", "text\tlabel\ttext\nok\tx\tagain\n", "t.tsv:1: field 'text': named twice in the header"),
     # a missing field
     ("t.csv", "text,label\nok,x\nempty,\n", "t.csv:3: missing field 'label'"),
     ("t.jsonl", '{"text": "ok", "label": "x"}\n{"text": "no label"}\n', "t.jsonl:2: missing field 'label'"),

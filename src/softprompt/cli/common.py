@@ -92,6 +92,16 @@ def add_task_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | N
     return list(wanted)
 
 
+def add_task_argument(parser: argparse.ArgumentParser, note: str = "", dest: str = "task") -> None:
+    """``--task NAME|FILE`` for a command that is not ``train``, with train's help (``note``
+    appended)."""
+    from softprompt.config import cli_fields
+
+    f = next(f for f in cli_fields() if f.name == "task")
+    parser.add_argument("--task", dest=dest, metavar=f.metadata["metavar"], default=None,
+                        help=f.metadata["help"] + note)
+
+
 def task_options(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The task options among ``names`` the user gave: a template's ``\\n`` unescaped, file
     paths made absolute (a run's config.json then works from any folder)."""

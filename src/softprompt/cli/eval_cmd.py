@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from .common import DATA_ENV, add_task_options, data_dir, positive_int, task_argument, task_options
+from .common import DATA_ENV, add_task_argument, add_task_options, data_dir, positive_int, task_argument, task_options
 
 
 def register(subparsers) -> None:
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         "eval", help="evaluate a saved prompt",
         description="Evaluate a saved prompt on a task split (rank classification or greedy generation).")
     parser.add_argument("prompt_dir", metavar="PROMPT_DIR", help="a prompt directory (prompt.safetensors + prompt_config.json)")
-    parser.add_argument("--task", metavar="NAME|FILE", help="task name or task file (default: the run's)")
+    add_task_argument(parser, "; default: the run's")
     parser.add_argument("--model", help="backbone (default: the run's, else the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--data-dir", help=f"local benchmark folder (default: the run's, ${DATA_ENV}, else the hub)")
     parser.add_argument("--protocol", help="paper or attempt (default: the run's, else paper)")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import add_task_options, positive_int, task_argument, task_options
+from .common import add_task_argument, add_task_options, positive_int, task_argument, task_options
 
 ID_FIELDS = ("id", "idx")
 PREDICT_OPTIONS = ("template", "label_words")
@@ -28,7 +28,7 @@ def register(subparsers) -> None:
     parser.add_argument("prompt_dir", metavar="PROMPT_DIR", help="a prompt directory (model.save / softprompt train's OUTPUT/prompt)")
     parser.add_argument("--model", help="the backbone the prompt was trained on (hub name, directory, .gguf; default: the embedded model)")
     parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl, .json, .csv or .tsv file of input rows (optionally .gz)")
-    parser.add_argument("--task", metavar="NAME|FILE", help="format rows with this task's template (and parse outputs with its label words): a task name or task file")
+    add_task_argument(parser, "; its template formats the rows, its label words parse the outputs (or give --template)")
     parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
                         help="generate text (default) or pick the best label word (classification tasks)")
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")

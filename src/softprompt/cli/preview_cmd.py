@@ -10,7 +10,7 @@ counts, and the last lines say how many rows of the split exceed `--max-length`.
 
 from __future__ import annotations
 
-from .common import add_task_options, data_dir, positive_int, task_argument, task_options
+from .common import add_task_argument, add_task_options, data_dir, positive_int, task_argument, task_options
 
 ARROW = " → "
 
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
                     "last line, 'N examples' for that split.")
     parser.add_argument("task", nargs="?", metavar="TASK", help="task name (see `softprompt tasks`), e.g. cb, sst2, or a task "
                                                              "file (.yaml/.json); none with --train-file etc.: your files")
-    parser.add_argument("--task", dest="task_option", metavar="NAME|FILE", help="the same as TASK")
+    add_task_argument(parser, "; the same as TASK", dest="task_option")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding the benchmark's task folders (BoolQ/, CB/, ... or "
                              "SST-2/, MRPC/, ...) or their parent; default: $SOFTPROMPT_DATA_DIR, else the hub via `datasets`")

@@ -321,6 +321,9 @@ def _delimited(path: Path, fmt: LocalFormat, split: str, delimiter: str) -> Iter
                 empty = [i + 1 for i, c in enumerate(columns) if not c]
                 if empty:
                     raise ValueError(f"{path}:1: header column {empty[0]} has no name")
+                twice = [c for i, c in enumerate(columns) if c in columns[:i]]
+                if twice:  # a dict would keep one of the two values, silently
+                    raise ValueError(f"{path}:1: field '{twice[0]}': named twice in the header")
                 continue
             if cells == [""] or not cells:
                 continue
