@@ -62,14 +62,14 @@ def test_readme_your_own_data_lines_run_as_written(tiny, tmp_path, monkeypatch, 
     write_reviews(tmp_path / "reviews")
     preview, train, evaluate = lines
 
-    # the lines as written; the tiny model instead of the embedded default (preview --tokens
-    # and train load a model), and no zero-shot pass to keep it short
+    # the lines as written, with the tiny model instead of the embedded default (preview
+    # --tokens and train load a model; eval takes the run's)
     assert run(preview, "--model", str(tiny)) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[:2] == ["Review: great fun", "Sentiment: → positive    [5 input + 2 target tokens]"]
     assert out[-2:] == ["0 of 4 rows exceed --max-length 256 (their input is cut)", "4 examples"]
 
-    assert run(train, "--model", str(tiny), "--no-zero-shot") == 0
+    assert run(train, "--model", str(tiny)) == 0
     capsys.readouterr()
     run_dir = tmp_path / "runs" / "reviews"
     config = json.loads((run_dir / "config.json").read_text())

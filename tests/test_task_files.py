@@ -117,6 +117,10 @@ def test_user_task_file_generation_regression_folder_and_hub_forms(tmp_path):
     ("data: {train: t.csv}\ntemplate: '{x}'\ntarget_field: y\nlabel_words: [a]\nkind: classification\n", "bad.yaml:target_field: only for generation"),
     ("data: {train: t.csv}\ntemplate: '{x}'\nkind: regression\nround_step: 0.3\n", "bad.yaml:round_step: expected a fraction 1/n"),
     ("data: {train: t.csv}\ntemplate: '{0}'\nlabel_words: [a]\n", "bad.yaml:template: template '{0}': fields must be named, like {premise}"),
+    ("data: {train: t.csv}\ntemplate: '{x}'\nlabel_words: [a]\ntrain_filter: positives\n", "bad.yaml:train_filter: unknown 'positives' (known: label_true)"),
+    ("data: {train: t.csv}\ntemplate: '{x}'\nlabel_words: [a]\npreprocess: lower\n", "bad.yaml:preprocess: unknown 'lower'"),
+    ("data: {train: t.csv}\ntemplate: '{x}'\nlabel_words: [a]\nlocal: {files: {train: [t.csv]}}\n", "bad.yaml:data: give data (your files) or local"),
+    ("hub: {path: ./nowhere}\ntemplate: '{x}'\nlabel_words: [a]\n", "bad.yaml:hub.path: "),
     ("data: [oops\n", "bad.yaml:2: invalid YAML"),
     ("- a\n", "bad.yaml: expected a mapping of field: value, got list"),
 ])

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from softprompt.tasks.local import label_text
 from softprompt.tasks.spec import LocalFormat, Task
 
 SPLIT_STEMS = {"train": ("train",), "validation": ("validation", "val", "dev"), "test": ("test",)}
@@ -93,7 +94,7 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
                 found = ", ".join(f"{v!r} ({n} rows, first {where})" for v, (n, where) in seen.items())
                 raise ValueError(f"{len(label_words)} label words for the {len(labels)} values of "
                                  f"'{label_field}' in the files: {found}")
-        raw_labels = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in labels)
+        raw_labels = tuple(label_text(v) for v in labels)
         label_words = tuple(label_words) if label_words is not None else raw_labels
     elif label_words is not None:
         raise ValueError("label_words only apply to classification tasks")
@@ -121,7 +122,7 @@ def _infer_labels(local: LocalFormat, label_field: str, name: str) -> tuple[tupl
                 raise ValueError(f"{row['_where']}: missing field '{label_field}'")
             if isinstance(value, (dict, list)):
                 raise ValueError(f"{row['_where']}: field '{label_field}': a label must be one value, got {value!r}")
-            text = str(value).lower() if isinstance(value, bool) else str(value)
+            text = label_text(value)
             count, first = seen.get(text, (0, row["_where"]))
             seen[text] = (count + 1, first)
     if not seen:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from softprompt.tasks.local import _as_text, normalize_label
+from softprompt.tasks.local import label_text, normalize_label
 from softprompt.tasks.spec import Task
 
 
@@ -47,7 +47,7 @@ def read_rows(task: Task, split: str) -> list[dict]:
     class_label = _class_label_names(dataset, key)
     typed = bool(getattr(dataset, "features", None))  # a datasets.Dataset knows its column types
     if class_label is not None and task.kind == "classification":
-        known = [list(task.label_names or ()), [_as_text(v) for v in task.raw_labels or ()]]
+        known = [list(task.label_names or ()), [label_text(v) for v in task.raw_labels or ()]]
         if (task.label_names or task.raw_labels) and class_label not in known:
             raise ValueError(f"{source}[{hub_split}]: field '{key}': the dataset's classes "
                              f"{class_label} are not the task's {known[0] or known[1]}")

@@ -162,9 +162,9 @@ def normalize_label(task: Task, row: dict, split: str, where: str) -> None:
     if not isinstance(value, (dict, list)):
         # The same value written as text or as a JSON number/boolean: "1" and 1, "true" and
         # true (TSV/CSV files, a task file's labels); never "1.0" and 1.
-        text = _as_text(value)
+        text = label_text(value)
         for i, known in enumerate(raw):
-            if text == _as_text(known) or (isinstance(value, bool) and isinstance(known, str)
+            if text == label_text(known) or (isinstance(value, bool) and isinstance(known, str)
                                            and text == known.lower()):
                 row[key] = i
                 return
@@ -172,7 +172,9 @@ def normalize_label(task: Task, row: dict, split: str, where: str) -> None:
                      f"{', '.join(repr(r) for r in raw)})")
 
 
-def _as_text(value: Any) -> str:
+def label_text(value: Any) -> str:
+    """A label value as text, the form files' values are compared in: ``1`` -> ``"1"``,
+    ``True`` -> ``"true"``."""
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -17,6 +17,7 @@ import dataclasses
 from pathlib import Path
 
 from softprompt.tasks.custom import custom_task
+from softprompt.tasks.local import label_text
 from softprompt.tasks.registry import get_task
 from softprompt.tasks.spec import LocalFormat, Task
 from softprompt.tasks.taskfile import is_task_file, read_task_file
@@ -100,7 +101,7 @@ def _words(label_words: str | None, task: Task | None = None) -> str | tuple[str
     if any("=" in w for w in pairs):
         if task is None or task.raw_labels is None:
             raise ValueError("--label-words VALUE=WORD pairs are for your own files; give one word per class")
-        raw = [str(v).lower() if isinstance(v, bool) else str(v) for v in task.raw_labels]
+        raw = [label_text(v) for v in task.raw_labels]
         mapping = dict(_pair(w) for w in pairs)
         missing = [v for v in raw if v not in mapping]
         extra = [v for v in mapping if v not in raw]

@@ -27,6 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from softprompt.tasks.local import label_text
 from softprompt.tasks.spec import KINDS, HubSource, LocalFormat, Task, template_fields
 from softprompt.yamlfile import dump_yaml, load_yaml
 
@@ -40,6 +41,8 @@ KEYS = ("name", "kind", "description", "benchmark", "aliases", "data", "local", 
         "metrics", "size", "paper_splits", "attempt_splits", "attempt_test_split")
 LOCAL_KEYS = tuple(f.name for f in dataclasses.fields(LocalFormat))
 HUB_KEYS = tuple(f.name for f in dataclasses.fields(HubSource))
+TRAIN_FILTERS = ("label_true",)  # train only on the rows labeled true (T5's WSC); tasks/build.py
+SCORINGS = ("wsc_referent",)  # generation scored by referent matching; metrics.py
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Task) if f.default is not dataclasses.MISSING}
 _DEFAULTS.update(paper_splits={}, attempt_splits={})
 
@@ -133,7 +136,7 @@ def _names_from(raw: tuple | None) -> tuple[str, ...] | None:
     """Class names a file's ``labels`` give when it has no ``label_names``: the values as text."""
     if raw is None:
         return None
-    return tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in raw)
+    return tuple(label_text(v) for v in raw)
 
 
 # ----------------------------------------------------------------------------- dict -> Task
@@ -205,8 +208,8 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
                             or any(isinstance(v, (dict, list)) or v is None for v in raw)):
         raise fail("labels", f"expected a list of label values as written in the files, got {raw!r}")
     raw_labels = tuple(raw) if raw is not None else None
-    if raw_labels is not None and len(set(raw_labels)) != len(raw_labels):
-        raise fail("labels", f"values must be distinct, got {list(raw_labels)}")
+    if raw_labels is not None and len(set(_names_from(raw_labels))) != len(raw_labels):
+        raise fail("labels", f"values must be distinct (as text too: 1 and '1' are one value), got {list(raw_labels)}")
     label_names = strings("label_names") if "label_names" in data else _names_from(raw_labels)
     label_words = strings("label_words")
     if kind == "classification":
@@ -247,12 +250,12 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
     size = data.get("size")
     if size not in (None, "small", "large"):
         raise fail("size", f"must be small or large (the attempt protocol's re-split), got {size!r}")
-    flags = {}
-    for key in ("expand_answers",):
-        if key in data:
-            if not isinstance(data[key], bool):
-                raise fail(key, f"expected true or false, got {data[key]!r}")
-            flags[key] = data[key]
+    expand_answers = data.get("expand_answers", False)
+    if not isinstance(expand_answers, bool):
+        raise fail("expand_answers", f"expected true or false, got {expand_answers!r}")
+    for key, known in (("train_filter", TRAIN_FILTERS), ("scoring", SCORINGS)):
+        if data.get(key) is not None and data[key] not in known:
+            raise fail(key, f"unknown {data[key]!r} (known: {', '.join(known)})")
     try:
         return Task(
             name=text("name") or default_name, kind=kind, template=template, metrics=tuple(metrics),
@@ -264,7 +267,7 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
             round_step=float(round_step) if round_step is not None else None, size=size,
             paper_splits=split_map("paper_splits"), attempt_splits=split_map("attempt_splits"),
             attempt_test_split=text("attempt_test_split") or "validation", local=local, hub=hub,
-            aliases=strings("aliases") or (), **flags)
+            aliases=strings("aliases") or (), expand_answers=expand_answers)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
