@@ -169,6 +169,8 @@ def test_quick_options_errors(tmp_path):
         resolve_task(None, train_file=train, template="{text}", label_field="stars", target_field="text")
     with pytest.raises(ValueError, match=r"--target-field: task sst2 is a classification task"):
         resolve_task("sst2", target_field="x")
+    with pytest.raises(ValueError, match=r"^--task data/train.csv: a task file's name ends in .yaml, .yml or .json"):
+        resolve_task("data/train.csv")
 
 
 def test_a_built_in_task_on_your_files(tmp_path):

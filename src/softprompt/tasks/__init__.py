@@ -5,6 +5,7 @@
     train = task.load("train", data_dir="../shared/data/superglue")
     few = task.sample(train, shots_per_class=8, seed=0)
     task.score([task.parse(text) for text in generated], examples)
+    task = resolve_task("my_task.yaml")                     # a task file, as --task takes it
 
 Modules: spec (Task, Example), registry (every named task), local / hub (rows from the
 benchmark's own files or `datasets`), preprocess (named text rewrites), splits (protocols,

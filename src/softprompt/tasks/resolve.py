@@ -60,6 +60,9 @@ def resolve_task(task: str | None = None, *, style: str | None = None, template:
     if is_task_file(task):
         spec = read_task_file(task)
         spec = spec.with_overrides(label_words=_words(label_words, spec), template=template)
+    elif "/" in task or "\\" in task or Path(task).is_file():
+        raise ValueError(f"--task {task}: a task file's name ends in .yaml, .yml or .json "
+                         f"(task names: softprompt tasks)")
     else:
         spec = get_task(task, label_words=_words(label_words), template=template, style=style)
     if label_field is not None:
