@@ -146,3 +146,22 @@ def test_quick_options_on_eval_preview_and_their_errors(tiny, tmp_path, capsys):
     assert "give label_field (classification, regression) or target_field (generation), not both" in capsys.readouterr().err
     assert main(["tasks", "--show", str(tmp_path / "nope.yaml")]) == 2
     assert capsys.readouterr().err.strip() == f"softprompt tasks: error: {tmp_path}/nope.yaml: no such task file"
+
+
+def test_one_file_and_holdout_then_a_test_file(tmp_path):
+    # a user with one training file: --holdout rows choose the checkpoint, the test file is reported
+    from softprompt.config import TrainConfig
+    from softprompt.train import load_data
+
+    write_reviews(tmp_path / "r")
+    options = dict(train_file=str(tmp_path / "r/train.csv"), template="{text}", label_words="neg=bad,pos=good", holdout=4)
+    config = TrainConfig(test_file=str(tmp_path / "r/test.csv"), **options)
+    task = config.build_task()
+    train_rows, validation, test, split = load_data(config, task)
+    assert (config.task, len(train_rows), len(validation), split) == ("custom", 8, 4, "test")
+    assert [e.input_text for e in test] == ["good plot", "dull boring movie", "awful plot"]
+    with pytest.raises(FileNotFoundError, match=r"^task custom has no test file \(--test-file\): with --holdout and no "
+                                                r"validation split, give a labeled test split to report on$"):
+        load_data(TrainConfig(**options), TrainConfig(**options).build_task())
+    with pytest.raises(FileNotFoundError, match=r"^task custom has no validation file \(--validation-file\)$"):
+        load_data(TrainConfig(**{**options, "holdout": None}), task)

@@ -87,16 +87,25 @@ def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
     split is missing or unlabeled is reported on its validation set (as the DPT paper does).
     With ``holdout``, that many training rows (a ``split_seed`` permutation) become the
     validation set the checkpoint is chosen on, and the official validation split is only
-    reported (it is the test set when the test split has no labels)."""
+    reported (it is the test set when the test split has no labels); a task with no validation
+    split then needs a labeled test split."""
     kw = dict(data_dir=config.data_dir, protocol=config.protocol, seed=config.split_seed)
     train = task.load("train", **kw)
-    validation = task.load("validation", **kw)
+    try:
+        validation = task.load("validation", **kw)
+    except FileNotFoundError:
+        if not config.holdout:
+            raise
+        validation = None  # the held-out rows choose; the test split is reported
     test_split = "test"
     try:
         test = task.load("test", **kw)
         if not test or all(e.label is None and not e.answers for e in test):
             raise FileNotFoundError("test split unlabeled")
-    except FileNotFoundError:
+    except FileNotFoundError as missing:
+        if validation is None:
+            raise FileNotFoundError(f"{missing}: with --holdout and no validation split, give a labeled "
+                                    f"test split to report on") from None
         test, test_split = validation, "validation"
     if config.holdout:
         if config.holdout >= len(train):
