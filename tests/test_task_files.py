@@ -87,6 +87,22 @@ def test_user_task_file_yaml(tmp_path):
     assert task_from_dict(load_yaml(dump_yaml(task_to_dict(task)))) == task
 
 
+def test_a_split_may_be_a_folder_of_shards_read_in_name_order(tmp_path):
+    _write(tmp_path / "train/part-01.csv", "text,label\nb,x\n")
+    _write(tmp_path / "train/part-00.jsonl.gz", "")
+    (tmp_path / "train/part-00.jsonl.gz").write_bytes(__import__("gzip").compress(b'{"text": "a", "label": "y"}\n'))
+    _write(tmp_path / "train/.DS_Store", "ignored")
+    task = read_task_file(_write(tmp_path / "t.yaml", "data: {train: train}\ntemplate: '{text}'\nlabels: [x, y]\n"))
+    assert [(e.input_text, e.label) for e in task.load("train")] == [("a", 1), ("b", 0)]
+    assert resolve_task(None, train_file=str(tmp_path / "train"), template="{text}").load("train") == task.load("train")
+    _write(tmp_path / "train/notes.md", "not rows")
+    with pytest.raises(ValueError, match=r"train/notes.md: unknown file type '.md' \(expected .jsonl, .csv or .tsv\)$"):
+        task.load("train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"empty: the folder is empty$"):
+        resolve_task(None, train_file=str(tmp_path / "empty"), template="{text}")
+
+
 def test_user_task_file_generation_regression_folder_and_hub_forms(tmp_path):
     _write(tmp_path / "qa/train.jsonl", '{"q": "2+2?", "a": "4"}\n')
     _write(tmp_path / "qa/val.jsonl", '{"q": "3+3?", "a": "6"}\n')

@@ -60,7 +60,7 @@ class TrainConfig:
     style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE")
     chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)")
     # your own data, no task file needed (tasks/resolve.py)
-    train_file: str | None = _opt(None, "training rows: .jsonl, .json, .csv or .tsv, optionally .gz (with no --task: a task over your files; give --template)", "FILE")
+    train_file: str | None = _opt(None, "training rows: a .jsonl, .json, .csv or .tsv file, optionally .gz, or a folder of them (with no --task: a task over your files; give --template)", "FILE")
     validation_file: str | None = _opt(None, "validation rows (same formats)", "FILE")
     test_file: str | None = _opt(None, "test rows (same formats)", "FILE")
     label_field: str | None = _opt(None, "the field holding the class or number (default: label); label words may name its values: --label-words neg=negative,pos=positive", "FIELD")

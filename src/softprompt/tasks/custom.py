@@ -47,7 +47,7 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
 
     Args:
         data: a folder with ``train``/``validation`` (or ``val``, ``dev``)/``test`` files, one
-            file (used as the train split), or a mapping split -> file.
+            file (used as the train split), or a mapping split -> file (or folder of files).
         template: ``str.format`` template over the row's fields.
         label_field: the field holding the class (or the number, with `regression`).
         labels: the class values as written in the files, in class-index order; inferred
@@ -67,7 +67,7 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
     else:
         files = {"train": str(data)}
     for split, path in files.items():
-        if not Path(path).is_file():
+        if not Path(path).exists():  # a file, or a folder of files (tasks/local.split_files)
             raise FileNotFoundError(f"{split} file {path} does not exist")
     if (target_field is None) == (label_field is None):
         raise ValueError("give label_field (classification or regression) or target_field (generation)")

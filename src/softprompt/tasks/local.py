@@ -41,6 +41,7 @@ def find_file(task: Task, split: str, data_dir: str | os.PathLike) -> Path:
     """The file holding `split` (an official split name) of `task` under `data_dir`.
 
     Looks in ``data_dir/<folder>``, ``data_dir/<benchmark>/<folder>`` and ``data_dir`` itself.
+    A user's own split (an absolute path) may be a folder of files (`split_files`).
     """
     fmt = task.local
     if fmt is None:
@@ -51,7 +52,7 @@ def find_file(task: Task, split: str, data_dir: str | os.PathLike) -> Path:
         raise FileNotFoundError(f"task {task.name} has no {split} file{option}")
     if names is not None and all(Path(n).is_absolute() for n in names):  # a user's own files
         for name in names:
-            if Path(name).is_file():
+            if Path(name).exists():
                 return Path(name)
         raise FileNotFoundError(f"{names[0]}: no such {split} file")
     root = Path(data_dir)
@@ -78,16 +79,33 @@ def read_rows(task: Task, split: str, data_dir: str | os.PathLike) -> list[dict]
     """Rows of one official split, labels mapped to class indices (None where unlabeled)."""
     path = find_file(task, split, data_dir)
     fmt = task.local
-    reader = READERS.get(_reader_for(path) if fmt.reader == "auto" else fmt.reader)
-    if reader is None:
-        raise ValueError(f"task {task.name}: unknown reader {fmt.reader!r}")
-    try:
-        rows = _rows(task, path, reader(path, fmt, split), split)
-    except UnicodeDecodeError as err:
-        raise ValueError(_not_utf8(path, err)) from None
+    rows = []
+    for file in split_files(path):
+        reader = READERS.get(_reader_for(file) if fmt.reader == "auto" else fmt.reader)
+        if reader is None:
+            raise ValueError(f"task {task.name}: unknown reader {fmt.reader!r}")
+        try:
+            rows += _rows(task, file, reader(file, fmt, split), split)
+        except UnicodeDecodeError as err:
+            raise ValueError(_not_utf8(file, err)) from None
     if not rows:
         raise ValueError(f"{path}: the {split} split is empty (no rows)")
     return rows
+
+
+def split_files(path: Path) -> list[Path]:
+    """A split's files: the file itself, or every file in a folder (shards) in name order.
+    A folder's hidden files are ignored; any other file must be a type the readers know."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    for file in files:
+        if not file.is_file():
+            raise ValueError(f"{file}: a split's folder holds files only")
+        _reader_for(file)  # raises on an unknown type, naming the file
+    if not files:
+        raise ValueError(f"{path}: the folder is empty")
+    return files
 
 
 def read_file(path: str | os.PathLike) -> list[tuple[str, dict]]:

@@ -83,8 +83,8 @@ def with_files(task: Task, files: dict[str, str]) -> Task:
     validation is validation_matched) is filed under that name.
     """
     for split, path in files.items():
-        if not Path(path).is_file():
-            raise FileNotFoundError(f"--{split}-file {path}: no such file")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--{split}-file {path}: no such file or folder")
     fmt = task.local or LocalFormat(folders=(), files={})
     reader = fmt.reader if fmt.reader in ("multirc", "record", "mrqa") else "auto"
     official = {split: task.paper_splits.get(split, split) for split in files}

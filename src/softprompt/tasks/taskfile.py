@@ -1,13 +1,15 @@
 """Task files: a task as YAML (or JSON), so a user's own task is data like the built-in ones.
 
     name: reviews
-    data: {train: train.csv, validation: dev.csv}     # or a folder; paths relative to this file
+    data: {train: train.csv, validation: dev.csv}     # relative to this file; see below
     template: "Review: {text}\\nSentiment:"
     label_field: stars
     labels: [1, 5]                                     # values as written in the files, class order
     label_words: [negative, positive]
     metrics: [accuracy, macro_f1]                      # the first picks the best checkpoint
 
+``data`` maps each split to a file or to a folder of files (shards, read in name order), or
+is one folder holding ``train.*``, ``validation.*``/``val.*``/``dev.*``, ``test.*`` files.
 Generation: ``target_field: answer`` instead of the label lines. Regression: ``kind: regression``
 with ``label_field`` and ``round_step: 0.2``. Rows from ``datasets``: ``hub: {path: NAME_OR_FOLDER,
 config: ..., splits: {validation: dev}}``. Files in a benchmark's own layout under ``--data-dir``:
@@ -294,8 +296,8 @@ def _data_files(value: Any, base: Path, fail, find_split_files) -> LocalFormat:
         for split, name in value.items():
             if not isinstance(name, str):
                 raise fail(f"data.{split}", f"expected a file name, got {name!r}")
-            path = base / name
-            if not path.is_file():
+            path = base / name  # a file, or a folder of files read in name order
+            if not path.exists():
                 raise fail(f"data.{split}", f"{path} does not exist")
             files[str(split)] = str(path.resolve())
     else:
