@@ -165,3 +165,18 @@ def test_one_file_and_holdout_then_a_test_file(tmp_path):
         load_data(TrainConfig(**options), TrainConfig(**options).build_task())
     with pytest.raises(FileNotFoundError, match=r"^task custom has no validation file \(--validation-file\)$"):
         load_data(TrainConfig(**{**options, "holdout": None}), task)
+
+
+def test_readme_task_file_example_reads(tmp_path):
+    import gzip
+
+    from softprompt.tasks import read_task_file
+
+    section = README.read_text().split("## Your own data", 1)[1]
+    text = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    (tmp_path / "reviews.yaml").write_text(text)
+    (tmp_path / "train.csv").write_text("text,stars\nlovely,5\nawful,1\n")
+    (tmp_path / "dev.jsonl.gz").write_bytes(gzip.compress(b'{"text": "fine", "stars": 5}\n'))
+    task = read_task_file(tmp_path / "reviews.yaml")
+    assert (task.name, task.metrics, task.raw_labels, task.label_words) == ("reviews", ("macro_f1", "accuracy"), (1, 5), ("negative", "positive"))
+    assert [(e.input_text, e.target_text) for e in task.load("validation")] == [("Review: fine\nSentiment:", "positive")]
