@@ -153,3 +153,5 @@ def test_task_file_over_a_hub_layout_folder_equals_the_same_csv(tmp_path):
     assert [e.target_text for e in from_hub.load("train")] == ["positive", "negative", "positive"]
     with pytest.raises(ValueError, match=r"reviews-hub \(default\): Unknown split \"validation\""):
         from_hub.load("validation")
+    with pytest.raises(ValueError, match=r"reviews-hub \(nope\): BuilderConfig 'nope' not found. Available: \['default'\]$"):
+        dataclasses.replace(from_hub, hub=HubSource(from_hub.hub.path, "nope")).load("train")

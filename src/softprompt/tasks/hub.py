@@ -32,8 +32,10 @@ def load_hub_dataset(path: str, config: str | None, split: str):
         return saved
     try:
         return datasets.load_dataset(path, config, split=split)
-    except ValueError as err:  # e.g. an unknown split: one line, naming the dataset
-        raise ValueError(f"{path}" + (f" ({config})" if config else "") + f": {str(err).splitlines()[0]}") from None
+    except (ValueError, OSError) as err:  # an unknown split, config or dataset, offline: one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        kind = ValueError if isinstance(err, ValueError) else OSError
+        raise kind(f"{path}" + (f" ({config})" if config else "") + f": {first}") from None
 
 
 def read_rows(task: Task, split: str) -> list[dict]:
