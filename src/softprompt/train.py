@@ -256,14 +256,25 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
 # One run
 
 
-def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any, data: tuple) -> dict[str, Any]:
+def _accelerator(mixed_precision: str):
+    """An ``Accelerator`` with this run's precision, also when an earlier run in the process used
+    another: accelerate keeps one process-wide state and refuses a second precision, which broke
+    the second ``train()`` of a notebook, a benchmark or a sweep worker. Only the precision part is
+    reset; the process group (``PartialState``) of a distributed launch stays."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any, data: tuple) -> dict[str, Any]:
     started = time.time()
     train_examples, validation, test, test_split = data
 
     # -- setup: accelerator, prompt, data stream ---------------------------------------------
-    accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = _accelerator(c.mixed_precision)
     run.main = accelerator.is_main_process
     if not isinstance(model, SoftPromptModel):
         model = attach(model, c.method, tokenizer=tokenizer, seed=c.seed, config=c.prompt_config())
