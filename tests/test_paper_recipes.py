@@ -57,8 +57,15 @@ def test_optimizers_as_the_authors_built_them():
     ada = make_optimizer(TrainConfig(optimizer="adafactor"), [{"params": params, "lr": 0.3}])
     assert isinstance(ada, Adafactor)
     d = ada.defaults
-    assert (d["lr"], d["decay_rate"], d["weight_decay"], d["beta1"]) == (0.3, -0.8, 1e-5, None)
+    assert (d["lr"], d["decay_rate"], d["beta1"], d["clip_threshold"], ada.t5x_weight_decay) == (0.3, -0.8, None, 1.0, 1e-5)
     assert not d["scale_parameter"] and not d["relative_step"]  # Lester et al.: parameter scaling off
+    # T5X factors the second moment only when both dimensions reach 128: a 100-token prompt is not
+    assert not ada._get_options(d, (100, 768))[0] and ada._get_options(d, (128, 768))[0]
+    # T5X's decay is (1 - wd) * p, not (1 - lr * wd) * p: a zero gradient leaves only the decay
+    p = torch.nn.Parameter(torch.ones(4, 3))
+    p.grad = torch.zeros_like(p)
+    make_optimizer(TrainConfig(optimizer="adafactor", weight_decay=0.1), [{"params": [p], "lr": 0.3}]).step()
+    assert torch.allclose(p.detach(), torch.full((4, 3), 0.9))
     defaults = TrainConfig()  # unchanged for existing runs: torch's AdamW, decay 1e-5
     assert (defaults.optimizer, defaults.adam_eps, defaults.weight_decay) == ("adamw", 1e-8, 1e-5)
 

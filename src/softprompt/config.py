@@ -86,7 +86,7 @@ class TrainConfig:
     lr_schedule: str = _opt("linear", f"{' or '.join(LR_SCHEDULES)}: after warmup, decay linearly to 0 or stay at the peak (Lester et al., Residual PT)", "NAME")
     warmup_steps: int | None = _opt(None, "linear warmup steps (default: the recipe)", "N")
     warmup_ratio: float | None = _opt(None, "warmup as a fraction of the run's steps (DPT: 0.1); excludes --warmup-steps", "F")
-    optimizer: str = _opt("adamw", f"{' or '.join(OPTIMIZERS)} (transformers' Adafactor with Lester et al.'s settings: no parameter scaling, no relative step, decay -0.8)", "NAME")
+    optimizer: str = _opt("adamw", f"{' or '.join(OPTIMIZERS)} (Adafactor as Lester et al.'s T5X ran it: decay 0.8, no parameter scaling, lr given)", "NAME")
     adam_eps: float = _opt(1e-8, "AdamW epsilon (torch's 1e-8; DePT and ULPT use transformers.AdamW's 1e-6)", "E")
     weight_decay: float = _opt(1e-5, "weight decay (AdamW's decoupled one; Adafactor's)", "W")
     max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0: no clipping", "X")

@@ -183,7 +183,7 @@ LESTER = Recipe(
     },
     sources={
         "lr, lr_schedule, max_steps, batch_size": "paper §3: 30,000 steps, constant learning rate 0.3, batch size 32; prompt_tuning/configs/runs/prompt_finetune.gin (factors 'constant', base_learning_rate 0.3)",
-        "optimizer, weight_decay": "paper §3 and prompt_tuning/configs/models/t5_1_1_prompt.gin: Adafactor, decay_rate 0.8 (transformers: -0.8), step_offset 0, multiply_by_parameter_scale False, weight_decay_rate 1e-5; no gradient clipping beyond Adafactor's own",
+        "optimizer, weight_decay": "paper §3 and prompt_tuning/configs/models/t5_1_1_prompt.gin: Adafactor, decay_rate 0.8, step_offset 0, multiply_by_parameter_scale False, weight_decay_rate 1e-5; t5x/adafactor.py: factored only from 128 x 128, decay (1 - wd) * p, no gradient clipping beyond Adafactor's update clipping (train.py T5XAdafactor)",
         "length": "paper §3: 100 tokens (the default of its ablations)",
         "init": "vocab: sampled from the 5,000 most common tokens (paper §2.1's second-best; its best, class-label init, is not implemented)",
         "max_length": "not fixed by the paper or the gin files: 512, T5's SuperGLUE input length (our choice)",

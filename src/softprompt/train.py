@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.optimization import Adafactor
 
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
 from .config import KIND_DEFAULTS, TrainConfig
@@ -91,15 +92,44 @@ def steps_per_epoch(config: TrainConfig, num_examples: int, world: int = 1) -> i
 
 def make_optimizer(c: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
     """``groups``: ``{"params", "lr"}`` dicts. AdamW with ``adam_eps`` and decoupled
-    ``weight_decay``, or transformers' Adafactor as Lester et al. ran it (T5X's settings in
-    the prompt-tuning repository's t5_1_1_prompt.gin: decay 0.8, i.e. transformers' -0.8, no
-    parameter scaling, the learning rate given rather than relative, no first moment)."""
+    ``weight_decay``, or Adafactor as Lester et al. ran it (``T5XAdafactor``)."""
     if c.optimizer == "adafactor":
-        from transformers.optimization import Adafactor
-
-        return Adafactor(groups, lr=groups[0]["lr"], weight_decay=c.weight_decay, decay_rate=-0.8, beta1=None,
-                         clip_threshold=1.0, scale_parameter=False, relative_step=False, warmup_init=False)
+        return T5XAdafactor(groups, lr=groups[0]["lr"], weight_decay=c.weight_decay)
     return torch.optim.AdamW(groups, eps=c.adam_eps, weight_decay=c.weight_decay)
+
+
+class T5XAdafactor(Adafactor):
+    """transformers' Adafactor with the settings and two behaviours of T5X's, which Lester et al.
+    trained with (prompt-tuning's configs/models/t5_1_1_prompt.gin; t5x/adafactor.py):
+    decay 0.8 (transformers spells it -0.8), no parameter scaling, no relative step, no first
+    moment, update clipping 1.0, and
+
+    * the second moment is factored only when the two largest dimensions are both at least 128
+      (T5X's ``min_dim_size_to_factor``; a 2-D prompt falls back to that heuristic), so a
+      100-token prompt keeps its full second moment where transformers would factor it;
+    * weight decay multiplies the parameter by ``1 - weight_decay``, not ``1 - lr·weight_decay``.
+    """
+
+    MIN_DIM_SIZE_TO_FACTOR = 128
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0):
+        self.t5x_weight_decay = weight_decay
+        super().__init__(params, lr=lr, weight_decay=0.0, decay_rate=-0.8, beta1=None, clip_threshold=1.0,
+                         scale_parameter=False, relative_step=False, warmup_init=False)
+
+    @staticmethod
+    def _get_options(param_group, param_shape):
+        factored = len(param_shape) >= 2 and sorted(param_shape)[-2] >= T5XAdafactor.MIN_DIM_SIZE_TO_FACTOR
+        return factored, param_group["beta1"] is not None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.t5x_weight_decay:  # the update does not depend on the parameter (no scaling): decay first
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(1.0 - self.t5x_weight_decay)
+        return super().step(closure)
 
 
 def total_steps_for(config: TrainConfig, num_examples: int, world: int = 1) -> int:
