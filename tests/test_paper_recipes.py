@@ -16,7 +16,7 @@ from softprompt.cli import main
 from softprompt.config import TrainConfig
 from softprompt.prompts.ulpt import make_projection
 from softprompt.tasks import get_task
-from softprompt.train import lr_at, make_optimizer, steps_per_epoch, train, warmup_steps_for
+from softprompt.train import lr_at, train
 from conftest import tiny_llama, tiny_t5
 from test_batching import tiny_tokenizer
 from test_train import write_sst2
@@ -48,6 +48,8 @@ def test_ulpt_projection_follows_the_run_seed_and_is_stored(tmp_path):
 
 
 def test_optimizers_as_the_authors_built_them():
+    from softprompt.train import make_optimizer
+
     params = [torch.nn.Parameter(torch.zeros(3))]
     adamw = make_optimizer(TrainConfig(adam_eps=1e-6, weight_decay=0.0), [{"params": params, "lr": 0.3}])
     assert isinstance(adamw, torch.optim.AdamW)
@@ -71,6 +73,8 @@ def test_optimizers_as_the_authors_built_them():
 
 
 def test_constant_schedule_warmup_ratio_and_bad_values():
+    from softprompt.train import steps_per_epoch, warmup_steps_for
+
     assert [lr_at(s, 10, 2, 0.3, "constant") for s in (0, 1, 2, 9)] == pytest.approx([0.15, 0.3, 0.3, 0.3])
     assert warmup_steps_for(TrainConfig(warmup_ratio=0.1), 1599) == 159  # int(), as DPT's get_scheduler call
     assert steps_per_epoch(TrainConfig(batch_size=16), 250) == 16
@@ -114,6 +118,10 @@ def test_protocol_details_copa_metrics_and_yelp_cap():
     assert get_task("cb", protocol="dpt").metrics[0] == "accuracy"
     with pytest.raises(ValueError, match="unknown protocol 'x'"):
         get_task("cb", protocol="x")
+    import dataclasses
+
+    with pytest.raises(ValueError, match="max_train_rows must be a positive integer"):
+        dataclasses.replace(get_task("yelp2"), max_train_rows=0)
 
 
 def test_yelp_cap_takes_the_first_rows_of_the_seeded_shuffle(tmp_path):

@@ -127,6 +127,12 @@ class Task:
                 raise ValueError(f"task {self.name}: label words must be non-empty strings")
             if len(set(words)) != len(words):
                 raise ValueError(f"task {self.name}: label words must be distinct, got {words}")
+        for name in ("train_filter", "eval_filter"):
+            if getattr(self, name) not in (None, "label_true"):
+                raise ValueError(f"task {self.name}: {name} must be None or 'label_true', got {getattr(self, name)!r}")
+        cap = self.max_train_rows
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"task {self.name}: max_train_rows must be a positive integer, got {cap!r}")
         template_fields(self.template)  # raises on a malformed template
 
     # ----------------------------------------------------------------- derived facts
