@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     parser.add_argument("--label-words", help="label words: names, digits, or comma-separated words (default: the run's)")
     parser.add_argument("--model", help="backbone (default: the run's, else the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--data-dir", help=f"local benchmark folder (default: the run's, ${DATA_ENV}, else the hub)")
-    parser.add_argument("--protocol", help="paper or attempt (default: the run's, else paper)")
+    parser.add_argument("--protocol", help="paper, attempt, dpt, dept or ulpt (default: the run's, else paper)")
     parser.add_argument("--split", default="validation", help="train, validation or test (default validation)")
     parser.add_argument("--eval-mode", help="rank or generate (default: rank when the task has label words)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="evaluation batch size (default: the run's)")
@@ -69,10 +69,11 @@ def run(args) -> int:
     if args.eval_mode is not None and args.eval_mode not in MODES:
         raise ValueError(f"--eval-mode must be one of {', '.join(MODES)}; got {args.eval_mode!r}")
     same_task = not args.task or args.task == saved.task
+    protocol = args.protocol or saved.protocol
     task = get_task(args.task or saved.task, label_words=args.label_words or (saved.label_words if same_task else None),
-                    template=saved.template if same_task else None, style=saved.style)
+                    template=saved.template if same_task else None, style=saved.style, protocol=protocol)
     examples = task.load(args.split, data_dir=args.data_dir or saved.data_dir or data_dir(None),
-                         protocol=args.protocol or saved.protocol, seed=saved.split_seed)
+                         protocol=protocol, seed=saved.split_seed)
     if args.max_examples:
         examples = examples[: args.max_examples]
 
@@ -86,7 +87,7 @@ def run(args) -> int:
     metrics = evaluate(
         model, tokenizer, task, examples, mode=mode, batch_size=args.batch_size or saved.eval_batch_size,
         max_length=args.max_length or saved.max_length, max_new_tokens=args.max_new_tokens or saved.max_new_tokens,
-        separator=saved.separator if saved.separator is not None else " ",
+        separator=saved.separator if saved.separator is not None else " ", truncation_side=saved.truncation_side,
     )
     record = {"task": task.name, "split": args.split, "eval_mode": mode, "prompt_dir": str(prompt_dir), **metrics}
     print(json.dumps(record, sort_keys=True))  # first: a failing --output must not lose the metrics

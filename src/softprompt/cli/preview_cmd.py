@@ -30,7 +30,7 @@ def register(subparsers) -> None:
                         help="train | validation | test (default: validation)")
     parser.add_argument("--n", type=int, default=3, help="how many examples to print (default 3)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="paper",
-                        help="paper: official splits; attempt: DePT/ULPT's re-split (default paper)")
+                        help="paper: official splits; attempt: DePT/ULPT's re-split; dpt, dept, ulpt: a paper's splits and task details (default paper)")
     parser.add_argument("--seed", type=int, default=42,
                         help="shuffle seed of the attempt protocol (default 42)")
     parser.add_argument("--label-words", default=None,
@@ -55,7 +55,7 @@ def run(args) -> int:
         raise ValueError(f"--n must be >= 0, got {args.n}")
     kind = backbone_kind(args.model)
     style = args.style or KIND_DEFAULTS[kind]["style"]
-    task = get_task(args.task, label_words=args.label_words, template=unescape(args.template), style=style)
+    task = get_task(args.task, label_words=args.label_words, template=unescape(args.template), style=style, protocol=args.protocol)
     examples = task.load(split=args.split, data_dir=data_dir(args.data_dir), protocol=args.protocol, seed=args.seed)
     tokenizer = None
     if args.tokens or args.chat_template:

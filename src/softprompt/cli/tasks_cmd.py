@@ -10,6 +10,8 @@ def register(subparsers) -> None:
                     "best checkpoint) and default label words.")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="also show each task's template and description")
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help="show a paper's task details (dpt, dept, ulpt): its templates and checkpoint metrics")
     parser.set_defaults(func=run)
 
 
@@ -18,7 +20,7 @@ def run(args) -> int:
 
     rows = []
     for name in list_tasks():
-        task = get_task(name)
+        task = get_task(name, protocol=getattr(args, "protocol", None))
         if task.kind == "regression":
             words = f"number ({len(task.label_words or ())} values)" if task.label_words else "number"
         elif task.label_words:
