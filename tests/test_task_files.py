@@ -24,18 +24,28 @@ def _write(path: Path, text: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- round trip
-@pytest.mark.parametrize("style", [None, "instruction"])
+@pytest.mark.parametrize("style, protocol", [(None, None), ("instruction", None), (None, "dpt"), (None, "dept"),
+                                             (None, "ulpt"), ("instruction", "ulpt")])
 @pytest.mark.parametrize("name", list_tasks())
-def test_show_prints_a_file_that_reads_back_equal(name, style, tmp_path, capsys):
-    argv = ["tasks", "--show", name] + (["--style", style] if style else [])
+def test_show_prints_a_file_that_reads_back_equal(name, style, protocol, tmp_path, capsys):
+    argv = ["tasks", "--show", name] + (["--style", style] if style else []) + (["--protocol", protocol] if protocol else [])
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert printed.startswith(f"# softprompt task file ({name}, {style or 'text-to-text'} style)")
+    details = f", {protocol} protocol's details" if protocol else ""
+    assert printed.startswith(f"# softprompt task file ({name}, {style or 'text-to-text'} style{details})")
+    expected = get_task(name, style=style, protocol=protocol)
     path = _write(tmp_path / f"{name}.yaml", printed)
-    assert read_task_file(path) == get_task(name, style=style)
+    assert read_task_file(path) == expected
     # and as JSON, through the same reader
-    as_json = _write(tmp_path / f"{name}.json", json.dumps(task_to_dict(get_task(name, style=style))))
-    assert read_task_file(as_json) == get_task(name, style=style)
+    as_json = _write(tmp_path / f"{name}.json", json.dumps(task_to_dict(expected)))
+    assert read_task_file(as_json) == expected
+
+
+def test_show_writes_a_papers_details():
+    # DPT's WSC: validated on its label-1 rows; Yelp: 100k training rows (PROTOCOL_DETAILS)
+    assert task_to_dict(get_task("wsc", protocol="dpt"))["eval_filter"] == "label_true"
+    assert task_to_dict(get_task("yelp2", protocol="dpt"))["max_train_rows"] == 100000
+    assert "eval_filter" not in task_to_dict(get_task("wsc")) and "max_train_rows" not in task_to_dict(get_task("yelp2"))
 
 
 def test_show_keeps_label_value_types(capsys):
@@ -133,7 +143,7 @@ def test_user_task_file_generation_regression_folder_and_hub_forms(tmp_path):
     ("data: {train: t.csv}\ntemplate: '{x}'\ntarget_field: y\nlabel_words: [a]\nkind: classification\n", "bad.yaml:target_field: only for generation"),
     ("data: {train: t.csv}\ntemplate: '{x}'\nkind: regression\nround_step: 0.3\n", "bad.yaml:round_step: expected a fraction 1/n"),
     ("data: {train: t.csv}\ntemplate: '{0}'\nlabel_words: [a]\n", "bad.yaml:template: template '{0}': fields must be named, like {premise}"),
-    ("data: {train: t.csv}\ntemplate: '{x}'\nlabel_words: [a]\ntrain_filter: positives\n", "bad.yaml:train_filter: unknown 'positives' (known: label_true)"),
+    ("data: {train: t.csv}\ntemplate: '{x}'\nlabel_words: [a]\ntrain_filter: positives\n", "bad.yaml: task bad: train_filter must be None or 'label_true', got 'positives'"),
     ("data: {train: t.csv}\ntemplate: '{x}'\nlabel_words: [a]\npreprocess: lower\n", "bad.yaml:preprocess: unknown 'lower'"),
     ("data: {train: t.csv}\ntemplate: '{x}'\nlabel_words: [a]\nlocal: {files: {train: [t.csv]}}\n", "bad.yaml:data: give data (your files) or local"),
     ("hub: {path: ./nowhere}\ntemplate: '{x}'\nlabel_words: [a]\n", "bad.yaml:hub.path: "),

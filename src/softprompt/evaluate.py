@@ -73,6 +73,7 @@ def evaluate(
     max_length: int = 256,
     max_new_tokens: int = 16,
     separator: str = " ",
+    truncation_side: str = "right",
 ) -> dict[str, float]:
     """Score ``model`` (a ``SoftPromptModel`` or ``NoPrompt``) on ``examples``.
 
@@ -89,9 +90,9 @@ def evaluate(
     model.eval()
     try:
         if mode == "rank":
-            predictions = rank_predictions(model, tokenizer, task, examples, batch_size, max_length, separator)
+            predictions = rank_predictions(model, tokenizer, task, examples, batch_size, max_length, separator, truncation_side)
         else:
-            texts = generate_texts(model, tokenizer, examples, batch_size, max_length, max_new_tokens)
+            texts = generate_texts(model, tokenizer, examples, batch_size, max_length, max_new_tokens, truncation_side)
             predictions = [task.parse(t) for t in texts]
     finally:
         model.train(was_training)
@@ -109,10 +110,11 @@ def _device(model: nn.Module) -> torch.device:
     return model.backbone.get_input_embeddings().weight.device
 
 
-def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ") -> list[Any]:
+def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ", truncation_side="right") -> list[Any]:
     """The best choice of each example, as ``task.parse`` reads it (a class index for
     classification, the choice's text for generation tasks such as ReCoRD)."""
-    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=task.label_words)
+    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=task.label_words,
+                                truncation_side=truncation_side)
     report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
     pad, device = pad_id(tokenizer), _device(model)
     best = torch.empty(len(examples), dtype=torch.long)
@@ -139,12 +141,13 @@ def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length
     return predictions
 
 
-def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, max_new_tokens=16) -> list[str]:
+def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, max_new_tokens=16, truncation_side="right") -> list[str]:
     """Greedy continuations of each example's input (decoded, special tokens dropped)."""
     kind = _kind(model)
     # The inputs as training sees them, without the target: decoder-only rows are
     # [BOS?] input; the model continues with separator + target.
-    encoded = encode_pairs([e.input_text for e in examples], [""] * len(examples), tokenizer, kind, max_length)
+    encoded = encode_pairs([e.input_text for e in examples], [""] * len(examples), tokenizer, kind, max_length,
+                           cuts=[getattr(e, "cut", None) for e in examples], truncation_side=truncation_side)
     report_truncated(encoded, max_length)
     eos = eos_id(tokenizer)
     pad = pad_id(tokenizer)

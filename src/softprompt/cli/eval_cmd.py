@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     add_task_argument(parser, "; default: the run's")
     parser.add_argument("--model", help="backbone (default: the run's, else the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--data-dir", help=f"local benchmark folder (default: the run's, ${DATA_ENV}, else the hub)")
-    parser.add_argument("--protocol", help="paper or attempt (default: the run's, else paper)")
+    parser.add_argument("--protocol", help="paper, attempt, dpt, dept or ulpt (default: the run's, else paper)")
     parser.add_argument("--split", default="validation", help="train, validation or test (default validation)")
     parser.add_argument("--eval-mode", help="rank or generate (default: rank when the task has label words)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="evaluation batch size (default: the run's)")
@@ -76,9 +76,10 @@ def run(args) -> int:
     # winning; another --task starts from that task's own defaults.
     same_task = not name or name == saved.task
     options = {**({k: getattr(saved, k) for k in OPTIONS} if same_task else {}), **given}
-    task = resolve_task(name or saved.task, style=saved.style, **options)
+    protocol = args.protocol or saved.protocol
+    task = resolve_task(name or saved.task, style=saved.style, protocol=protocol, **options)
     examples = task.load(args.split, data_dir=args.data_dir or saved.data_dir or data_dir(None),
-                         protocol=args.protocol or saved.protocol, seed=saved.split_seed)
+                         protocol=protocol, seed=saved.split_seed)
     if args.max_examples:
         examples = examples[: args.max_examples]
 
@@ -92,7 +93,7 @@ def run(args) -> int:
     metrics = evaluate(
         model, tokenizer, task, examples, mode=mode, batch_size=args.batch_size or saved.eval_batch_size,
         max_length=args.max_length or saved.max_length, max_new_tokens=args.max_new_tokens or saved.max_new_tokens,
-        separator=saved.separator if saved.separator is not None else " ",
+        separator=saved.separator if saved.separator is not None else " ", truncation_side=saved.truncation_side,
     )
     record = {"task": task.name, "split": args.split, "eval_mode": mode, "prompt_dir": str(prompt_dir), **metrics}
     print(json.dumps(record, sort_keys=True))  # first: a failing --output must not lose the metrics

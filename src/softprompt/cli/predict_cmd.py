@@ -53,9 +53,10 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[str]:
-    """Each row formatted by the task's template (missing fields: one-line error naming the row)."""
-    from softprompt.tasks.build import format_input
+def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[tuple[str, tuple[int, int]]]:
+    """Each row formatted by the task's template, with the characters that give way when it is
+    too long (``Example.cut``); missing fields: one-line error naming the row."""
+    from softprompt.tasks.build import format_with_cut
     from softprompt.tasks.preprocess import TRANSFORMS
 
     texts = []
@@ -66,7 +67,7 @@ def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[str]
                 row = TRANSFORMS[task.preprocess](row)
             except KeyError as err:
                 raise ValueError(f"{where}: missing field '{err.args[0]}'") from None
-        texts.append(format_input(task, row, where))
+        texts.append(format_with_cut(task, row, where))
     return texts
 
 
@@ -97,8 +98,9 @@ def run(args) -> int:
     if args.mode == "rank" and not (task.kind == "classification" and task.label_words):
         raise ValueError("--mode rank needs a classification --task (its label words are the choices)")
     rows = read_rows(args.input)
-    texts = input_texts(rows, task, args.input)
-    examples = [Example(input_text=t, target_text="", label=None, choices=None) for t in texts]
+    formatted = input_texts(rows, task, args.input)
+    texts = [t for t, _ in formatted]
+    examples = [Example(input_text=t, target_text="", label=None, choices=None, cut=cut) for t, cut in formatted]
 
     backbone, tokenizer = load_backbone(args.model)
     model = softprompt.load(backbone, args.prompt_dir).eval()

@@ -33,7 +33,7 @@ def register(subparsers) -> None:
                         help="train | validation | test (default: validation)")
     parser.add_argument("--n", type=int, default=3, help="how many examples to print (default 3)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="paper",
-                        help="paper: official splits; attempt: DePT/ULPT's re-split (default paper)")
+                        help="paper: official splits; attempt: DePT/ULPT's re-split; dpt, dept, ulpt: a paper's splits and task details (default paper)")
     parser.add_argument("--seed", type=int, default=42,
                         help="shuffle seed of the attempt protocol (default 42)")
     parser.add_argument("--style", choices=STYLES, default=None,
@@ -59,7 +59,8 @@ def run(args) -> int:
     style = args.style or KIND_DEFAULTS[kind]["style"]
     if args.task and args.task_option and args.task != args.task_option:
         raise ValueError(f"two tasks: {args.task} and --task {args.task_option}")
-    task = resolve_task(task_argument(args.task or args.task_option), style=style, **task_options(args, list(OPTIONS)))
+    task = resolve_task(task_argument(args.task or args.task_option), style=style, protocol=args.protocol,
+                        **task_options(args, list(OPTIONS)))
     examples = task.load(split=args.split, data_dir=data_dir(args.data_dir), protocol=args.protocol, seed=args.seed)
     tokenizer = None
     if args.tokens or args.chat_template:

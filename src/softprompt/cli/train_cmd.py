@@ -3,6 +3,7 @@
     softprompt train --task sst2 --method ulpt --length 20 --rank 2 --max-steps 150 --lr 0.05 \\
         --data-dir ../shared/data/glue --output-dir runs/sst2-ulpt
     softprompt train --config run.yaml --seeds 1,2,3
+    softprompt train --recipe dpt-paper --model t5-base --task cb   # the DPT paper's run (softprompt recipes)
     softprompt train --resume runs/sst2-ulpt        # after a crash: continues bit-identically
 
 The options are generated: one per field of ``softprompt.config.TrainConfig`` and one per
@@ -24,7 +25,8 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "train", help="train a soft prompt",
-        description="Train a soft prompt on a frozen model. Options override the --config file; "
+        description="Train a soft prompt on a frozen model. Options override the --config file, which "
+                    "overrides a --recipe (a paper's setup, see `softprompt recipes`); "
                     "the method's own options (--length, --rank, ...) are listed after the run's.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

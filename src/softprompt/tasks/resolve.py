@@ -28,7 +28,8 @@ OPTIONS = ("template", "label_words", *FILE_OPTIONS, "label_field", "target_fiel
 SPECIAL_WORDS = ("names", "digits")
 
 
-def resolve_task(task: str | None = None, *, style: str | None = None, template: str | None = None,
+def resolve_task(task: str | None = None, *, style: str | None = None, protocol: str | None = None,
+                 template: str | None = None,
                  label_words: str | None = None, train_file: str | None = None,
                  validation_file: str | None = None, test_file: str | None = None,
                  label_field: str | None = None, target_field: str | None = None) -> Task:
@@ -39,6 +40,8 @@ def resolve_task(task: str | None = None, *, style: str | None = None, template:
             ``"custom"`` for the files given below.
         style: ``text-to-text`` or ``instruction`` (built-in tasks only; a file's template is
             its own).
+        protocol: a paper's protocol (``dpt``, ``dept``, ``ulpt``) applies that paper's details
+            to a built-in task (``get_task``); a task file's details are its own.
         template: the input template, overriding the task's.
         label_words: comma-separated words (one per class), ``names``, ``digits``, or
             ``VALUE=WORD`` pairs (``neg=negative,pos=positive``: the label values as written in
@@ -64,7 +67,7 @@ def resolve_task(task: str | None = None, *, style: str | None = None, template:
         raise ValueError(f"--task {task}: a task file's name ends in .yaml, .yml or .json "
                          f"(task names: softprompt tasks)")
     else:
-        spec = get_task(task, label_words=_words(label_words), template=template, style=style)
+        spec = get_task(task, label_words=_words(label_words), template=template, style=style, protocol=protocol)
     if label_field is not None:
         if spec.kind == "generation":
             raise ValueError(f"--label-field: task {spec.name} is a generation task (use --target-field)")

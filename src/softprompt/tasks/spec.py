@@ -29,6 +29,9 @@ class Example:
     choices: candidate targets for rank-mode evaluation (label words, ReCoRD entities), or None.
     answers: every gold answer (ReCoRD, MRQA, WSC referent); () otherwise.
     group: the id that grouped metrics aggregate over (MultiRC question, ReCoRD query).
+    cut: the characters ``(start, end)`` of ``input_text`` that lose tokens when the input is
+        too long: the field the task names (``Task.truncate_field``, the passage), else all but
+        the template's closing text; None: anywhere (batching.py cuts the right end).
     """
 
     input_text: str
@@ -37,6 +40,8 @@ class Example:
     choices: tuple[str, ...] | None = None
     answers: tuple[str, ...] = ()
     group: str | None = None
+    # Not part of equality: it says how to shorten the text, not what the example is.
+    cut: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -89,7 +94,10 @@ class Task:
     choices_field: str | None = None  # field holding rank-mode candidates (ReCoRD entities)
     group_field: str | None = None  # field holding the grouping id (after preprocess)
     preprocess: str | None = None  # name of a row transform in tasks/preprocess.py
+    truncate_field: str | None = None  # the field that gives way when an input is too long (the passage)
     train_filter: str | None = None  # "label_true": train only on true rows (T5's WSC)
+    eval_filter: str | None = None  # "label_true": validate and test on true rows only (DPT's WSC)
+    max_train_rows: int | None = None  # cap on training rows, after the protocol's split (Yelp: 100k)
     expand_answers: bool = False  # train on one copy per gold answer (ReCoRD)
     scoring: str | None = None  # "wsc_referent": generation scored by referent matching
     round_step: float | None = None  # regression: target text rounded to this step (STS-B: 0.2)
@@ -119,6 +127,12 @@ class Task:
                 raise ValueError(f"task {self.name}: label words must be non-empty strings")
             if len(set(words)) != len(words):
                 raise ValueError(f"task {self.name}: label words must be distinct, got {words}")
+        for name in ("train_filter", "eval_filter"):
+            if getattr(self, name) not in (None, "label_true"):
+                raise ValueError(f"task {self.name}: {name} must be None or 'label_true', got {getattr(self, name)!r}")
+        cap = self.max_train_rows
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"task {self.name}: max_train_rows must be a positive integer, got {cap!r}")
         template_fields(self.template)  # raises on a malformed template
 
     # ----------------------------------------------------------------- derived facts
@@ -168,7 +182,9 @@ class Task:
                 ``train32`` for local files, read as is).
             data_dir: folder holding the benchmark's task folders (``CB/``, ``SST-2/``, ...) or
                 their parent; None reads from the hub through `datasets`.
-            protocol: ``paper`` (official splits) or ``attempt`` (DePT/ULPT's re-split).
+            protocol: ``paper`` (official splits), ``attempt`` (DePT/ULPT's re-split), or a
+                paper's own (``dpt``, ``dept``, ``ulpt``; see tasks/splits.py). The task's
+                details for a paper's protocol come from ``get_task(..., protocol=)``.
             seed: the shuffle seed of the attempt protocol (42 in DePT and ULPT).
         Returns:
             list[Example], in a deterministic order (the same from local files and the hub).

@@ -38,12 +38,12 @@ DEFAULT_METRICS = {"classification": ("accuracy",), "regression": ("pearson", "s
                    "generation": ("em", "f1")}
 # The file's keys in the order `task_to_dict` writes them; `target_field` is Task.answers_field.
 KEYS = ("name", "kind", "description", "benchmark", "aliases", "data", "local", "hub", "template",
-        "preprocess", "label_field", "labels", "label_names", "label_words", "target_field",
-        "choices_field", "group_field", "train_filter", "expand_answers", "scoring", "round_step",
-        "metrics", "size", "paper_splits", "attempt_splits", "attempt_test_split")
+        "preprocess", "truncate_field", "label_field", "labels", "label_names", "label_words",
+        "target_field", "choices_field", "group_field", "train_filter", "eval_filter",
+        "max_train_rows", "expand_answers", "scoring", "round_step", "metrics", "size",
+        "paper_splits", "attempt_splits", "attempt_test_split")
 LOCAL_KEYS = tuple(f.name for f in dataclasses.fields(LocalFormat))
 HUB_KEYS = tuple(f.name for f in dataclasses.fields(HubSource))
-TRAIN_FILTERS = ("label_true",)  # train only on the rows labeled true (T5's WSC); tasks/build.py
 SCORINGS = ("wsc_referent",)  # generation scored by referent matching; metrics.py
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(Task) if f.default is not dataclasses.MISSING}
 _DEFAULTS.update(paper_splits={}, attempt_splits={})
@@ -255,9 +255,12 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
     expand_answers = data.get("expand_answers", False)
     if not isinstance(expand_answers, bool):
         raise fail("expand_answers", f"expected true or false, got {expand_answers!r}")
-    for key, known in (("train_filter", TRAIN_FILTERS), ("scoring", SCORINGS)):
-        if data.get(key) is not None and data[key] not in known:
-            raise fail(key, f"unknown {data[key]!r} (known: {', '.join(known)})")
+    if data.get("scoring") is not None and data["scoring"] not in SCORINGS:
+        raise fail("scoring", f"unknown {data['scoring']!r} (known: {', '.join(SCORINGS)})")
+    max_train_rows = data.get("max_train_rows")
+    if max_train_rows is not None and (isinstance(max_train_rows, bool) or not isinstance(max_train_rows, int)
+                                       or max_train_rows < 1):
+        raise fail("max_train_rows", f"expected a positive integer, got {max_train_rows!r}")
     try:
         return Task(
             name=text("name") or default_name, kind=kind, template=template, metrics=tuple(metrics),
@@ -265,7 +268,8 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
             label_field=label_field, label_names=label_names, raw_labels=raw_labels,
             label_words=label_words, answers_field=target_field, choices_field=text("choices_field"),
             group_field=text("group_field"), preprocess=_preprocess(text("preprocess"), fail),
-            train_filter=text("train_filter"), scoring=text("scoring"),
+            truncate_field=text("truncate_field"), train_filter=text("train_filter"),
+            eval_filter=text("eval_filter"), max_train_rows=max_train_rows, scoring=text("scoring"),
             round_step=float(round_step) if round_step is not None else None, size=size,
             paper_splits=split_map("paper_splits"), attempt_splits=split_map("attempt_splits"),
             attempt_test_split=text("attempt_test_split") or "validation", local=local, hub=hub,
