@@ -1,9 +1,10 @@
 """Evaluation: rank classification and greedy generation.
 
-* ``rank``: every choice of an example (``Example.choices``, e.g. the label words) is scored
-  by the sum of its tokens' log-probabilities given the input (``model.choice_scores``: one
-  forward per example when every choice is one token, else one per choice; the head runs only
-  at the scored positions); the best choice is the prediction. The prompt and its keys and
+* ``rank``: every choice of an example (``Example.choices``: the label words, or the row's own
+  candidates such as COPA's options or ReCoRD's entities) is scored by the sum of its tokens'
+  log-probabilities given the input (``model.choice_scores``: one forward per example when
+  every choice is one token, else one per choice; the head runs only at the scored
+  positions); the best choice is the prediction. The prompt and its keys and
   values are computed once per evaluation (``model.frozen_prompt``), not once per batch.
 * ``generate``: greedy decoding, then ``task.parse`` maps the text to a prediction; text that
   maps to no label is *invalid* and counts as wrong.
@@ -93,7 +94,7 @@ def evaluate(
             predictions = rank_predictions(model, tokenizer, task, examples, batch_size, max_length, separator, truncation_side)
         else:
             texts = generate_texts(model, tokenizer, examples, batch_size, max_length, max_new_tokens, truncation_side)
-            predictions = [task.parse(t) for t in texts]
+            predictions = [task.parse(t, e) for t, e in zip(texts, examples)]
     finally:
         model.train(was_training)
     result = dict(task.score(predictions, examples))
@@ -134,6 +135,9 @@ def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length
     for i, example in enumerate(examples):
         options = example.choices if example.choices else task.label_words
         picked = int(best[i])
+        if task.kind == "classification" and task.choice_fields and example.choices:
+            predictions.append(picked)  # the row's own texts (COPA's options): choice = class
+            continue
         parsed = task.parse(options[picked])
         # Classification choices are the label words, so parse gives the index; if a task's
         # choices are not parseable words, the index is the prediction.

@@ -274,7 +274,9 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
     if task is None:
         style = config.style or KIND_DEFAULTS[kind]["style"]
         task = config.build_task(style)
-    config = config.resolved(kind, classification=task.kind == "classification", label_words=task.label_words)
+    # per-row choices (COPA's options): no fixed words to start a text init from
+    words = None if task.choice_fields else task.label_words
+    config = config.resolved(kind, classification=task.kind == "classification", label_words=words)
     # One config per seed (the few-shot sample depends on the seed); data before the model, so
     # a missing file fails fast.
     seeds = {None: config} if not config.seeds else {

@@ -71,7 +71,8 @@ def format_with_cut(task: Task, row: dict, where: str) -> tuple[str, tuple[int, 
 
 def row_to_examples(task: Task, row: dict, is_train: bool) -> list[Example]:
     """One row becomes one Example (ReCoRD's training rows: one per gold answer; T5's WSC
-    training drops the rows whose candidate is not the referent)."""
+    training drops the rows whose candidate is not the referent). A task with
+    ``choice_fields`` (COPA in the instruction style) is answered with the row's own text."""
     where = row.get("_where", "row")
     if task.preprocess:
         try:
@@ -86,17 +87,20 @@ def row_to_examples(task: Task, row: dict, is_train: bool) -> list[Example]:
     input_text, cut = format_with_cut(task, row, where)
     group = str(row[task.group_field]) if task.group_field else None
     choices = None
-    if task.choices_field:
+    if task.choice_fields:  # the row's own texts, one per class (COPA's options)
+        choices = tuple(str(_field(row, name, where)) for name in task.choice_fields)
+    elif task.choices_field:
         choices = tuple(str(c) for c in _field(row, task.choices_field, where))
     elif task.label_words:
         choices = tuple(task.label_words)
 
     if task.kind == "classification":
-        target = task.label_words[label] if label is not None else ""
+        words = choices if task.choice_fields else task.label_words
+        target = words[label] if label is not None else ""
         return [Example(input_text, target, label, choices, (), group, cut)]
     if task.kind == "regression":
         target = format_number(label, task.round_step) if label is not None else ""
-        value = float(target) if label is not None else None
+        value = None if label is None else float(target) if task.round_gold else float(label)
         return [Example(input_text, target, value, choices, (), group, cut)]
 
     answers = _field(row, task.answers_field, where)

@@ -225,8 +225,11 @@ def list_tasks() -> list[str]:
 
 # Instruction style for decoder-only models: a natural prompt ending in a cue, answered with real
 # words (one token each in common BPE vocabularies), in each task's class order. The targets
-# follow the cue after one space. Tasks not listed keep their text-to-text template with the
-# class names as words.
+# follow the cue after one space. Long passages come first and the question last, so that an
+# input cut from the left keeps the question. Every registered task has an entry (a test checks);
+# words None: generation tasks (the answer text), and COPA / WinoGrande, answered with the right
+# option's own text (INSTRUCTION_FIELDS). Other fields of the instruction style's task are in
+# INSTRUCTION_FIELDS.
 INSTRUCTION: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "sst2": ("Review: {sentence}\nSentiment:", ("negative", "positive")),
     "cola": ("Sentence: {sentence}\nIs this sentence grammatical? Answer:", ("no", "yes")),
@@ -241,7 +244,56 @@ INSTRUCTION: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "cb": ("{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:", ("yes", "no", "maybe")),
     "boolq": ("{passage}\nQuestion: {question}?\nAnswer:", ("no", "yes")),
     "wic": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nIs the word '{word}' used with the same meaning in both sentences? Answer:", ("no", "yes")),
+    # the right option's text (choice_fields); {question} is "cause" or "effect"
+    "copa": ("{premise} What was the {question}?\nOptions:\n- {choice1}\n- {choice2}\nAnswer:", None),
+    # one example per candidate answer
+    "multirc": ("{paragraph}\nQuestion: {question}\nCandidate answer: {answer}\nIs the candidate answer correct? Answer:", ("no", "yes")),
+    # an entity of the passage: rank mode scores each of the row's entities, or generate it
+    "record": ("{passage}\nQuery: {query}\nWhat does @placeholder stand for in the query? Options: {entities_text}\nAnswer:", None),
+    # the referent's text, scored by referent matching as T5's WSC
+    "wsc": ('{text}\nQuestion: In the passage above, who or what does the pronoun "{span2_text}" refer to?\nAnswer:', None),
+    "wsc_bool": ('{text}\nQuestion: In the passage above, does the pronoun "{span2_text}" refer to "{span1_text}"?\nAnswer:', ("no", "yes")),
+    # similarity rounded to a whole number (INSTRUCTION_FIELDS), scored against the exact value
+    "stsb": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nHow similar are the two sentences, from 0 (unrelated) to 5 (same meaning)? Answer:",
+             ("0", "1", "2", "3", "4", "5")),
+    # the right option's text (choice_fields)
+    "winogrande": ("{sentence}\nQuestion: What does the _ refer to, {option1} or {option2}?\nAnswer:", None),
+    "yelp2": ("Review: {text}\nSentiment:", ("negative", "positive")),
+    # entailment, neutral
+    "scitail": ("{sentence1}\nQuestion: {sentence2} True or False?\nAnswer:", ("yes", "no")),
+    "paws": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nDo both sentences mean the same thing? Answer:", ("no", "yes")),
+    **{name: ("{context}\nQuestion: {question}\nAnswer:", None) for name in ("nq", "hotpotqa", "searchqa", "newsqa")},
 }
+
+# Other Task fields of the instruction style (see tasks/spec.py). COPA and WinoGrande: each
+# example's choices are its two options' texts, the target the right one. STS-B: the target is
+# the score rounded to a whole number (six candidates, "0" ... "5", each a digit), and the
+# metrics compare predictions with the exact score, not the rounded one.
+INSTRUCTION_FIELDS: dict[str, dict] = {
+    "copa": {"choice_fields": ("choice1", "choice2")},
+    "winogrande": {"choice_fields": ("option1", "option2")},
+    "stsb": {"round_step": 1.0, "round_gold": False},
+}
+
+
+def _instruction(task: Task, label_words, template) -> Task:
+    """``task`` in the instruction style; the user's ``label_words`` / ``template`` win (the
+    user's label words also replace per-row choices)."""
+    import dataclasses
+
+    styled_template, words = INSTRUCTION.get(task.name, (None, None))
+    fields = dict(INSTRUCTION_FIELDS.get(task.name, {}))
+    if task.kind != "classification":  # a regression's candidate numbers: no user override
+        if words is not None:
+            fields["label_words"] = words
+        words = None
+    elif words is None and task.label_names:
+        words = "names"
+    if label_words is not None:
+        fields.pop("choice_fields", None)
+    task = task.with_overrides(label_words=label_words if label_words is not None else words,
+                               template=template if template is not None else styled_template)
+    return dataclasses.replace(task, **fields) if fields else task
 
 
 def get_task(name: str, label_words: str | Sequence[str] | None = None,
@@ -270,9 +322,5 @@ def get_task(name: str, label_words: str | Sequence[str] | None = None,
     if details:
         task = dataclasses.replace(task, **details)
     if style == "instruction":
-        styled_template, words = INSTRUCTION.get(canonical, (None, None))
-        if words is None and task.kind == "classification" and task.label_names:
-            words = "names"
-        template = template if template is not None else styled_template
-        label_words = label_words if label_words is not None else words
+        return _instruction(task, label_words, template)
     return task.with_overrides(label_words=label_words, template=template)

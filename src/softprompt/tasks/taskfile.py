@@ -39,8 +39,9 @@ DEFAULT_METRICS = {"classification": ("accuracy",), "regression": ("pearson", "s
 # The file's keys in the order `task_to_dict` writes them; `target_field` is Task.answers_field.
 KEYS = ("name", "kind", "description", "benchmark", "aliases", "data", "local", "hub", "template",
         "preprocess", "truncate_field", "label_field", "labels", "label_names", "label_words",
-        "target_field", "choices_field", "group_field", "train_filter", "eval_filter",
-        "max_train_rows", "expand_answers", "scoring", "round_step", "metrics", "size",
+        "choice_fields", "target_field", "choices_field", "group_field", "train_filter",
+        "eval_filter", "max_train_rows", "expand_answers", "scoring", "round_step", "round_gold",
+        "metrics", "size",
         "paper_splits", "attempt_splits", "attempt_test_split")
 LOCAL_KEYS = tuple(f.name for f in dataclasses.fields(LocalFormat))
 HUB_KEYS = tuple(f.name for f in dataclasses.fields(HubSource))
@@ -252,9 +253,10 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
     size = data.get("size")
     if size not in (None, "small", "large"):
         raise fail("size", f"must be small or large (the attempt protocol's re-split), got {size!r}")
-    expand_answers = data.get("expand_answers", False)
-    if not isinstance(expand_answers, bool):
-        raise fail("expand_answers", f"expected true or false, got {expand_answers!r}")
+    flags = {key: data.get(key, _DEFAULTS[key]) for key in ("expand_answers", "round_gold")}
+    for key, value in flags.items():
+        if not isinstance(value, bool):
+            raise fail(key, f"expected true or false, got {value!r}")
     if data.get("scoring") is not None and data["scoring"] not in SCORINGS:
         raise fail("scoring", f"unknown {data['scoring']!r} (known: {', '.join(SCORINGS)})")
     max_train_rows = data.get("max_train_rows")
@@ -273,7 +275,7 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
             round_step=float(round_step) if round_step is not None else None, size=size,
             paper_splits=split_map("paper_splits"), attempt_splits=split_map("attempt_splits"),
             attempt_test_split=text("attempt_test_split") or "validation", local=local, hub=hub,
-            aliases=strings("aliases") or (), expand_answers=expand_answers)
+            aliases=strings("aliases") or (), choice_fields=strings("choice_fields") or (), **flags)
     except ValueError as err:
         raise ValueError(f"{where}: {err}") from None
 
