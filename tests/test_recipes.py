@@ -102,3 +102,17 @@ def test_dept_trains_its_embedding_update_at_its_own_learning_rate(tmp_path):
     saved = load_file(str(tmp_path / "run" / "checkpoint" / "prompt.safetensors"))
     assert (saved["embedding"] - before["embedding"]).abs().max() > 1e-3
     assert (saved["lora_b"] - before["lora_b"]).abs().max() < 1e-9
+
+
+def test_decoder_only_recipes_are_the_measured_ones():
+    """The per-method decoder-only recipes, as chosen from the measurements in
+    benchmarks/README.md (SmolLM2-135M, SST-2, held-out rows); encoder-decoder keeps the papers'
+    settings (no recipe). A change here must come with a new measurement."""
+    from softprompt.prompts import methods
+
+    assert {m: recipe_for(m, "decoder-only") for m in methods()} == {
+        "prompt": {"init": "text"}, "residual": {"lr": 1e-2}, "dpt": {"init": "scaled"},
+        "ulpt": {"lr": 0.1}, "dept": {"lr_update": 1e-3}, "rank_probe": {},
+    }
+    assert all(recipe_for(m, "encoder-decoder") == {} for m in methods())
+    assert TrainConfig(method="residual", length=20).resolved("decoder-only").lr == 1e-2
