@@ -120,9 +120,25 @@ def _named(prompts: Sequence[str] | None, rows: list[int]) -> dict[str, Any]:
 def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ", prompts=None) -> list[Any]:
     """The best choice of each example, as ``task.parse`` reads it (a class index for
     classification, the choice's text for generation tasks such as ReCoRD). ``prompts``: with a
-    ``PromptBank``, each example's prompt name (a batch mixes them; choices may differ per
-    example through ``Example.choices``)."""
-    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=task.label_words)
+    ``PromptBank``, each example's prompt name (a batch mixes them)."""
+    best = rank_choices(model, tokenizer, examples, task.label_words, batch_size, max_length, separator, prompts)
+    predictions = []
+    for i, example in enumerate(examples):
+        options = example.choices if example.choices else task.label_words
+        picked = int(best[i])
+        parsed = task.parse(options[picked])
+        # Classification choices are the label words, so parse gives the index; if a task's
+        # choices are not parseable words, the index is the prediction.
+        predictions.append(picked if parsed is None and task.kind == "classification" else parsed)
+    return predictions
+
+
+@torch.no_grad()
+def rank_choices(model, tokenizer, examples, default_choices=None, batch_size=16, max_length=256, separator=" ", prompts=None) -> torch.Tensor:
+    """The index of each example's best choice (``Example.choices``, else ``default_choices``),
+    ``[E]``; ties go to the lower index. ``prompts``: with a ``PromptBank``, each example's
+    prompt name (a batch mixes them, and examples of different tasks bring their own choices)."""
+    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=default_choices)
     report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
     pad, device = pad_id(tokenizer), _device(model)
     best = torch.empty(len(examples), dtype=torch.long)
@@ -139,15 +155,7 @@ def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length
             best[index] = scores.argmax(dim=1)  # the first maximum: ties go to the lower index
             progress.update(1)
     progress.close()
-    predictions = []
-    for i, example in enumerate(examples):
-        options = example.choices if example.choices else task.label_words
-        picked = int(best[i])
-        parsed = task.parse(options[picked])
-        # Classification choices are the label words, so parse gives the index; if a task's
-        # choices are not parseable words, the index is the prediction.
-        predictions.append(picked if parsed is None and task.kind == "classification" else parsed)
-    return predictions
+    return best
 
 
 @torch.no_grad()
