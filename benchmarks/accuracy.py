@@ -58,11 +58,13 @@ def base_config(args, task_name: str, seed: int, root: str, n_train: int, **extr
 # -- softprompt ------------------------------------------------------------------------------
 
 
-def run_softprompt(args, method: str, task_name: str, seed: int, backbone, tokenizer, n_train: int) -> dict:
+def run_softprompt(args, method: str, task_name: str, seed: int, backbone, tokenizer, n_train: int, **overrides) -> dict:
     from softprompt.train import train
 
-    out = Path(args.work) / task_name / method / f"seed-{seed}"
-    config = base_config(args, task_name, seed, args.data_dir, n_train, method=method, output_dir=str(out), overwrite=True)
+    variant = method + "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
+    out = Path(args.work) / task_name / variant / f"seed-{seed}"
+    config = base_config(args, task_name, seed, args.data_dir, n_train, method=method, output_dir=str(out), overwrite=True,
+                         **overrides)
     started = time.time()
     metrics = train(config, backbone, tokenizer)
     metric = metrics["selection_metric"]
@@ -114,6 +116,8 @@ def run_peft(args, task_name: str, seed: int, lr: float, tokenizer, n_train: int
 
     started = time.time()
     backbone, tokenizer = load_backbone(args.model)  # fresh: PEFT wraps the model it is given
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone.to(device)
     config = base_config(args, task_name, seed, args.data_dir, n_train, method="prompt").resolved("decoder-only")
     task = get_task(task_name, style=config.style)
     train_rows, validation, test, _ = load_data(config, task)
@@ -121,7 +125,7 @@ def run_peft(args, task_name: str, seed: int, lr: float, tokenizer, n_train: int
     model = get_peft_model(backbone, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.length))
     init_text = f"Answer with {' or '.join(task.label_words)}."
     ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor((ids * (args.length // len(ids) + 1))[: args.length])
+    ids = torch.tensor((ids * (args.length // len(ids) + 1))[: args.length], device=device)
     embedding = model.prompt_encoder["default"].embedding
     with torch.no_grad():
         embedding.weight.copy_(backbone.get_input_embeddings()(ids))
@@ -136,7 +140,7 @@ def run_peft(args, task_name: str, seed: int, lr: float, tokenizer, n_train: int
     for step in range(config.max_steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, config.max_steps, config.warmup_steps, lr)
-        batch = collate([encoded[i] for i in stream.next()], pad)  # right padding
+        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in stream.next()], pad).items()}  # right padding
         loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -190,10 +194,52 @@ def table(runs: list[dict], zero: dict[str, float], tasks: list[str]) -> str:
     return "\n".join(lines)
 
 
+def parse_variant(spec: str) -> tuple[str, dict]:
+    """``ulpt`` or ``ulpt@objective=lm;lr=0.05``: a method and config overrides (YAML values)."""
+    from softprompt.config import load_yaml
+
+    method, _, rest = spec.partition("@")
+    overrides = {}
+    for pair in filter(None, rest.split(";")):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--methods: {spec!r}: expected method@key=value;key=value")
+        overrides[key.strip()] = load_yaml(value)
+    return method.strip(), overrides
+
+
+def jobs_for(args, tasks, seeds, methods, lrs) -> list[tuple]:
+    """Every run of the benchmark as ``(kind, task, seed, method-or-lr)``: zero-shot first, then
+    seed by seed, so a benchmark stopped early has whole seeds of every task."""
+    jobs = [("zero", t, None, None) for t in tasks]
+    for seed in seeds:
+        for task_name in tasks:
+            jobs += [("softprompt", task_name, seed, m) for m in methods]
+            jobs += [("peft", task_name, seed, lr) for lr in lrs]
+    return jobs
+
+
+def job_key(job) -> str:
+    return json.dumps(job)
+
+
+def run_job(args, job, backbone, tokenizer, n_train: dict) -> dict:
+    kind, task_name, seed, what = job
+    if kind == "zero":
+        return {"job": job_key(job), "zero_shot": zero_shot(args, task_name, backbone, tokenizer, n_train[task_name])}
+    if kind == "peft":
+        return {"job": job_key(job), **run_peft(args, task_name, seed, what, tokenizer, n_train[task_name])}
+    method, overrides = parse_variant(what)
+    result = run_softprompt(args, method, task_name, seed, backbone, tokenizer, n_train[task_name], **overrides)
+    return {"job": job_key(job), **result, "method": what}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default="sst2,rte,cb")
-    parser.add_argument("--methods", default="prompt,residual,dpt,ulpt,dept,rank_probe")
+    parser.add_argument("--methods", default="prompt,residual,dpt,ulpt,dept,rank_probe",
+                        help="comma-separated methods, each optionally with config overrides: "
+                             "prompt,ulpt@objective=lm;lr=0.05")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--peft-lrs", default="3e-3,1e-2,3e-2", help="PEFT's learning-rate grid")
     parser.add_argument("--model", default=None, help="backbone (default: the embedded SmolLM2-135M-Instruct)")
@@ -205,45 +251,48 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--holdout", type=int, default=200)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes sharing the runs (one device; useful on a GPU, where one "
+                             "small model leaves most of it idle)")
+    parser.add_argument("--report", action="store_true", help="only print the table of the runs in --output")
+    parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/N: a worker's share
     parser.add_argument("--work", default="/tmp/softprompt-accuracy", help="where the runs go")
     parser.add_argument("--output", default=str(RESULTS / "accuracy.json"))
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
-    from softprompt.backbones import load_backbone
-    from softprompt.tasks import get_task
-
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
     lrs = [float(x) for x in args.peft_lrs.split(",") if x.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     output = Path(args.output)
     done = json.loads(output.read_text()) if output.is_file() else {"runs": [], "zero_shot": {}}
-    key = lambda r: (r["library"], r["method"], r["task"], r["seed"], r["lr"] if r["library"] == "peft" else None)  # noqa: E731
-    finished = {key(r) for r in done["runs"]}
-    backbone, tokenizer = load_backbone(args.model)
+    finished = {r["job"] for r in done["runs"] if "job" in r} | {json.dumps(["zero", t, None, None]) for t in done["zero_shot"]}
+    todo = [j for j in jobs_for(args, tasks, seeds, methods, lrs) if job_key(j) not in finished]
+
+    if args.shard is not None:  # a worker: run its share, one JSON line per result
+        k, n = (int(x) for x in args.shard.split("/"))
+        return run_jobs(args, todo[k::n], record=lambda r: print("RESULT " + json.dumps(r), flush=True))
 
     def record(result: dict) -> None:
-        done["runs"].append(result)
+        if "zero_shot" in result:
+            done["zero_shot"][json.loads(result["job"])[1]] = result["zero_shot"]
+        else:
+            done["runs"].append(result)
         write_json(output, done)  # after every run: an interrupted benchmark loses one run at most
         print(json.dumps(result), flush=True)
 
-    for task_name in tasks:
-        task = get_task(task_name)
-        n_train = len(task.load("train", data_dir=data_dir_for(task, args.data_dir)))
-        if task_name not in done["zero_shot"]:
-            done["zero_shot"][task_name] = zero_shot(args, task_name, backbone, tokenizer, n_train)
-        for seed in seeds:
-            for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-                if ("softprompt", method, task_name, seed, None) not in finished:
-                    record(run_softprompt(args, method, task_name, seed, backbone, tokenizer, n_train))
-            for lr in lrs:
-                if ("peft", "peft-prompt", task_name, seed, lr) not in finished:
-                    record(run_peft(args, task_name, seed, lr, tokenizer, n_train))
+    if args.report:
+        pass
+    elif args.jobs > 1 and todo:
+        run_workers(argv if argv is not None else sys.argv[1:], args.jobs, record)
+    else:
+        run_jobs(args, todo, record)
 
     # PEFT: the learning rate with the best mean validation score, per task
-    runs = [r for r in done["runs"] if r["library"] == "softprompt" and r["task"] in tasks]
+    runs = [r for r in done["runs"] if r["library"] == "softprompt" and r["task"] in tasks and r["seed"] in seeds]
     for task_name in tasks:
-        peft = [r for r in done["runs"] if r["library"] == "peft" and r["task"] == task_name]
+        peft = [r for r in done["runs"] if r["library"] == "peft" and r["task"] == task_name and r["seed"] in seeds]
         if peft:
             by_lr = {lr: [r for r in peft if r["lr"] == lr] for lr in {r["lr"] for r in peft}}
             best_lr = max(by_lr, key=lambda lr: statistics.fmean(r["validation"] for r in by_lr[lr]))
@@ -252,6 +301,50 @@ def main(argv: list[str] | None = None) -> int:
     write_json(output, done)
     print(table(runs, done["zero_shot"], tasks))
     return 0
+
+
+def run_jobs(args, jobs, record) -> int:
+    from softprompt.backbones import load_backbone
+    from softprompt.tasks import get_task
+
+    if not jobs:
+        return 0
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    backbone, tokenizer = load_backbone(args.model)
+    backbone.to(device)
+    n_train = {}
+    for task_name in {j[1] for j in jobs}:
+        task = get_task(task_name)
+        n_train[task_name] = len(task.load("train", data_dir=data_dir_for(task, args.data_dir)))
+    for job in jobs:
+        record(run_job(args, job, backbone, tokenizer, n_train))
+    return 0
+
+
+def run_workers(argv: list[str], n: int, record) -> None:
+    """``n`` copies of this script, each running every n-th pending job; results stream back as
+    ``RESULT {json}`` lines and are recorded here, so the output file has one writer."""
+    import subprocess
+    import threading
+
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.accuracy", *argv, "--shard", f"{k}/{n}"],
+                              stdout=subprocess.PIPE, text=True) for k in range(n)]
+    lock = threading.Lock()
+
+    def pump(proc):
+        for line in proc.stdout:
+            if line.startswith("RESULT "):
+                with lock:
+                    record(json.loads(line[len("RESULT "):]))
+
+    threads = [threading.Thread(target=pump, args=(p,)) for p in procs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failed = [p.wait() for p in procs]
+    if any(failed):
+        print(f"warning: workers exited with {failed}", file=sys.stderr)
 
 
 if __name__ == "__main__":

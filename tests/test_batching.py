@@ -79,18 +79,51 @@ def test_encoder_decoder_layout_exact():
     assert enc[1].labels.tolist() == [tok.convert_tokens_to_ids("0"), 2]
 
 
-def test_truncation_cuts_input_from_the_left_and_reports_once(caplog):
+def test_truncation_cuts_input_from_the_right_and_reports_once(caplog):
+    """Issue 10.1: long inputs lose their end, as the four papers' code cuts (HF
+    truncation=True); the old code cut the start, losing what templates put first."""
     tok = tiny_tokenizer(bos=True)
     with caplog.at_level(logging.WARNING, logger="softprompt"):
         enc = encode_examples(EX, tok, "decoder-only", max_length=7)
     row = enc[1]
-    # BOS kept, then the last 4 of 7 input tokens, then target + EOS: 1 + 4 + 2 = 7
+    # BOS kept, then the first 4 of 7 input tokens, then target + EOS: 1 + 4 + 2 = 7
     assert row.truncated and len(row.input_ids) == 7
-    assert row.input_ids.tolist()[:5] == [1] + ids(tok, "very very dull plot")
+    assert row.input_ids.tolist()[:5] == [1] + ids(tok, "sentence : a very")
     assert row.labels.tolist() == [IGNORE_INDEX] * 5 + [tok.convert_tokens_to_ids("0"), 2]
     assert not enc[0].truncated  # 1 + 4 + 2 = 7 fits exactly
     warnings = [r for r in caplog.records if "truncated" in r.getMessage()]
     assert len(warnings) == 1 and "1 of 2" in warnings[0].getMessage()
+    left = encode_examples(EX, tok, "decoder-only", max_length=7, report=False, truncation_side="left")[1]
+    assert left.input_ids.tolist()[:5] == [1] + ids(tok, "very very dull plot")  # the old behaviour, on request
+
+
+def test_the_passage_gives_way_and_the_question_and_cue_stay():
+    """Issue 10.1: a task names the field that gives way (BoolQ's passage); with none, the
+    template's closing text (an instruction cue) and the input's EOS are never cut."""
+    from softprompt.tasks import get_task
+    from softprompt.tasks.build import row_to_examples
+
+    tok = tiny_tokenizer(eos_suffix=True)
+    row = {"question": "was the film good", "passage": "the plot was dull and the acting was bad but fun", "label": 1}
+    example = row_to_examples(get_task("boolq"), row, is_train=True)[0]  # question: ... passage: ...
+    assert example.input_text[example.cut[0] : example.cut[1]] == row["passage"]
+    enc = encode_examples([example], tok, "encoder-decoder", max_length=12, report=False)[0]
+    text = tok.decode(enc.input_ids.tolist())
+    assert enc.truncated and len(enc.input_ids) == 12 and enc.input_ids.tolist()[-1] == 2  # EOS kept
+    assert text == "<unk> was the film good <unk> the plot was dull and </s>"  # question whole, passage's start
+    # instruction style puts the passage first: it still gives way, the question and cue stay
+    instruct = row_to_examples(get_task("boolq", style="instruction"), row, is_train=True)[0]
+    tok = tiny_tokenizer(bos=True)
+    enc = encode_examples([instruct], tok, "decoder-only", max_length=14, report=False)[0]
+    kept = tok.decode(enc.input_ids.tolist()[: enc.labels.tolist().index(next(l for l in enc.labels.tolist() if l != IGNORE_INDEX))])
+    assert kept == "<s> the plot was dull and <unk> was the film <unk> <unk>"  # "Question:", "good?", "Answer:" are <unk>
+    # a template ending in a cue, no named field: the cue survives a right cut
+    sst = row_to_examples(get_task("sst2", style="instruction"), {"sentence": "a very very dull plot and bad acting", "label": 0}, True)[0]
+    assert sst.input_text[sst.cut[1] :] == "\nSentiment:"
+    cue = tok("\nSentiment:", add_special_tokens=False)["input_ids"]
+    enc = encode_examples([sst], tok, "decoder-only", max_length=8, report=False)[0]
+    target_at = next(i for i, l in enumerate(enc.labels.tolist()) if l != IGNORE_INDEX)
+    assert enc.input_ids.tolist()[target_at - len(cue) : target_at] == cue
 
 
 def test_truncation_never_crashes_when_target_alone_is_too_long():

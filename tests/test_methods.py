@@ -184,3 +184,17 @@ def test_text_init_repeats_the_text():
 def test_text_init_without_tokenizer_is_a_clear_error():
     with pytest.raises(ConfigError, match="tokenizer"):
         build_method(make_config("prompt", length=5, init="text", init_text="x"), info())
+
+
+@pytest.mark.parametrize("method", sorted(REGISTRY))
+def test_prompt_is_computed_in_full_precision_under_autocast(method):
+    """Mixed precision runs the backbone in bf16, but the prompt's reparameterization (ULPT's
+    Z·P̃, DPT's A·B, the residual MLP) stays float32: autocast used to round it to bf16 first."""
+    from conftest import tiny_llama
+
+    model = softprompt.attach(tiny_llama(), method, length=4, seed=0)
+    reference = model.prompt_embeddings()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = model.prompt_embeddings()
+    assert under_autocast.dtype == torch.float32
+    assert torch.equal(under_autocast, reference)

@@ -264,3 +264,19 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(tmp_path):
     la = [json.loads(x) for x in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     lb = [json.loads(x) for x in (tmp_path / "killed" / "log.jsonl").read_text().splitlines()]
     assert [(r["step"], r["loss"]) for r in la if "loss" in r] == [(r["step"], r["loss"]) for r in lb if "loss" in r]
+
+
+def test_runs_with_different_precision_in_one_process(tmp_path):
+    """accelerate keeps one process-wide state; a second ``train()`` asking for another precision
+    (a notebook, a benchmark worker, a sweep worker) used to fail with 'AcceleratorState has
+    already been initialized'. Each run gets its own precision, and the second run in fp32
+    computes exactly what a first run in fp32 does."""
+    tok = tiny_tokenizer()
+    first = train(config(tmp_path, max_steps=2, eval_every=2, output_dir=str(tmp_path / "a")), tiny_llama(), tok)
+    train(config(tmp_path, max_steps=2, eval_every=2, mixed_precision="bf16", output_dir=str(tmp_path / "b")), tiny_llama(), tok)
+    third = train(config(tmp_path, max_steps=2, eval_every=2, output_dir=str(tmp_path / "c")), tiny_llama(), tok)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["mixed_precision"] == "bf16"
+    assert first["test"] == third["test"] and first["best_validation"] == third["best_validation"]
+    a = load_file(str(tmp_path / "a" / "prompt" / "prompt.safetensors"))
+    c = load_file(str(tmp_path / "c" / "prompt" / "prompt.safetensors"))
+    assert a.keys() == c.keys() and all(torch.equal(a[k], c[k]) for k in a)

@@ -15,8 +15,12 @@ Layouts (``kind`` is ``SoftPromptModel.join.kind``):
 * encoder-decoder: ``input_ids`` = the tokenizer's encoding of ``input_text`` (with its EOS),
   ``labels`` = the encoding of ``target_text`` (with EOS).
 
-Inputs longer than ``max_length`` lose tokens from the *left* of the input text (the end of
-a template, next to the answer, matters most); the count is reported once, never fatal.
+Inputs longer than ``max_length`` lose tokens from the *right*, as all four papers' code cuts
+(Hugging Face ``truncation=True``), but only from the part of the input that may give way
+(``Example.cut``: the passage a task names, else everything before the template's closing
+text): the question before a passage, the closing cue (``\nAnswer:``), the special tokens
+and the target are never cut. ``truncation_side="left"`` cuts the start of that part instead.
+The count is reported once, never fatal.
 """
 
 from __future__ import annotations
@@ -100,6 +104,29 @@ def _target_ids(tokenizer: Any, inputs: list[str], targets: list[str], separator
     return out
 
 
+TRUNCATION_SIDES = ("right", "left")
+
+
+def _fit(tokenizer: Any, text: str, ids: list[int], room: int, cut: tuple[int, int] | None, side: str) -> list[int]:
+    """``ids`` (the tokens of ``text``) cut to ``room`` tokens, taken only from the characters
+    ``cut`` = ``(start, end)`` of ``text`` (all of it when None), at that part's ``side``.
+
+    The three parts are tokenized on their own only for rows that must be cut, so a row that
+    fits keeps the tokenization of its whole text. If the part alone cannot absorb the excess
+    (a tiny ``max_length``), the rest is cut at ``side`` of the whole."""
+    if cut is None or not 0 <= cut[0] <= cut[1] <= len(text):
+        cut = (0, len(text))
+    head, part, tail = (tokenizer(t, add_special_tokens=False)["input_ids"] if t else []
+                        for t in (text[: cut[0]], text[cut[0] : cut[1]], text[cut[1] :]))
+    excess = len(head) + len(part) + len(tail) - room  # piecewise tokens may differ by a few
+    keep = max(len(part) - excess, 0)
+    part = part[:keep] if side == "right" else part[len(part) - keep :]
+    ids = list(head) + list(part) + list(tail)
+    if len(ids) > room:
+        ids = ids[:room] if side == "right" else ids[len(ids) - room :]
+    return ids
+
+
 def encode_pairs(
     inputs: Sequence[str],
     targets: Sequence[str],
@@ -108,30 +135,38 @@ def encode_pairs(
     max_length: int,
     separator: str = " ",
     add_eos: bool = True,
+    cuts: Sequence[tuple[int, int] | None] | None = None,
+    truncation_side: str = "right",
 ) -> list[Encoded]:
     """Tokenize ``(input, target)`` text pairs; see the module docstring for the layouts.
 
     Args:
         add_eos: end the target with EOS (training; rank scoring may leave it off).
+        cuts: per input, the characters ``(start, end)`` that may lose tokens when the input is
+            too long (``Example.cut``); None: the whole input.
+        truncation_side: ``right`` (the authors') or ``left``: which end of that part is cut.
     """
     _check_kind(kind)
     if max_length < 2:
         raise ValueError(f"max_length must be at least 2, got {max_length}")
+    if truncation_side not in TRUNCATION_SIDES:
+        raise ValueError(f"truncation_side must be right or left, got {truncation_side!r}")
     inputs, targets = list(inputs), list(targets)
+    cuts = list(cuts) if cuts is not None else [None] * len(inputs)
     prefix, suffix = special_affixes(tokenizer)
     eos = [eos_id(tokenizer)] if add_eos else []
     encoded = []
     if kind == DECODER_ONLY:
         contexts = tokenizer(inputs, add_special_tokens=False)["input_ids"]
         answers = _target_ids(tokenizer, inputs, targets, separator)
-        for ctx, answer in zip(contexts, answers):
+        for text, cut, ctx, answer in zip(inputs, cuts, contexts, answers):
             answer = answer + eos
             room = max_length - len(prefix) - len(answer)
             truncated = len(ctx) > max(room, 0)
             if truncated:
                 if room == 0:  # the target fits but nothing of the input would (a longer target is cut below)
                     raise ValueError(f"max_length {max_length} leaves no room for the input (the target and special tokens take all of it); raise --max-length")
-                ctx = ctx[len(ctx) - max(room, 0) :]  # cut from the left
+                ctx = _fit(tokenizer, text, ctx, max(room, 0), cut, truncation_side)
                 answer = answer[: max_length - len(prefix)]  # a target longer than everything
             ids = prefix + list(ctx) + answer
             labels = [IGNORE_INDEX] * (len(prefix) + len(ctx)) + answer
@@ -141,12 +176,13 @@ def encode_pairs(
         answers = tokenizer(targets, add_special_tokens=False)["input_ids"]
         # T5's tokenizer adds EOS as its suffix; use it, or the EOS id if the tokenizer adds none.
         end = suffix if suffix else [eos_id(tokenizer)]
-        for ctx, answer in zip(contexts, answers):
+        for text, cut, ctx, answer in zip(inputs, cuts, contexts, answers):
             room = max_length - len(prefix) - len(end)
             truncated = len(ctx) > room or len(answer) + len(eos) > max_length
             if ctx and room <= 0:  # nothing of the input would be left
                 raise ValueError(f"max_length {max_length} leaves no room for the input (special tokens need {max_length - room}); raise --max-length")
-            ctx = ctx[max(len(ctx) - room, 0) :]
+            if len(ctx) > room:  # the input's EOS (`end`) stays: the encoder must see where the input ends
+                ctx = _fit(tokenizer, text, ctx, room, cut, truncation_side)
             labels = (list(answer) + eos)[:max_length]
             encoded.append(Encoded(torch.tensor(prefix + list(ctx) + end, dtype=torch.long), torch.tensor(labels, dtype=torch.long), truncated))
     return encoded
@@ -159,22 +195,28 @@ def encode_examples(
     max_length: int,
     separator: str = " ",
     report: bool = True,
+    truncation_side: str = "right",
 ) -> list[Encoded]:
     """Tokenize ``examples`` (each with ``input_text`` and ``target_text``) for training.
 
     Returns one `Encoded` per example, in order. Truncations are logged once (a warning).
     """
-    encoded = encode_pairs([e.input_text for e in examples], [e.target_text for e in examples], tokenizer, kind, max_length, separator)
+    encoded = encode_pairs([e.input_text for e in examples], [e.target_text for e in examples], tokenizer, kind, max_length,
+                           separator, cuts=[_cut(e) for e in examples], truncation_side=truncation_side)
     if report:
         report_truncated(encoded, max_length)
     return encoded
+
+
+def _cut(example: Any) -> tuple[int, int] | None:
+    return getattr(example, "cut", None)
 
 
 def report_truncated(encoded: Sequence[Encoded], max_length: int) -> int:
     """Log, once, how many rows were cut to ``max_length``; returns that count."""
     count = sum(e.truncated for e in encoded)
     if count:
-        log.warning("%d of %d examples longer than max_length=%d were truncated from the left of the input", count, len(encoded), max_length)
+        log.warning("%d of %d examples longer than max_length=%d were truncated (the part of the input that gives way)", count, len(encoded), max_length)
     return count
 
 
@@ -200,10 +242,11 @@ def encode_choices(
     separator: str = " ",
     default_choices: Sequence[str] | None = None,
     add_eos: bool = False,
+    truncation_side: str = "right",
 ) -> ChoiceRows:
     """Tokenize every example × each of its choices (``Example.choices``, else
     ``default_choices``) so ``model.score`` returns each choice's log-likelihood."""
-    inputs, targets, owner, index = [], [], [], []
+    inputs, targets, owner, index, cuts = [], [], [], [], []
     for i, example in enumerate(examples):
         choices = example.choices if example.choices else default_choices
         if not choices:
@@ -213,7 +256,8 @@ def encode_choices(
             targets.append(choice)
             owner.append(i)
             index.append(j)
-    rows = encode_pairs(inputs, targets, tokenizer, kind, max_length, separator, add_eos=add_eos)
+            cuts.append(_cut(example))
+    rows = encode_pairs(inputs, targets, tokenizer, kind, max_length, separator, add_eos=add_eos, cuts=cuts, truncation_side=truncation_side)
     return ChoiceRows(rows, torch.tensor(owner, dtype=torch.long), torch.tensor(index, dtype=torch.long))
 
 
@@ -270,10 +314,11 @@ def encode_choice_set(
     max_length: int,
     separator: str = " ",
     default_choices: Sequence[str] | None = None,
+    truncation_side: str = "right",
 ) -> ChoiceSet:
     """Tokenize every example with each of its choices (``Example.choices``, else
     ``default_choices``) for scoring; see ``ChoiceSet``."""
-    encoded = encode_choices(examples, tokenizer, kind, max_length, separator, default_choices)
+    encoded = encode_choices(examples, tokenizer, kind, max_length, separator, default_choices, truncation_side=truncation_side)
     groups: list[list[int]] = [[] for _ in examples]
     for row, owner in enumerate(encoded.example.tolist()):
         groups[owner].append(row)
@@ -299,7 +344,8 @@ def encode_choice_set(
 def apply_chat_template(examples: Sequence[Any], tokenizer: Any) -> list[Any]:
     """Each example's input as the user turn of the tokenizer's chat template, ending where the
     assistant's answer starts (``add_generation_prompt``); the target then follows directly.
-    A leading BOS the template writes is dropped: the tokenizer adds its own."""
+    A leading BOS the template writes is dropped: the tokenizer adds its own. The part that
+    may be truncated (``Example.cut``) moves with the input inside the template."""
     import dataclasses
 
     if not getattr(tokenizer, "chat_template", None):
@@ -310,7 +356,9 @@ def apply_chat_template(examples: Sequence[Any], tokenizer: Any) -> list[Any]:
         text = tokenizer.apply_chat_template([{"role": "user", "content": example.input_text}], tokenize=False, add_generation_prompt=True)
         if bos and text.startswith(bos):
             text = text[len(bos) :]
-        out.append(dataclasses.replace(example, input_text=text))
+        # the template's own text around the input (the assistant cue) never gives way
+        cut, at = example.cut or (0, len(example.input_text)), text.find(example.input_text)
+        out.append(dataclasses.replace(example, input_text=text, cut=(cut[0] + at, cut[1] + at) if at >= 0 else None))
     return out
 
 

@@ -15,18 +15,24 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Sequence
 
 from .prompts import PromptConfig, make_config, method_fields, methods
+from .recipes import RECIPES, recipe_options
+from .tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS as TASK_OPTIONS
+from .yamlfile import load_yaml  # noqa: F401 - softprompt.config.load_yaml, as the sweep specs import it
 from .tasks.splits import PROTOCOLS
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 EVAL_MODES = ("auto", "rank", "generate")
 OBJECTIVES = ("lm", "class")
 STYLES = ("text-to-text", "instruction")
+OPTIMIZERS = ("adamw", "adafactor")
+LR_SCHEDULES = ("linear", "constant")
+EVAL_UNITS = ("steps", "epochs")
+TRUNCATION_SIDES = ("right", "left")
 
 # What a run uses for the settings left unset (None), by backbone kind, before the method's own
 # recipe (``PromptConfig.recipes``) refines them. Encoder-decoder: the papers' T5 setting, exact.
@@ -50,22 +56,30 @@ class TrainConfig:
     """See the module docstring. ``None`` means "the default of that component"."""
 
     # what to train
-    task: str = _opt("sst2", "task name (see `softprompt tasks`)", "TASK")
+    recipe: str | None = _opt(None, f"a paper's setup as defaults ({', '.join(RECIPES)}; see `softprompt recipes`); every other option overrides it", "NAME")
+    task: str = _opt("sst2", "task name (see `softprompt tasks`) or task file (.yaml/.json; `softprompt tasks --show NAME` prints one to start from); default with --train-file: your files", "NAME|FILE")
     model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF")
     method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD")
     method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict)
-    label_words: str | None = _opt(None, "label words: names, digits, or comma-separated words (default: the style's)", "WORDS")
+    label_words: str | None = _opt(None, "label words: names, digits, comma-separated words (one per class), or VALUE=WORD pairs naming your files' label values (default: the style's)", "WORDS")
     template: str | None = _opt(None, "the input template over the task's fields, e.g. 'Review: {sentence}\\nSentiment:' (default: the style's)", "TEXT")
     style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE")
     chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)")
+    # your own data, no task file needed (tasks/resolve.py)
+    train_file: str | None = _opt(None, "training rows: a .jsonl, .json, .csv or .tsv file, optionally .gz, or a folder of them (with no --task: a task over your files; give --template)", "FILE")
+    validation_file: str | None = _opt(None, "validation rows (same formats)", "FILE")
+    test_file: str | None = _opt(None, "test rows (same formats)", "FILE")
+    label_field: str | None = _opt(None, "the field holding the class or number (default: label); label words may name its values: --label-words neg=negative,pos=positive", "FIELD")
+    target_field: str | None = _opt(None, "the field holding the answer text: a generation task", "FIELD")
     # data
     data_dir: str | None = _opt(None, "local benchmark folder (default: $SOFTPROMPT_DATA_DIR, else the hub)", "DIR")
-    protocol: str = _opt("paper", f"split protocol: {' or '.join(PROTOCOLS)}", "NAME")
+    protocol: str = _opt("paper", f"splits and task details: {', '.join(PROTOCOLS)} (paper/attempt: official or ATTEMPT splits with T5's details; dpt: official splits, dept/ulpt: ATTEMPT splits, with that paper's details)", "NAME")
     split_seed: int = _opt(42, "shuffle seed of the attempt protocol", "S")
     shots: int | None = _opt(None, "train on K examples (few-shot)", "K")
     shots_per_class: int | None = _opt(None, "train on K examples per class", "K")
     holdout: int | None = _opt(None, "hold out N training rows to choose the checkpoint on; the official validation split is then only reported", "N")
-    max_length: int = _opt(256, "max tokens per example; longer inputs are cut from the left", "T")
+    max_length: int = _opt(256, "max tokens per example; a longer input loses the end of its passage (or of the text before the template's closing cue), never the target", "T")
+    truncation_side: str = _opt("right", "which end of that part is cut: right (all four papers' code) or left", "SIDE")
     separator: str | None = _opt(None, "text between the input and the target (default: a space; none after a chat template)", "TEXT")
     # optimization
     seed: int = _opt(0, "random seed", "S")
@@ -76,12 +90,18 @@ class TrainConfig:
     grad_accum: int = _opt(1, "micro-batches per optimizer step", "K")
     objective: str | None = _opt(None, "training loss: lm (the target text's tokens) or class (cross-entropy over the choices' scores, what rank evaluation compares; classification tasks); default: the recipe", "NAME")
     lr: float | None = _opt(None, "peak learning rate (default: the recipe; 0.3 on encoder-decoder models, as in the papers)", "LR")
+    lr_schedule: str = _opt("linear", f"{' or '.join(LR_SCHEDULES)}: after warmup, decay linearly to 0 or stay at the peak (Lester et al., Residual PT)", "NAME")
     warmup_steps: int | None = _opt(None, "linear warmup steps (default: the recipe)", "N")
-    weight_decay: float = _opt(1e-5, "AdamW weight decay", "W")
-    max_grad_norm: float = _opt(1.0, "gradient clipping norm", "X")
+    warmup_ratio: float | None = _opt(None, "warmup as a fraction of the run's steps (DPT: 0.1); excludes --warmup-steps", "F")
+    optimizer: str = _opt("adamw", f"{' or '.join(OPTIMIZERS)} (Adafactor as Lester et al.'s T5X ran it: decay 0.8, no parameter scaling, lr given)", "NAME")
+    adam_eps: float = _opt(1e-8, "AdamW epsilon (torch's 1e-8; DePT and ULPT use transformers.AdamW's 1e-6)", "E")
+    weight_decay: float = _opt(1e-5, "weight decay (AdamW's decoupled one; Adafactor's)", "W")
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0: no clipping", "X")
     patience: int | None = _opt(None, "early stopping after N evaluations without improvement", "N")
     # evaluation
-    eval_every: int = _opt(100, "evaluate every N steps", "N")
+    eval_every: int = _opt(100, "evaluate every N steps (or epochs, see --eval-unit)", "N")
+    eval_unit: str = _opt("steps", f"what --eval-every and --checkpoint-every count: {' or '.join(EVAL_UNITS)}", "UNIT")
+    selection_metric: str | None = _opt(None, "the validation metric that chooses the checkpoint (default: the task's first under the protocol)", "NAME")
     eval_mode: str = _opt("auto", "auto, rank or generate (auto: rank when there are label words)", "MODE")
     eval_batch_size: int = _opt(32, "evaluation batch size", "B")
     max_eval_examples: int | None = _opt(None, "cap the validation set at its first N examples", "N")
@@ -92,14 +112,21 @@ class TrainConfig:
     output_dir: str = _opt("runs/softprompt", "where the run goes (default: runs/<task>-<method>)", "DIR")
     overwrite: bool = _opt(False, "replace the run in --output-dir", cli=False)
     resume: bool = _opt(False, "continue the run in --output-dir from its last checkpoint", cli=False)
-    checkpoint_every: int | None = _opt(None, "checkpoint every N steps (default: --eval-every)", "N")
+    checkpoint_every: int | None = _opt(None, "checkpoint every N steps or epochs (default: --eval-every)", "N")
     log_every: int = _opt(10, "log every N steps", "N")
     mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P")
     gradient_checkpointing: bool = _opt(False, "trade compute for memory")
 
     def __init__(self, **options: Any) -> None:
-        """Keyword options: the fields above plus the chosen method's own options."""
+        """Keyword options: the fields above plus the chosen method's own options. A
+        ``recipe`` fills every option not given here (``recipes.py``)."""
+        if options.get("recipe") is not None:
+            if options["recipe"] not in RECIPES:
+                raise ValueError(f"TrainConfig: recipe must be one of {', '.join(RECIPES)}; got {options['recipe']!r}")
+            options = recipe_options(options["recipe"], options, method_fields)
         own = {f.name: f for f in fields(self)}
+        if "task" not in options and any(options.get(name) for name in FILE_OPTIONS):
+            options["task"] = CUSTOM  # the task is the user's files
         for name, f in own.items():
             if name in options:
                 value = options.pop(name)
@@ -135,7 +162,15 @@ class TrainConfig:
                 raise ValueError(f"TrainConfig: {name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
 
         if not isinstance(self.task, str) or not self.task:
-            raise ValueError(f"TrainConfig: task must be a task name, got {self.task!r}")
+            raise ValueError(f"TrainConfig: task must be a task name or file, got {self.task!r}")
+        for name in TASK_OPTIONS:
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"TrainConfig: {name} must be text, got {value!r}")
+        if self.label_field is not None and self.target_field is not None:
+            raise ValueError("TrainConfig: give label_field (classification, regression) or target_field (generation), not both")
+        if self.task == CUSTOM and not any(getattr(self, name) for name in FILE_OPTIONS):
+            raise ValueError("TrainConfig: task custom reads your files: give train_file (and validation_file, test_file)")
         choice("method", methods())
         choice("protocol", PROTOCOLS)
         choice("eval_mode", EVAL_MODES)
@@ -143,13 +178,26 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 choice(name, choices)
         choice("mixed_precision", MIXED_PRECISION)
+        choice("optimizer", OPTIMIZERS)
+        choice("lr_schedule", LR_SCHEDULES)
+        choice("eval_unit", EVAL_UNITS)
+        choice("truncation_side", TRUNCATION_SIDES)
+        if self.selection_metric is not None and (not isinstance(self.selection_metric, str) or not self.selection_metric):
+            raise ValueError(f"TrainConfig: selection_metric must be a metric name, got {self.selection_metric!r}")
         for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_new_tokens"):
             positive(name)
         for name in ("max_steps", "shots", "shots_per_class", "patience", "max_eval_examples", "max_test_examples", "checkpoint_every", "holdout"):
             positive(name, optional=True)
         positive("epochs", float, optional=True)
         positive("lr", float, optional=True)
-        positive("max_grad_norm", float)
+        positive("adam_eps", float)
+        if isinstance(self.max_grad_norm, bool) or not isinstance(self.max_grad_norm, (int, float)) or not 0 <= self.max_grad_norm < math.inf:
+            raise ValueError(f"TrainConfig: max_grad_norm must be a non-negative finite number (0: no clipping), got {self.max_grad_norm!r}")
+        if self.warmup_ratio is not None:
+            if isinstance(self.warmup_ratio, bool) or not isinstance(self.warmup_ratio, (int, float)) or not 0 <= self.warmup_ratio < 1:
+                raise ValueError(f"TrainConfig: warmup_ratio must be a number in [0, 1), got {self.warmup_ratio!r}")
+            if self.warmup_steps is not None:
+                raise ValueError("TrainConfig: give warmup_steps or warmup_ratio, not both")
         if isinstance(self.max_length, bool) or not isinstance(self.max_length, int) or self.max_length < 2:
             raise ValueError(f"TrainConfig: max_length must be an integer >= 2, got {self.max_length!r}")
         for name in ("warmup_steps", "seed", "split_seed"):
@@ -174,6 +222,15 @@ class TrainConfig:
             self.seeds = [int(s) for s in self.seeds]
         self.prompt_config()  # the method's own validation (unknown option, bad value), early
 
+    def build_task(self, style: str | None = None):
+        """The run's ``Task``: ``task`` (a name or a task file) with the task options
+        (template, label words, files, fields) applied; ``style`` for a named task's template,
+        ``protocol`` for a named task's paper details."""
+        from .tasks import resolve_task
+
+        return resolve_task(self.task, style=style, protocol=self.protocol,
+                            **{name: getattr(self, name) for name in TASK_OPTIONS})
+
     def prompt_config(self) -> PromptConfig:
         """The method's validated config from ``method_options``."""
         try:
@@ -193,6 +250,8 @@ class TrainConfig:
         recipe = {**KIND_DEFAULTS[kind], **recipe_for(self.method, kind)}
         changes = {}
         for key, value in recipe.items():
+            if key == "warmup_steps" and self.warmup_ratio is not None:
+                continue  # the warmup is a fraction of the run (DPT): the loop computes the steps
             if key in self.__dataclass_fields__:
                 if getattr(self, key) is None:
                     changes[key] = value
@@ -245,25 +304,6 @@ class TrainConfig:
 def cli_fields() -> list[dataclasses.Field]:
     """The fields a command line offers as ``--name`` options, in declaration order."""
     return [f for f in fields(TrainConfig) if f.metadata.get("cli", True)]
-
-
-def load_yaml(text: str) -> Any:
-    """YAML (a superset of JSON) with YAML 1.2's numbers: ``1e-3`` is a float, as users mean it.
-
-    PyYAML follows YAML 1.1, where a float needs a dot (``1.0e-3``) and ``1e-3`` stays a string;
-    every YAML softprompt reads (configs, sweep specs, ``--method-option``) goes through here.
-    """
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float",
-        re.compile(r"^[-+]?(?:(?:\d[\d_]*)?\.?\d[\d_]*[eE][-+]?\d+|\d[\d_]*\.[\d_]*(?:[eE][-+]?\d+)?|\.\d[\d_]*(?:[eE][-+]?\d+)?|\.(?:inf|Inf|INF)|[-+]\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-        list("-+0123456789."),
-    )
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

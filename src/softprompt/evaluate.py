@@ -1,11 +1,12 @@
 """Evaluation: rank classification and greedy generation.
 
-* ``rank``: every choice of an example (``Example.choices``, e.g. the label words) is scored
-  by the sum of its tokens' log-probabilities given the input (``model.choice_scores``: one
-  forward per example when every choice is one token, else one per choice; the head runs only
-  at the scored positions); the best choice is the prediction. The prompt is computed once per
-  evaluation (``model.frozen_prompt``) and, decoder-only, its keys and values are kept across
-  batches and calls until the prompt changes (``backbones.join``).
+* ``rank``: every choice of an example (``Example.choices``: the label words, or the row's own
+  candidates such as COPA's options or ReCoRD's entities) is scored by the sum of its tokens'
+  log-probabilities given the input (``model.choice_scores``: one forward per example when
+  every choice is one token, else one per choice; the head runs only at the scored
+  positions); the best choice is the prediction. The prompt is computed once per evaluation
+  (``model.frozen_prompt``) and, decoder-only, its keys and values are kept across batches and
+  calls until the prompt changes (``backbones.join``).
 * ``generate``: greedy decoding, then ``task.parse`` maps the text to a prediction; text that
   maps to no label is *invalid* and counts as wrong.
 
@@ -75,6 +76,7 @@ def evaluate(
     max_length: int = 256,
     max_new_tokens: int = 16,
     separator: str = " ",
+    truncation_side: str = "right",
 ) -> dict[str, float]:
     """Score ``model`` (a ``SoftPromptModel`` or ``NoPrompt``) on ``examples``.
 
@@ -91,10 +93,10 @@ def evaluate(
     model.eval()
     try:
         if mode == "rank":
-            predictions = rank_predictions(model, tokenizer, task, examples, batch_size, max_length, separator)
+            predictions = rank_predictions(model, tokenizer, task, examples, batch_size, max_length, separator, truncation_side)
         else:
-            texts = generate_texts(model, tokenizer, examples, batch_size, max_length, max_new_tokens)
-            predictions = [task.parse(t) for t in texts]
+            texts = generate_texts(model, tokenizer, examples, batch_size, max_length, max_new_tokens, truncation_side)
+            predictions = [task.parse(t, e) for t, e in zip(texts, examples)]
     finally:
         model.train(was_training)
     result = dict(task.score(predictions, examples))
@@ -117,15 +119,19 @@ def _named(prompts: Sequence[str] | None, rows: list[int]) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ", prompts=None) -> list[Any]:
+def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ", truncation_side="right",
+                     prompts=None) -> list[Any]:
     """The best choice of each example, as ``task.parse`` reads it (a class index for
     classification, the choice's text for generation tasks such as ReCoRD). ``prompts``: with a
     ``PromptBank``, each example's prompt name (a batch mixes them)."""
-    best = rank_choices(model, tokenizer, examples, task.label_words, batch_size, max_length, separator, prompts)
+    best = rank_choices(model, tokenizer, examples, task.label_words, batch_size, max_length, separator, truncation_side, prompts)
     predictions = []
     for i, example in enumerate(examples):
         options = example.choices if example.choices else task.label_words
         picked = int(best[i])
+        if task.kind == "classification" and task.choice_fields and example.choices:
+            predictions.append(picked)  # the row's own texts (COPA's options): choice = class
+            continue
         parsed = task.parse(options[picked])
         # Classification choices are the label words, so parse gives the index; if a task's
         # choices are not parseable words, the index is the prediction.
@@ -134,11 +140,13 @@ def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length
 
 
 @torch.no_grad()
-def rank_choices(model, tokenizer, examples, default_choices=None, batch_size=16, max_length=256, separator=" ", prompts=None) -> torch.Tensor:
+def rank_choices(model, tokenizer, examples, default_choices=None, batch_size=16, max_length=256, separator=" ",
+                 truncation_side="right", prompts=None) -> torch.Tensor:
     """The index of each example's best choice (``Example.choices``, else ``default_choices``),
     ``[E]``; ties go to the lower index. ``prompts``: with a ``PromptBank``, each example's
     prompt name (a batch mixes them, and examples of different tasks bring their own choices)."""
-    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=default_choices)
+    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=default_choices,
+                                truncation_side=truncation_side)
     report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
     pad, device = pad_id(tokenizer), _device(model)
     best = torch.empty(len(examples), dtype=torch.long)
@@ -159,13 +167,15 @@ def rank_choices(model, tokenizer, examples, default_choices=None, batch_size=16
 
 
 @torch.no_grad()
-def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, max_new_tokens=16, prompts=None) -> list[str]:
+def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, max_new_tokens=16, truncation_side="right",
+                   prompts=None) -> list[str]:
     """Greedy continuations of each example's input (decoded, special tokens dropped).
     ``prompts``: with a ``PromptBank``, each example's prompt name (a batch mixes them)."""
     kind = _kind(model)
     # The inputs as training sees them, without the target: decoder-only rows are
     # [BOS?] input; the model continues with separator + target.
-    encoded = encode_pairs([e.input_text for e in examples], [""] * len(examples), tokenizer, kind, max_length)
+    encoded = encode_pairs([e.input_text for e in examples], [""] * len(examples), tokenizer, kind, max_length,
+                           cuts=[getattr(e, "cut", None) for e in examples], truncation_side=truncation_side)
     report_truncated(encoded, max_length)
     eos = eos_id(tokenizer)
     pad = pad_id(tokenizer)

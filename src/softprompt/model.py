@@ -163,8 +163,15 @@ class SoftPromptModel(PromptedModel):
         return self.prompt.config.method
 
     def prompt_embeddings(self) -> torch.Tensor:
-        """The materialized prompt, ``[n, d]``."""
-        return self.prompt()
+        """The materialized prompt, ``[n, d]``, computed in the prompt's own precision (float32).
+
+        Under mixed-precision autocast the reparameterizations (ULPT's ``Z P̃``, DPT's ``A B``, the
+        residual MLP) would otherwise run in bf16/fp16 and round the prompt before the backbone
+        sees it; they are a few thousand multiply-adds, so full precision costs nothing. The join
+        casts the result to the backbone's dtype where it meets the text embeddings."""
+        device_type = next(self.prompt.parameters(), torch.empty(0)).device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            return self.prompt()
 
     def num_trainable(self) -> int:
         """Exact count of trainable parameters (the backbone has none)."""

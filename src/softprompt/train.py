@@ -4,7 +4,7 @@
                                 lr=0.05, data_dir="../shared/data/glue", output_dir="runs/x"))
 
 A run, in order: open the output directory (checked once) -> task and data -> backbone and
-prompt -> AdamW over the prompt's parameter groups -> resume from the checkpoint, or evaluate
+prompt -> AdamW (or Adafactor) over the prompt's parameter groups -> resume from the checkpoint, or evaluate
 zero-shot (the backbone with the task's template, no prompt) -> the loop: learning rate, forward
 and backward over ``grad_accum`` micro-batches, clip, step, log, validate (keeping the best
 prompt by the task's first metric), checkpoint -> test with the best prompt.
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers.optimization import Adafactor
 
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
 from .config import KIND_DEFAULTS, TrainConfig
@@ -65,13 +66,70 @@ class RunState:
 # Pure pieces: schedule, step count, data, the batch stream
 
 
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float) -> float:
+def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "linear") -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warmup to ``base_lr`` over
     ``warmup_steps`` steps (the first step already gets ``base_lr / warmup_steps``), then
-    linear decay reaching 0 at ``total_steps``."""
+    ``linear``: decay reaching 0 at ``total_steps``; ``constant``: ``base_lr`` to the end."""
     if step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps
+    if schedule == "constant":
+        return base_lr
     return base_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
+    """``warmup_steps``, or ``warmup_ratio`` of the run's steps, rounded down as
+    transformers' ``get_scheduler`` call in DPT's main_ddp.py does."""
+    if config.warmup_ratio is not None:
+        return int(config.warmup_ratio * total_steps)
+    return config.warmup_steps or 0
+
+
+def steps_per_epoch(config: TrainConfig, num_examples: int, world: int = 1) -> int:
+    """Optimizer steps in one pass over ``num_examples`` training rows."""
+    return max(1, math.ceil(math.ceil(num_examples / (config.batch_size * world)) / config.grad_accum))
+
+
+def make_optimizer(c: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
+    """``groups``: ``{"params", "lr"}`` dicts. AdamW with ``adam_eps`` and decoupled
+    ``weight_decay``, or Adafactor as Lester et al. ran it (``T5XAdafactor``)."""
+    if c.optimizer == "adafactor":
+        return T5XAdafactor(groups, lr=groups[0]["lr"], weight_decay=c.weight_decay)
+    return torch.optim.AdamW(groups, eps=c.adam_eps, weight_decay=c.weight_decay)
+
+
+class T5XAdafactor(Adafactor):
+    """transformers' Adafactor with the settings and two behaviours of T5X's, which Lester et al.
+    trained with (prompt-tuning's configs/models/t5_1_1_prompt.gin; t5x/adafactor.py):
+    decay 0.8 (transformers spells it -0.8), no parameter scaling, no relative step, no first
+    moment, update clipping 1.0, and
+
+    * the second moment is factored only when the two largest dimensions are both at least 128
+      (T5X's ``min_dim_size_to_factor``; a 2-D prompt falls back to that heuristic), so a
+      100-token prompt keeps its full second moment where transformers would factor it;
+    * weight decay multiplies the parameter by ``1 - weight_decay``, not ``1 - lr·weight_decay``.
+    """
+
+    MIN_DIM_SIZE_TO_FACTOR = 128
+
+    def __init__(self, params, lr: float, weight_decay: float = 0.0):
+        self.t5x_weight_decay = weight_decay
+        super().__init__(params, lr=lr, weight_decay=0.0, decay_rate=-0.8, beta1=None, clip_threshold=1.0,
+                         scale_parameter=False, relative_step=False, warmup_init=False)
+
+    @staticmethod
+    def _get_options(param_group, param_shape):
+        factored = len(param_shape) >= 2 and sorted(param_shape)[-2] >= T5XAdafactor.MIN_DIM_SIZE_TO_FACTOR
+        return factored, param_group["beta1"] is not None
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        if self.t5x_weight_decay:  # the update does not depend on the parameter (no scaling): decay first
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p.grad is not None:
+                        p.mul_(1.0 - self.t5x_weight_decay)
+        return super().step(closure)
 
 
 def total_steps_for(config: TrainConfig, num_examples: int, world: int = 1) -> int:
@@ -87,16 +145,25 @@ def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
     split is missing or unlabeled is reported on its validation set (as the DPT paper does).
     With ``holdout``, that many training rows (a ``split_seed`` permutation) become the
     validation set the checkpoint is chosen on, and the official validation split is only
-    reported (it is the test set when the test split has no labels)."""
+    reported (it is the test set when the test split has no labels); a task with no validation
+    split then needs a labeled test split."""
     kw = dict(data_dir=config.data_dir, protocol=config.protocol, seed=config.split_seed)
     train = task.load("train", **kw)
-    validation = task.load("validation", **kw)
+    try:
+        validation = task.load("validation", **kw)
+    except FileNotFoundError:
+        if not config.holdout:
+            raise
+        validation = None  # the held-out rows choose; the test split is reported
     test_split = "test"
     try:
         test = task.load("test", **kw)
         if not test or all(e.label is None and not e.answers for e in test):
             raise FileNotFoundError("test split unlabeled")
-    except FileNotFoundError:
+    except FileNotFoundError as missing:
+        if validation is None:
+            raise FileNotFoundError(f"{missing}: with --holdout and no validation split, give a labeled "
+                                    f"test split to report on") from None
         test, test_split = validation, "validation"
     if config.holdout:
         if config.holdout >= len(train):
@@ -128,14 +195,14 @@ def training_batches(c: TrainConfig, examples: list, tokenizer: Any, kind: str, 
     if c.objective == "class":
         if task.kind != "classification" or any(not isinstance(e.label, int) for e in examples):
             raise ValueError(f"objective class needs a classification task with labeled rows; task {task.name} is {task.kind} (use --objective lm)")
-        choices = encode_choice_set(examples, tokenizer, kind, c.max_length, c.separator, task.label_words)
+        choices = encode_choice_set(examples, tokenizer, kind, c.max_length, c.separator, task.label_words, truncation_side=c.truncation_side)
         gold = torch.tensor([e.label for e in examples], dtype=torch.long)
 
         def batch(index: list[int]) -> dict[str, torch.Tensor]:
             return {**choices.batch(index, pad), "choice_labels": gold[index]}
 
         return choices.lengths(), batch
-    encoded = encode_examples(examples, tokenizer, kind, c.max_length, c.separator)
+    encoded = encode_examples(examples, tokenizer, kind, c.max_length, c.separator, truncation_side=c.truncation_side)
     return [len(e) for e in encoded], lambda index: collate([encoded[i] for i in index], pad)
 
 
@@ -182,7 +249,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
         model: a transformers backbone (a prompt is attached) or a ready ``SoftPromptModel``;
             None loads ``config.model`` with ``softprompt.backbones.load_backbone``.
         tokenizer: the backbone's tokenizer (needed when ``model`` is given).
-        task: a ``Task`` object instead of looking ``config.task`` up by name.
+        task: a ``Task`` object instead of building it from ``config.task`` (a name or a task
+            file) and the task options (``config.build_task``).
     Raises:
         RunExistsError, TrainingDiverged, ValueError/FileNotFoundError with one-line messages.
     """
@@ -201,13 +269,14 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
     # The backbone's kind picks the task's template style and the recipe for unset settings;
     # it is read from the model's config, before the slow load.
     from .backbones import backbone_kind, join_for
-    from .tasks import get_task
 
     kind = join_for(getattr(model, "backbone", model)).kind if model is not None else backbone_kind(config.model)
     if task is None:
         style = config.style or KIND_DEFAULTS[kind]["style"]
-        task = get_task(config.task, label_words=config.label_words, template=config.template, style=style)
-    config = config.resolved(kind, classification=task.kind == "classification", label_words=task.label_words)
+        task = config.build_task(style)
+    # per-row choices (COPA's options): no fixed words to start a text init from
+    words = None if task.choice_fields else task.label_words
+    config = config.resolved(kind, classification=task.kind == "classification", label_words=words)
     # One config per seed (the few-shot sample depends on the seed); data before the model, so
     # a missing file fails fast.
     seeds = {None: config} if not config.seeds else {
@@ -256,14 +325,25 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
 # One run
 
 
-def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any, data: tuple) -> dict[str, Any]:
+def _accelerator(mixed_precision: str):
+    """An ``Accelerator`` with this run's precision, also when an earlier run in the process used
+    another: accelerate keeps one process-wide state and refuses a second precision, which broke
+    the second ``train()`` of a notebook, a benchmark or a sweep worker. Only the precision part is
+    reset; the process group (``PartialState``) of a distributed launch stays."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
+
+
+def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any, data: tuple) -> dict[str, Any]:
     started = time.time()
     train_examples, validation, test, test_split = data
 
     # -- setup: accelerator, prompt, data stream ---------------------------------------------
-    accelerator = Accelerator(mixed_precision=c.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = _accelerator(c.mixed_precision)
     run.main = accelerator.is_main_process
     if not isinstance(model, SoftPromptModel):
         model = attach(model, c.method, tokenizer=tokenizer, seed=c.seed, config=c.prompt_config())
@@ -271,15 +351,21 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     if c.gradient_checkpointing:
         raw.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
-    selection = task.metrics[0]
+    selection = c.selection_metric or task.metrics[0]
+    if selection not in task.metrics:
+        raise ValueError(f"selection_metric {selection!r} is not a metric of task {task.name} ({', '.join(task.metrics)})")
     lengths, make_batch = training_batches(c, train_examples, tokenizer, raw.join.kind, task)
     stream = Stream(lengths, c.batch_size, c.seed, accelerator.process_index, accelerator.num_processes)
     total_steps = total_steps_for(c, len(lengths), accelerator.num_processes)
-    checkpoint_every = c.checkpoint_every or c.eval_every
+    warmup = warmup_steps_for(c, total_steps)
+    # --eval-every and --checkpoint-every count steps, or epochs (DPT evaluates after each epoch)
+    unit = steps_per_epoch(c, len(lengths), accelerator.num_processes) if c.eval_unit == "epochs" else 1
+    eval_every = c.eval_every * unit
+    checkpoint_every = (c.checkpoint_every or c.eval_every) * unit
 
     def score(m, examples) -> dict[str, float]:
-        return evaluate(m, tokenizer, task, examples, mode=mode, batch_size=c.eval_batch_size,
-                        max_length=c.max_length, max_new_tokens=c.max_new_tokens, separator=c.separator)
+        return evaluate(m, tokenizer, task, examples, mode=mode, batch_size=c.eval_batch_size, max_length=c.max_length,
+                        max_new_tokens=c.max_new_tokens, separator=c.separator, truncation_side=c.truncation_side)
 
     def plot() -> None:
         if run.main:
@@ -294,7 +380,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     np.random.seed(c.seed)
     groups = raw.prompt.param_groups()
     peaks = [g.lr if g.lr is not None else c.lr for g in groups]
-    optimizer = torch.optim.AdamW([{"params": g.params, "lr": lr} for g, lr in zip(groups, peaks)], weight_decay=c.weight_decay)
+    optimizer = make_optimizer(c, [{"params": g.params, "lr": lr} for g, lr in zip(groups, peaks)])
     model, optimizer = accelerator.prepare(raw, optimizer)
 
     # -- resume from the checkpoint, or start with the zero-shot baseline --------------------
@@ -319,9 +405,9 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
         while state.step < total_steps and state.stopped is None:
             # learning rate: a pure function of the step, each group scaled to its own peak
             step = state.step
-            lr = lr_at(step, total_steps, c.warmup_steps, c.lr)
+            lr = lr_at(step, total_steps, warmup, c.lr, c.lr_schedule)
             for group, peak in zip(optimizer.param_groups, peaks):
-                group["lr"] = lr_at(step, total_steps, c.warmup_steps, peak)
+                group["lr"] = lr_at(step, total_steps, warmup, peak, c.lr_schedule)
             # forward and backward over grad_accum micro-batches
             loss_sum, examples, shown = 0.0, 0, {}
             for micro in range(c.grad_accum):
@@ -338,7 +424,11 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
                 loss_sum += value
                 examples += len(index)
             # clip and update
-            norm = accelerator.clip_grad_norm_(raw.trainable_parameters(), c.max_grad_norm)
+            if c.max_grad_norm > 0:
+                norm = accelerator.clip_grad_norm_(raw.trainable_parameters(), c.max_grad_norm)
+            else:  # no clipping (Lester et al.'s Adafactor, Residual PT): only check the gradient is finite
+                grads = [p.grad.detach().norm() for p in raw.trainable_parameters() if p.grad is not None]
+                norm = torch.stack(grads).norm() if grads else None
             if norm is not None and not math.isfinite(float(norm)):
                 raise TrainingDiverged(f"gradient norm is {float(norm)} at step {step + 1}")
             optimizer.step()
@@ -359,7 +449,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
                 state.window_loss, window_examples, window_start = 0.0, 0, time.time()
             bar.update(1, **shown)
             # validate: keep the best prompt, stop early when patience runs out
-            if step % c.eval_every == 0 or step == total_steps:
+            if step % eval_every == 0 or step == total_steps:
                 metrics = score(raw, validation)
                 run.log({"step": step, "validation": metrics})
                 if state.best_value is None or float(metrics[selection]) > state.best_value:

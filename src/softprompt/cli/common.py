@@ -8,6 +8,7 @@ import os
 import sys
 import types
 import typing
+from pathlib import Path
 from typing import Any
 
 DATA_ENV = "SOFTPROMPT_DATA_DIR"
@@ -67,22 +68,76 @@ def _scalar_type(annotation: Any) -> Any:
 
 def add_config_options(parser: argparse.ArgumentParser) -> list[str]:
     """``--name`` for every command-line field of ``TrainConfig``; returns their names."""
-    from softprompt.config import TrainConfig, cli_fields
+    from softprompt.config import cli_fields
 
-    hints = typing.get_type_hints(TrainConfig)
     names = []
     for f in cli_fields():
-        kind = _scalar_type(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
-        shown = f.default not in (None, "", [], {}) and "default" not in f.metadata.get("help", "")
-        default = f" (default {f.default})" if shown else ""
-        help_text = f.metadata.get("help", "") + default
-        if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
-        else:
-            parser.add_argument(flag, dest=f.name, type=kind, metavar=f.metadata.get("metavar"), default=None, help=help_text)
+        _add_field_option(parser, f)
         names.append(f.name)
     return names
+
+
+def add_task_options(parser: argparse.ArgumentParser, names: tuple[str, ...] | None = None) -> list[str]:
+    """The task options (``--template``, ``--label-words``, ``--train-file``, ...) for a command
+    that is not ``train``, defined by the same ``TrainConfig`` fields as train's; returns their
+    names. ``names``: a subset of ``softprompt.tasks.resolve.OPTIONS`` (default all)."""
+    from softprompt.config import cli_fields
+    from softprompt.tasks.resolve import OPTIONS
+
+    wanted = names or OPTIONS
+    group = parser.add_argument_group("task options (your own data, another template or label words)")
+    for f in cli_fields():
+        if f.name in wanted:
+            _add_field_option(group, f)
+    return list(wanted)
+
+
+def add_task_argument(parser: argparse.ArgumentParser, note: str = "", dest: str = "task") -> None:
+    """``--task NAME|FILE`` for a command that is not ``train``, with train's help (``note``
+    appended)."""
+    from softprompt.config import cli_fields
+
+    f = next(f for f in cli_fields() if f.name == "task")
+    parser.add_argument("--task", dest=dest, metavar=f.metadata["metavar"], default=None,
+                        help=f.metadata["help"] + note)
+
+
+def task_options(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    """The task options among ``names`` the user gave: a template's ``\\n`` unescaped, file
+    paths made absolute (a run's config.json then works from any folder)."""
+    from softprompt.tasks.resolve import FILE_OPTIONS
+
+    options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if "template" in options:
+        options["template"] = unescape(options["template"])
+    return {k: absolute(v) if k in FILE_OPTIONS else v for k, v in options.items()}
+
+
+def absolute(path: str) -> str:
+    """A path made absolute (``~`` expanded), for what a run records."""
+    return str(Path(path).expanduser().resolve())
+
+
+def task_argument(name: str | None) -> str | None:
+    """``--task``: a task file's path made absolute, a task name as it is."""
+    from softprompt.tasks.taskfile import is_task_file
+
+    return absolute(name) if name and is_task_file(name) else name
+
+
+def _add_field_option(parser: Any, f: Any) -> None:
+    """One ``--name`` option from a ``TrainConfig`` field: its type, metavar and help."""
+    from softprompt.config import TrainConfig
+
+    kind = _scalar_type(typing.get_type_hints(TrainConfig)[f.name])
+    flag = "--" + f.name.replace("_", "-")
+    shown = f.default not in (None, "", [], {}) and "default" not in f.metadata.get("help", "")
+    default = f" (default {f.default})" if shown else ""
+    help_text = f.metadata.get("help", "") + default
+    if kind is bool:
+        parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+    else:
+        parser.add_argument(flag, dest=f.name, type=kind, metavar=f.metadata.get("metavar"), default=None, help=help_text)
 
 
 def add_method_options(parser: argparse.ArgumentParser, skip: set[str] = frozenset()) -> list[str]:

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from .common import DATA_ENV, data_dir, positive_int
+from .common import DATA_ENV, add_task_argument, add_task_options, data_dir, positive_int, task_argument, task_options
 
 
 def register(subparsers) -> None:
@@ -21,11 +21,10 @@ def register(subparsers) -> None:
         "eval", help="evaluate a saved prompt",
         description="Evaluate a saved prompt on a task split (rank classification or greedy generation).")
     parser.add_argument("prompt_dir", metavar="PROMPT_DIR", help="a prompt directory (prompt.safetensors + prompt_config.json)")
-    parser.add_argument("--task", help="task name (default: the run's)")
-    parser.add_argument("--label-words", help="label words: names, digits, or comma-separated words (default: the run's)")
+    add_task_argument(parser, "; default: the run's")
     parser.add_argument("--model", help="backbone (default: the run's, else the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--data-dir", help=f"local benchmark folder (default: the run's, ${DATA_ENV}, else the hub)")
-    parser.add_argument("--protocol", help="paper or attempt (default: the run's, else paper)")
+    parser.add_argument("--protocol", help="paper, attempt, dpt, dept or ulpt (default: the run's, else paper)")
     parser.add_argument("--split", default="validation", help="train, validation or test (default validation)")
     parser.add_argument("--eval-mode", help="rank or generate (default: rank when the task has label words)")
     parser.add_argument("--batch-size", type=positive_int, default=None, help="evaluation batch size (default: the run's)")
@@ -33,11 +32,13 @@ def register(subparsers) -> None:
     parser.add_argument("--max-length", type=positive_int, default=None, help="max tokens per example (default: the run's)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation length (default: the run's)")
     parser.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
+    add_task_options(parser)  # default: the run's
     parser.set_defaults(func=run)
 
 
-def run_config(prompt_dir: Path, task: str | None):
-    """The training run's ``TrainConfig`` next to the prompt, or the defaults for ``task``."""
+def run_config(prompt_dir: Path, task: str | None, **task_options):
+    """The training run's ``TrainConfig`` next to the prompt, or the defaults for ``task`` (and
+    the task options given)."""
     from softprompt.config import TrainConfig
     from softprompt.io import read_json
 
@@ -51,7 +52,7 @@ def run_config(prompt_dir: Path, task: str | None):
                 break
     if not task:
         raise ValueError(f"{prompt_dir} is not inside a readable training run{unreadable}; give --task")
-    return TrainConfig(task=task), False
+    return TrainConfig(task=task, **task_options), False
 
 
 def run(args) -> int:
@@ -59,20 +60,26 @@ def run(args) -> int:
     from softprompt.backbones import load_backbone
     from softprompt.evaluate import MODES, default_mode, evaluate
     from softprompt.io import load_prompt_module, write_json_atomically
-    from softprompt.tasks import get_task
+    from softprompt.tasks import resolve_task
+    from softprompt.tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS
 
     prompt_dir = Path(args.prompt_dir)
     load_prompt_module(prompt_dir)  # fail on a bad prompt directory (a NaN prompt too) before loading anything
     if args.output:
         check_writable(Path(args.output))  # before the evaluation, not after it
-    saved, from_run = run_config(prompt_dir, args.task)
+    given = task_options(args, list(OPTIONS))
+    name = task_argument(args.task)
+    saved, from_run = run_config(prompt_dir, name or (CUSTOM if any(k in given for k in FILE_OPTIONS) else None), **given)
     if args.eval_mode is not None and args.eval_mode not in MODES:
         raise ValueError(f"--eval-mode must be one of {', '.join(MODES)}; got {args.eval_mode!r}")
-    same_task = not args.task or args.task == saved.task
-    task = get_task(args.task or saved.task, label_words=args.label_words or (saved.label_words if same_task else None),
-                    template=saved.template if same_task else None, style=saved.style)
+    # The run's task as it trained (its template, label words, files), the options given here
+    # winning; another --task starts from that task's own defaults.
+    same_task = not name or name == saved.task
+    options = {**({k: getattr(saved, k) for k in OPTIONS} if same_task else {}), **given}
+    protocol = args.protocol or saved.protocol
+    task = resolve_task(name or saved.task, style=saved.style, protocol=protocol, **options)
     examples = task.load(args.split, data_dir=args.data_dir or saved.data_dir or data_dir(None),
-                         protocol=args.protocol or saved.protocol, seed=saved.split_seed)
+                         protocol=protocol, seed=saved.split_seed)
     if args.max_examples:
         examples = examples[: args.max_examples]
 
@@ -86,7 +93,7 @@ def run(args) -> int:
     metrics = evaluate(
         model, tokenizer, task, examples, mode=mode, batch_size=args.batch_size or saved.eval_batch_size,
         max_length=args.max_length or saved.max_length, max_new_tokens=args.max_new_tokens or saved.max_new_tokens,
-        separator=saved.separator if saved.separator is not None else " ",
+        separator=saved.separator if saved.separator is not None else " ", truncation_side=saved.truncation_side,
     )
     record = {"task": task.name, "split": args.split, "eval_mode": mode, "prompt_dir": str(prompt_dir), **metrics}
     print(json.dumps(record, sort_keys=True))  # first: a failing --output must not lose the metrics

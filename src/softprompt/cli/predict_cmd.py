@@ -4,9 +4,9 @@
     softprompt predict sst2=runs/sst2/prompt rte=runs/rte/prompt --input mixed.jsonl \
         --task sst2=sst2 --task rte=rte --mode rank --output preds.jsonl
 
-Each input row (a JSON object per line, or a CSV row with a header) is turned into text by
-the task's template (``--task``) or by ``--template`` (``str.format`` over the row's
-fields), then the prompted model generates greedily (or, with ``--mode rank``, picks the
+Each input row (of a .jsonl, .json, .csv or .tsv file, optionally .gz) is turned into text by
+the task's template (``--task``, a name or a task file) or by ``--template`` (``str.format``
+over the row's fields; with ``--task`` it replaces the task's), then the prompted model generates greedily (or, with ``--mode rank``, picks the
 best of the task's label words). One JSON line per input row is written atomically:
 ``{"index", "prompt", "input", "generation", "prediction"}`` plus the row's ``id``/``idx`` if it
 has one.
@@ -19,19 +19,19 @@ gives a prompt its own task (template, label words). With one prompt, every row 
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
-from .common import positive_int
+from .common import add_task_options, positive_int, task_argument, task_options
 
 ID_FIELDS = ("id", "idx")
+PREDICT_OPTIONS = ("template", "label_words")
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="write prompts' predictions for a JSONL/CSV file of inputs",
-        description="Run saved prompts on the rows of a .jsonl or .csv file and write one JSON line of "
+        description="Run saved prompts on the rows of a .jsonl, .json, .csv or .tsv file and write one JSON line of "
                     "predictions per row. Several prompts run in mixed batches on one frozen model; each "
                     "row names its prompt in a 'prompt' column.")
     parser.add_argument("prompt_dirs", nargs="+", metavar="[NAME=]PROMPT_DIR",
@@ -39,56 +39,51 @@ def register(subparsers) -> None:
     parser.add_argument("--prompt-column", default="prompt", metavar="FIELD",
                         help="the input field naming each row's prompt (needed with several prompts; default: prompt)")
     parser.add_argument("--model", help="the backbone the prompt was trained on (hub name, directory, .gguf; default: the embedded model)")
-    parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl or .csv file of input rows")
-    text = parser.add_mutually_exclusive_group(required=True)
-    text.add_argument("--task", action="append", metavar="[NAME=]TASK",
-                      help="format rows with this task's template (and parse outputs with its label words); "
-                           "NAME=TASK for one prompt's rows (repeat for each)")
-    text.add_argument("--template", help="format rows with this str.format template, e.g. 'Review: {text}'")
-    parser.add_argument("--label-words", help="the task's label words as trained: 'names', 'digits' or comma-separated words")
+    parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl, .json, .csv or .tsv file of input rows (optionally .gz)")
+    parser.add_argument("--task", action="append", metavar="[NAME=]TASK",
+                        help="a task name or task file: its template formats the rows, its label words parse the outputs "
+                             "(or give --template); NAME=TASK for one prompt's rows (repeat for each)")
     parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
                         help="generate text (default) or pick the best label word (classification tasks)")
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--max-length", type=positive_int, default=256, help="input tokens kept (cut from the left)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16)
+    add_task_options(parser, PREDICT_OPTIONS)  # without --task, --template alone: free generation
     parser.set_defaults(func=run)
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a .jsonl (one JSON object per line) or .csv (with a header) file."""
+    """Rows of a .jsonl, .json, .csv or .tsv file (optionally .gz), read as the tasks' files are
+    (tasks/local.py: the same quirks handled, the same one-line errors)."""
+    from softprompt.tasks.local import read_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such input file")
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".json"):
-        from softprompt.tasks.local import _json_lines  # the tasks' reader: same one-line errors
-
-        rows = [row for _, row in _json_lines(path)]
-    elif suffix == ".csv":
-        with open(path, encoding="utf-8", newline="") as handle:
-            rows = list(csv.DictReader(handle))
-    else:
-        raise ValueError(f"{path}: expected a .jsonl or .csv file")
+    rows = [row for _, row in read_file(path)]
     if not rows:
         raise ValueError(f"{path}: no rows")
     return rows
 
 
-def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[str]:
-    """Each row formatted by the task's template (missing fields: one-line error naming the row)."""
-    from softprompt.tasks.build import format_input
+def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[tuple[str, tuple[int, int]]]:
+    """Each row formatted by the task's template (``task``: one for all rows, or a list, one per
+    row), with the characters that give way when it is too long (``Example.cut``); missing
+    fields: one-line error naming the row."""
+    from softprompt.tasks.build import format_with_cut
     from softprompt.tasks.preprocess import TRANSFORMS
 
     texts = []
-    for number, row in enumerate(rows, 1):
+    tasks = task if isinstance(task, list) else [task] * len(rows)
+    for number, (row, task) in enumerate(zip(rows, tasks), 1):
         where = f"{source} row {number}"
         if task.preprocess:
             try:
                 row = TRANSFORMS[task.preprocess](row)
             except KeyError as err:
                 raise ValueError(f"{where}: missing field '{err.args[0]}'") from None
-        texts.append(format_input(task, row, where))
+        texts.append(format_with_cut(task, row, where))
     return texts
 
 
@@ -127,18 +122,21 @@ def row_prompts(rows: list[dict[str, Any]], names: list[str], column: str, sourc
 
 def _tasks(args, names: list[str]) -> dict[str, Any]:
     """Each prompt's task: ``--task NAME=TASK``, else the bare ``--task TASK``, else ``--template``."""
-    from softprompt.tasks import Task, get_task
+    from softprompt.tasks import Task, resolve_task
 
+    options = task_options(args, list(PREDICT_OPTIONS))
     if not args.task:
+        if args.template is None:
+            raise ValueError("give --task (a name or task file) or --template")
         if args.label_words:
             raise ValueError("--label-words needs --task")
         # A bare template: free generation, no label words; the prediction is the text.
-        task = Task(name="template", kind="generation", template=args.template, metrics=("em",))
+        task = Task(name="template", kind="generation", template=options["template"], metrics=("em",))
         return {name: task for name in names}
     default, own = None, {}
     for value in args.task:
         name, sep, task_name = value.partition("=")
-        if not sep:
+        if not sep or (name not in names and ("/" in name or "." in name)):  # a bare task (a file path may hold '=')
             if default is not None:
                 raise ValueError(f"--task given twice without a prompt name ({default} and {value}); use NAME=TASK")
             default = value
@@ -149,7 +147,7 @@ def _tasks(args, names: list[str]) -> dict[str, Any]:
     missing = [name for name in names if name not in own and default is None]
     if missing:
         raise ValueError(f"no --task for prompt(s) {', '.join(missing)}: give --task TASK or --task NAME=TASK")
-    return {name: get_task(own.get(name, default), label_words=args.label_words) for name in names}
+    return {name: resolve_task(task_argument(own.get(name, default)), **options) for name in names}
 
 
 def run(args) -> int:
@@ -170,10 +168,12 @@ def run(args) -> int:
                 raise ValueError(f"--mode rank needs a classification --task (its label words are the choices); prompt {name} has {task.name}")
     rows = read_rows(args.input)
     chosen = row_prompts(rows, names, args.prompt_column, args.input)
-    texts = [input_texts([row], tasks[name], f"{args.input} row {number}")[0] for number, (row, name) in enumerate(zip(rows, chosen), 1)]
+    formatted = input_texts(rows, [tasks[name] for name in chosen], args.input)
+    texts = [t for t, _ in formatted]
     # each row brings its own task's label words, so one batch can rank rows of different tasks
-    examples = [Example(input_text=t, target_text="", label=None, choices=tuple(tasks[name].label_words) if args.mode == "rank" else None)
-                for t, name in zip(texts, chosen)]
+    examples = [Example(input_text=t, target_text="", label=None, cut=cut,
+                        choices=tuple(tasks[name].label_words) if args.mode == "rank" else None)
+                for (t, cut), name in zip(formatted, chosen)]
 
     backbone, tokenizer = load_backbone(args.model)
     bank = softprompt.PromptBank(backbone, dirs).eval()

@@ -2,14 +2,15 @@
 
 The template style follows the backbone as in `softprompt train`: instruction-style on a
 decoder-only model (the default, the embedded SmolLM2), text-to-text on an encoder-decoder one;
-`--style`, `--template` and `--label-words` override it. With `--tokens` (or `--chat-template`,
+`--style`, `--template` and `--label-words` override it. The task is a name, a task file, or your
+own files (`--train-file`, `--validation-file`, `--test-file` with `--template`). With `--tokens` (or `--chat-template`,
 which needs the tokenizer) the model's tokenizer is loaded: each row then shows its token
 counts, and the last lines say how many rows of the split exceed `--max-length`.
 """
 
 from __future__ import annotations
 
-from .common import data_dir, positive_int, unescape
+from .common import add_task_argument, add_task_options, data_dir, positive_int, task_argument, task_options
 
 ARROW = " → "
 
@@ -22,7 +23,9 @@ def register(subparsers) -> None:
         "preview", help="print a task's first examples as the model sees them",
         description="Print the first examples of a split as 'input text → target' and, as the "
                     "last line, 'N examples' for that split.")
-    parser.add_argument("task", help="task name (see `softprompt tasks`), e.g. cb, sst2")
+    parser.add_argument("task", nargs="?", metavar="TASK", help="task name (see `softprompt tasks`), e.g. cb, sst2, or a task "
+                                                             "file (.yaml/.json); none with --train-file etc.: your files")
+    add_task_argument(parser, "; the same as TASK", dest="task_option")
     parser.add_argument("--data-dir", default=None,
                         help="folder holding the benchmark's task folders (BoolQ/, CB/, ... or "
                              "SST-2/, MRPC/, ...) or their parent; default: $SOFTPROMPT_DATA_DIR, else the hub via `datasets`")
@@ -30,12 +33,9 @@ def register(subparsers) -> None:
                         help="train | validation | test (default: validation)")
     parser.add_argument("--n", type=int, default=3, help="how many examples to print (default 3)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="paper",
-                        help="paper: official splits; attempt: DePT/ULPT's re-split (default paper)")
+                        help="paper: official splits; attempt: DePT/ULPT's re-split; dpt, dept, ulpt: a paper's splits and task details (default paper)")
     parser.add_argument("--seed", type=int, default=42,
                         help="shuffle seed of the attempt protocol (default 42)")
-    parser.add_argument("--label-words", default=None,
-                        help="comma-separated label words, or 'names' / 'digits'")
-    parser.add_argument("--template", default=None, help="another input template over the task's fields (\\n for a newline)")
     parser.add_argument("--style", choices=STYLES, default=None,
                         help="template style (default: by the backbone's kind, as train picks it)")
     parser.add_argument("--model", default=None, help="the backbone whose kind picks the style and whose tokenizer counts tokens "
@@ -43,19 +43,24 @@ def register(subparsers) -> None:
     parser.add_argument("--chat-template", action="store_true", help="wrap each input in the tokenizer's chat template")
     parser.add_argument("--tokens", action="store_true", help="load the tokenizer: token counts per row and rows over --max-length")
     parser.add_argument("--max-length", type=positive_int, default=256, help="for --tokens (default 256)")
+    add_task_options(parser)
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     from softprompt.backbones import backbone_kind
     from softprompt.config import KIND_DEFAULTS
-    from softprompt.tasks import get_task
+    from softprompt.tasks import resolve_task
+    from softprompt.tasks.resolve import OPTIONS
 
     if args.n < 0:
         raise ValueError(f"--n must be >= 0, got {args.n}")
     kind = backbone_kind(args.model)
     style = args.style or KIND_DEFAULTS[kind]["style"]
-    task = get_task(args.task, label_words=args.label_words, template=unescape(args.template), style=style)
+    if args.task and args.task_option and args.task != args.task_option:
+        raise ValueError(f"two tasks: {args.task} and --task {args.task_option}")
+    task = resolve_task(task_argument(args.task or args.task_option), style=style, protocol=args.protocol,
+                        **task_options(args, list(OPTIONS)))
     examples = task.load(split=args.split, data_dir=data_dir(args.data_dir), protocol=args.protocol, seed=args.seed)
     tokenizer = None
     if args.tokens or args.chat_template:

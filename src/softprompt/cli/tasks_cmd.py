@@ -1,24 +1,47 @@
-"""`softprompt tasks`: every named task with its kind, metrics and label words."""
+"""`softprompt tasks`: every named task with its kind, metrics and label words; ``--show NAME``
+prints one as a task file (YAML) to start your own from."""
 
 from __future__ import annotations
 
+from .common import task_argument
+
 
 def register(subparsers) -> None:
+    from softprompt.config import STYLES
+
     parser = subparsers.add_parser(
-        "tasks", help="list the tasks with their metrics",
+        "tasks", help="list the tasks with their metrics, or print one as a task file",
         description="List every named task: benchmark, kind, metrics (the first selects the "
-                    "best checkpoint) and default label words.")
+                    "best checkpoint) and default label words. --show NAME prints a task as a "
+                    "task file: save it, edit it, and pass it as --task FILE.")
     parser.add_argument("--verbose", "-v", action="store_true",
                         help="also show each task's template and description")
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help="show a paper's task details (dpt, dept, ulpt): its templates and checkpoint metrics")
+    parser.add_argument("--show", "--task", dest="show", metavar="NAME|FILE",
+                        help="print this task (a name, or a task file to check) as a task file")
+    parser.add_argument("--style", choices=STYLES, default=None,
+                        help="with --show: the template and label words of this style (default "
+                             "text-to-text, the papers'; train picks instruction on decoder-only models)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from softprompt.tasks import get_task, list_tasks
+    from softprompt.tasks import get_task, list_tasks, resolve_task, write_task_file
 
+    if args.show:
+        task = resolve_task(task_argument(args.show), style=args.style, protocol=args.protocol)
+        style = args.style or "text-to-text"
+        details = f", {args.protocol} protocol's details" if args.protocol else ""
+        print(f"# softprompt task file ({task.name}, {style} style{details}); use it as --task FILE."
+              f" Paths in data: are relative to this file; local: files are looked up under --data-dir.")
+        print(write_task_file(task), end="")
+        return 0
+    if args.style:
+        raise ValueError("--style goes with --show NAME")
     rows = []
     for name in list_tasks():
-        task = get_task(name)
+        task = get_task(name, protocol=getattr(args, "protocol", None))
         if task.kind == "regression":
             words = f"number ({len(task.label_words or ())} values)" if task.label_words else "number"
         elif task.label_words:

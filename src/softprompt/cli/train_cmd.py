@@ -3,6 +3,7 @@
     softprompt train --task sst2 --method ulpt --length 20 --rank 2 --max-steps 150 --lr 0.05 \\
         --data-dir ../shared/data/glue --output-dir runs/sst2-ulpt
     softprompt train --config run.yaml --seeds 1,2,3
+    softprompt train --recipe dpt-paper --model t5-base --task cb   # the DPT paper's run (softprompt recipes)
     softprompt train --resume runs/sst2-ulpt        # after a crash: continues bit-identically
 
 The options are generated: one per field of ``softprompt.config.TrainConfig`` and one per
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_yaml
-from .common import CLIError, add_config_options, add_method_options, data_dir, given, unescape
+from .common import CLIError, absolute, add_config_options, add_method_options, data_dir, given, task_argument, unescape
 
 
 def register(subparsers) -> None:
@@ -24,7 +25,8 @@ def register(subparsers) -> None:
 
     parser = subparsers.add_parser(
         "train", help="train a soft prompt",
-        description="Train a soft prompt on a frozen model. Options override the --config file; "
+        description="Train a soft prompt on a frozen model. Options override the --config file, which "
+                    "overrides a --recipe (a paper's setup, see `softprompt recipes`); "
                     "the method's own options (--length, --rank, ...) are listed after the run's.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,7 +56,7 @@ def build_config(args):
     from softprompt.config import TrainConfig, read_config_file
     from softprompt.io import read_json
 
-    overrides = given(args, args.option_names)
+    overrides = _with_absolute_paths(given(args, args.option_names))
     if "template" in overrides:
         overrides["template"] = unescape(overrides["template"])
     for key, value in _method_option_pairs(args.method_option).items():
@@ -73,7 +75,7 @@ def build_config(args):
         return TrainConfig.from_dict(data, where=str(saved))
 
     data = read_config_file(args.config) if args.config else {}
-    data = {k.replace("-", "_"): v for k, v in data.items()}
+    data = _with_absolute_paths({k.replace("-", "_"): v for k, v in data.items()})
     nested = {**data.get("method_options", {}), **overrides.pop("method_options", {})}
     data.update(overrides)
     if nested:
@@ -83,8 +85,28 @@ def build_config(args):
     if data.get("data_dir") is None:
         data["data_dir"] = data_dir(None)
     if data.get("output_dir") is None:
-        data["output_dir"] = str(Path("runs") / f"{data.get('task', 'sst2')}-{data.get('method', 'ulpt')}")
+        data["output_dir"] = str(Path("runs") / f"{_task_label(data)}-{data.get('method', 'ulpt')}")
     return TrainConfig.from_dict(data, where=args.config or "options")
+
+
+def _with_absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
+    """Task files and data files as absolute paths, so config.json serves --resume and eval
+    from any folder."""
+    from softprompt.tasks.resolve import FILE_OPTIONS
+
+    out = {k: absolute(v) if k in FILE_OPTIONS and isinstance(v, str) else v for k, v in data.items()}
+    if isinstance(out.get("task"), str):
+        out["task"] = task_argument(out["task"])
+    return out
+
+
+def _task_label(data: dict[str, Any]) -> str:
+    """What names the default output folder: the task's name, a task file's stem, or custom."""
+    from softprompt.tasks.resolve import CUSTOM, FILE_OPTIONS
+    from softprompt.tasks.taskfile import is_task_file
+
+    task = data.get("task") or (CUSTOM if any(data.get(k) for k in FILE_OPTIONS) else "sst2")
+    return Path(task).name.split(".")[0] if is_task_file(task) else task
 
 
 def run(args) -> int:

@@ -52,6 +52,11 @@ class PromptConfig:
     def validate(self) -> None:
         _positive_int(self, "length")
 
+    def with_run_seed(self, seed: int) -> "PromptConfig":
+        """This config with whatever it takes from the run's seed made concrete (ULPT's
+        projection seed), so the saved config rebuilds the same module. Default: unchanged."""
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -4,7 +4,9 @@ Each prompt token lives in ``r`` dimensions (r=2 works). A random, frozen ``P̃ 
 projects it up, and a learnable scale ``s [d]`` and shift ``β [d]`` align the result with
 the model's embedding space: ``E = (Z · P̃) ⊙ s + β``, ``n·r + 2·d`` parameters.
 
-``P̃`` is never saved: it is rebuilt from ``projection_seed`` with a CPU ``torch.Generator``
+``P̃`` is drawn from the run's seed, as the authors' code does (``set_seed`` before the model is
+built), so a multi-seed spread includes the projection; ``projection_seed`` fixes it instead.
+It is never saved: the seed it came from is stored and it is rebuilt with a CPU ``torch.Generator``
 (the same numbers on every machine and device), and a SHA-256 of its bytes is stored
 beside the prompt so that a library or PyTorch change that would alter it is caught on load.
 
@@ -17,6 +19,7 @@ embeddings have std 0.122 over the first 5,000 ids (0.136 over the whole table).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass
@@ -35,7 +38,8 @@ class ULPTConfig(PromptConfig):
     rank: ``r``, the dimension each prompt token is optimized in.
     projection: ``xavier`` (default; uniform with bound sqrt(6/(r+d)), the authors' code) or
         ``normal`` (the paper's Gaussian, with the same variance 2/(r+d)).
-    projection_seed: the integer ``P̃`` is regenerated from.
+    projection_seed: the integer ``P̃`` is regenerated from; None (default): the run's seed,
+        resolved when the module is built and stored with the prompt.
     """
 
     method = "ulpt"
@@ -44,14 +48,19 @@ class ULPTConfig(PromptConfig):
     recipes = {"decoder-only": {"lr": 0.1}}
     rank: int = option(2, "dimension r each prompt token is optimized in", "R")
     projection: str = option("xavier", "the frozen random projection: xavier (authors' code) or normal", "KIND")
-    projection_seed: int = option(0, "seed the projection is regenerated from", "S")
+    projection_seed: int | None = option(None, "seed the projection is drawn from (default: the run's seed, as the authors' code)", "S")
 
     def validate(self) -> None:
         super().validate()
         _positive_int(self, "rank")
         _choice(self, "projection", ("xavier", "normal"))
-        if isinstance(self.projection_seed, bool) or not isinstance(self.projection_seed, int) or self.projection_seed < 0:
-            raise ValueError(f"ulpt: projection_seed must be a non-negative integer, got {self.projection_seed!r}")
+        seed = self.projection_seed
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"ulpt: projection_seed must be a non-negative integer, got {seed!r}")
+
+    def with_run_seed(self, seed: int) -> "ULPTConfig":
+        # The authors draw P̃ after set_seed(run seed); the concrete seed is stored with the prompt.
+        return self if self.projection_seed is not None else dataclasses.replace(self, projection_seed=int(seed))
 
     def num_parameters(self, embed_dim: int) -> int:
         return self.length * self.rank + 2 * embed_dim

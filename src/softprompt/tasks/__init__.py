@@ -5,16 +5,21 @@
     train = task.load("train", data_dir="../shared/data/superglue")
     few = task.sample(train, shots_per_class=8, seed=0)
     task.score([task.parse(text) for text in generated], examples)
+    task = resolve_task("my_task.yaml")                     # a task file, as --task takes it
 
 Modules: spec (Task, Example), registry (every named task), local / hub (rows from the
 benchmark's own files or `datasets`), preprocess (named text rewrites), splits (protocols,
-few-shot), build (rows -> Examples), custom (the user's files).
+few-shot), build (rows -> Examples), custom (the user's files), taskfile (a task as YAML/JSON),
+resolve (``--task`` and the quick options -> one Task).
 """
 
 from softprompt.tasks.custom import custom_task
 from softprompt.tasks.registry import TASKS, get_task, list_tasks
+from softprompt.tasks.resolve import resolve_task
 from softprompt.tasks.spec import Example, HubSource, LocalFormat, Task
 from softprompt.tasks.splits import PROTOCOLS
+from softprompt.tasks.taskfile import read_task_file, task_from_dict, task_to_dict, write_task_file
 
 __all__ = ["Example", "HubSource", "LocalFormat", "PROTOCOLS", "TASKS", "Task", "custom_task",
-           "get_task", "list_tasks"]
+           "get_task", "list_tasks", "read_task_file", "resolve_task", "task_from_dict", "task_to_dict",
+           "write_task_file"]

@@ -37,16 +37,42 @@ def load_examples(task: Task, split: str = "train", data_dir=None, protocol: str
 
 def format_input(task: Task, row: dict, where: str) -> str:
     """Fill the template from the row; a missing field is a one-line error naming it."""
+    return format_with_cut(task, row, where)[0]
+
+
+def format_with_cut(task: Task, row: dict, where: str) -> tuple[str, tuple[int, int]]:
+    """The filled template and the characters that may be cut when it is too long: the value
+    of ``task.truncate_field`` (the passage), else everything before the template's closing
+    text (T5 templates end with a field; instruction ones with a cue such as ``\nAnswer:``,
+    which must survive)."""
+    import string
+
     for name in template_fields(task.template):
         if name not in row:
             fields = ", ".join(k for k in row if not k.startswith("_"))
             raise ValueError(f"{where}: template field '{name}' not in the row (fields: {fields})")
-    return task.template.format_map(row)
+    formatter = string.Formatter()
+    text, cut = "", None
+    for literal, name, spec, conversion in formatter.parse(task.template):
+        text += literal
+        if name is None:
+            continue
+        value = formatter.convert_field(formatter.get_field(name, (), row)[0], conversion)
+        value = formatter.format_field(value, formatter.vformat(spec or "", (), row))
+        if cut is None and task.truncate_field is not None and name.split(".")[0].split("[")[0] == task.truncate_field:
+            cut = (len(text), len(text) + len(value))
+        text += value
+    if cut is None:
+        parts = list(formatter.parse(task.template))
+        closing = parts[-1][0] if parts and parts[-1][1] is None else ""
+        cut = (0, len(text) - len(closing))
+    return text, cut
 
 
 def row_to_examples(task: Task, row: dict, is_train: bool) -> list[Example]:
     """One row becomes one Example (ReCoRD's training rows: one per gold answer; T5's WSC
-    training drops the rows whose candidate is not the referent)."""
+    training drops the rows whose candidate is not the referent). A task with
+    ``choice_fields`` (COPA in the instruction style) is answered with the row's own text."""
     where = row.get("_where", "row")
     if task.preprocess:
         try:
@@ -56,30 +82,35 @@ def row_to_examples(task: Task, row: dict, is_train: bool) -> list[Example]:
     label = _label(task, row, where)
     if is_train and task.train_filter == "label_true" and label != 1:
         return []
-    input_text = format_input(task, row, where)
+    if not is_train and task.eval_filter == "label_true" and label != 1:
+        return []
+    input_text, cut = format_with_cut(task, row, where)
     group = str(row[task.group_field]) if task.group_field else None
     choices = None
-    if task.choices_field:
+    if task.choice_fields:  # the row's own texts, one per class (COPA's options)
+        choices = tuple(str(_field(row, name, where)) for name in task.choice_fields)
+    elif task.choices_field:
         choices = tuple(str(c) for c in _field(row, task.choices_field, where))
     elif task.label_words:
         choices = tuple(task.label_words)
 
     if task.kind == "classification":
-        target = task.label_words[label] if label is not None else ""
-        return [Example(input_text, target, label, choices, (), group)]
+        words = choices if task.choice_fields else task.label_words
+        target = words[label] if label is not None else ""
+        return [Example(input_text, target, label, choices, (), group, cut)]
     if task.kind == "regression":
         target = format_number(label, task.round_step) if label is not None else ""
-        value = float(target) if label is not None else None
-        return [Example(input_text, target, value, choices, (), group)]
+        value = None if label is None else float(target) if task.round_gold else float(label)
+        return [Example(input_text, target, value, choices, (), group, cut)]
 
     answers = _field(row, task.answers_field, where)
     answers = (answers,) if isinstance(answers, str) else tuple(str(a) for a in answers)
     if task.label_names is None:
         label = answers[0] if answers else None
     if is_train and task.expand_answers and len(answers) > 1:
-        return [Example(input_text, a, a, choices, answers, group) for a in answers]
+        return [Example(input_text, a, a, choices, answers, group, cut) for a in answers]
     target = answers[0] if answers else ""
-    return [Example(input_text, target, label, choices, answers, group)]
+    return [Example(input_text, target, label, choices, answers, group, cut)]
 
 
 def _field(row: dict, name: str, where: str):

@@ -15,10 +15,11 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
+from softprompt.tasks.local import label_text
 from softprompt.tasks.spec import LocalFormat, Task
 
 SPLIT_STEMS = {"train": ("train",), "validation": ("validation", "val", "dev"), "test": ("test",)}
-EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".jsonl.gz")
+EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".jsonl.gz", ".json.gz", ".csv.gz", ".tsv.gz")
 
 
 def find_split_files(folder: str | os.PathLike) -> dict[str, str]:
@@ -46,7 +47,7 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
 
     Args:
         data: a folder with ``train``/``validation`` (or ``val``, ``dev``)/``test`` files, one
-            file (used as the train split), or a mapping split -> file.
+            file (used as the train split), or a mapping split -> file (or folder of files).
         template: ``str.format`` template over the row's fields.
         label_field: the field holding the class (or the number, with `regression`).
         labels: the class values as written in the files, in class-index order; inferred
@@ -66,7 +67,7 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
     else:
         files = {"train": str(data)}
     for split, path in files.items():
-        if not Path(path).is_file():
+        if not Path(path).exists():  # a file, or a folder of files (tasks/local.split_files)
             raise FileNotFoundError(f"{split} file {path} does not exist")
     if (target_field is None) == (label_field is None):
         raise ValueError("give label_field (classification or regression) or target_field (generation)")
@@ -88,8 +89,12 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
     raw_labels = None
     if kind == "classification":
         if labels is None:
-            labels = _infer_labels(local, label_field, name)
-        raw_labels = tuple(str(v).lower() if isinstance(v, bool) else str(v) for v in labels)
+            labels, seen = _infer_labels(local, label_field, name)
+            if label_words is not None and len(label_words) != len(labels):
+                found = ", ".join(f"{v!r} ({n} rows, first {where})" for v, (n, where) in seen.items())
+                raise ValueError(f"{len(label_words)} label words for the {len(labels)} values of "
+                                 f"'{label_field}' in the files: {found}")
+        raw_labels = tuple(label_text(v) for v in labels)
         label_words = tuple(label_words) if label_words is not None else raw_labels
     elif label_words is not None:
         raise ValueError("label_words only apply to classification tasks")
@@ -100,13 +105,14 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
                 answers_field=target_field, round_step=round_step, size=size, local=local)
 
 
-def _infer_labels(local: LocalFormat, label_field: str, name: str) -> tuple:
-    """Sorted distinct label values over every labeled file (numbers sort numerically)."""
+def _infer_labels(local: LocalFormat, label_field: str, name: str) -> tuple[tuple, dict]:
+    """Sorted distinct label values over every labeled file (numbers sort numerically), and
+    for each value its row count and the first place it occurs."""
     from softprompt.tasks import local as local_files
 
     probe = Task(name=name, kind="generation", template="", metrics=("em",), benchmark="custom",
                  label_field=None, answers_field=label_field, local=local)
-    values = set()
+    seen: dict[str, tuple[int, str]] = {}
     for split in local.files:
         for row in local_files.read_rows(probe, split, "."):
             value = row.get(label_field)
@@ -114,8 +120,12 @@ def _infer_labels(local: LocalFormat, label_field: str, name: str) -> tuple:
                 if split.startswith("test"):
                     continue
                 raise ValueError(f"{row['_where']}: missing field '{label_field}'")
-            values.add(str(value).lower() if isinstance(value, bool) else str(value))
-    if not values:
+            if isinstance(value, (dict, list)):
+                raise ValueError(f"{row['_where']}: field '{label_field}': a label must be one value, got {value!r}")
+            text = label_text(value)
+            count, first = seen.get(text, (0, row["_where"]))
+            seen[text] = (count + 1, first)
+    if not seen:
         raise ValueError(f"no values of '{label_field}' found to infer the labels from")
 
     def key(v):
@@ -124,4 +134,5 @@ def _infer_labels(local: LocalFormat, label_field: str, name: str) -> tuple:
         except ValueError:
             return (1, 0.0, v)
 
-    return tuple(sorted(values, key=key))
+    labels = tuple(sorted(seen, key=key))
+    return labels, {v: seen[v] for v in labels}

@@ -9,6 +9,10 @@ and `datasets` give the same examples in the same order:
 - GLUE ``<TASK>/{train,dev,test}.tsv`` with their headers (CoLA's train/dev have none),
   MNLI ``dev_matched.tsv``/``dev_mismatched.tsv``; quotes are not special (GLUE TSVs are unquoted).
 - MRQA ``.jsonl[.gz]`` (a header line, then one context with its ``qas`` per line).
+- A user's own files (``reader="auto"``, `read_file`): ``.jsonl``, ``.json`` (lines, or one
+  array of objects), ``.csv`` (quoted fields may hold commas and line breaks), ``.tsv`` (as GLUE
+  writes it), each optionally gzipped (``.gz``); UTF-8 with or without a byte-order mark, LF or
+  CRLF line ends. No row is skipped but blank lines.
 
 Errors name the file, the line and the field, on one line.
 """
@@ -37,16 +41,23 @@ def find_file(task: Task, split: str, data_dir: str | os.PathLike) -> Path:
     """The file holding `split` (an official split name) of `task` under `data_dir`.
 
     Looks in ``data_dir/<folder>``, ``data_dir/<benchmark>/<folder>`` and ``data_dir`` itself.
+    A user's own split (an absolute path) may be a folder of files (`split_files`).
     """
     fmt = task.local
     if fmt is None:
         raise ValueError(f"task {task.name} has no local file format; load it from the hub")
+    names = fmt.files.get(split)
+    if names is None and (task.benchmark == "custom" or not fmt.folders):
+        option = f" (--{split}-file)" if split in ("train", "validation", "test") else ""
+        raise FileNotFoundError(f"task {task.name} has no {split} file{option}")
+    if names is not None and all(Path(n).is_absolute() for n in names):  # a user's own files
+        for name in names:
+            if Path(name).exists():
+                return Path(name)
+        raise FileNotFoundError(f"{names[0]}: no such {split} file")
     root = Path(data_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"data dir {root} does not exist")
-    names = fmt.files.get(split)
-    if names is None and task.benchmark == "custom":
-        raise FileNotFoundError(f"task {task.name} has no {split} file")
     if names is None:
         # An unlisted split (e.g. FewGLUE's train32) is read from <split><extension>.
         first = next(iter(fmt.files.values()))[0]
@@ -68,11 +79,44 @@ def read_rows(task: Task, split: str, data_dir: str | os.PathLike) -> list[dict]
     """Rows of one official split, labels mapped to class indices (None where unlabeled)."""
     path = find_file(task, split, data_dir)
     fmt = task.local
-    reader = READERS.get(_reader_for(path) if fmt.reader == "auto" else fmt.reader)
-    if reader is None:
-        raise ValueError(f"task {task.name}: unknown reader {fmt.reader!r}")
+    rows = []
+    for file in split_files(path):
+        reader = READERS.get(_reader_for(file) if fmt.reader == "auto" else fmt.reader)
+        if reader is None:
+            raise ValueError(f"task {task.name}: unknown reader {fmt.reader!r}")
+        try:
+            rows += _rows(task, file, reader(file, fmt, split), split)
+        except UnicodeDecodeError as err:
+            raise ValueError(_not_utf8(file, err)) from None
+    if not rows:
+        raise ValueError(f"{path}: the {split} split is empty (no rows)")
+    return rows
+
+
+def split_files(path: Path) -> list[Path]:
+    """A split's files: the file itself, or every file in a folder (shards) in name order.
+    A folder's hidden files are ignored; any other file must be a type the readers know."""
+    if not path.is_dir():
+        return [path]
+    files = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+    for file in files:
+        if not file.is_file():
+            raise ValueError(f"{file}: a split's folder holds files only")
+        _reader_for(file)  # raises on an unknown type, naming the file
+    if not files:
+        raise ValueError(f"{path}: the folder is empty")
+    return files
+
+
+def read_file(path: str | os.PathLike) -> list[tuple[str, dict]]:
+    """``(where, row)`` for every row of one .jsonl/.json/.csv/.tsv file (optionally .gz), its
+    type from its name; the rows as written (no labels mapped). ``where`` is ``file:line``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    reader = READERS[_reader_for(path)]
     try:
-        return _rows(task, path, reader(path, fmt, split), split)
+        return list(reader(path, LocalFormat(folders=(), files={}), "input"))
     except UnicodeDecodeError as err:
         raise ValueError(_not_utf8(path, err)) from None
 
@@ -125,20 +169,31 @@ def normalize_label(task: Task, row: dict, split: str, where: str) -> None:
             raise ValueError(f"{where}: field '{key}': not a number: {value!r}") from None
         return
     raw = task.raw_labels
+    if raw is None:
+        raise ValueError(f"{where}: field '{key}': label {value!r} is not a class index and the "
+                         f"task lists no label values (give labels)")
     for i, known in enumerate(raw):
         # bool is an int in Python: compare types too, so JSON true never matches 1.
         if value == known and type(value) is type(known):
             row[key] = i
             return
-    if all(isinstance(known, str) for known in raw) and not isinstance(value, (dict, list)):
-        # String labels (TSV/CSV, custom tasks) also accept JSON numbers and booleans.
-        text = str(value).lower() if isinstance(value, bool) else str(value)
+    if not isinstance(value, (dict, list)):
+        # The same value written as text or as a JSON number/boolean: "1" and 1, "true" and
+        # true (TSV/CSV files, a task file's labels); never "1.0" and 1.
+        text = label_text(value)
         for i, known in enumerate(raw):
-            if text == known or (isinstance(value, bool) and text == known.lower()):
+            if text == label_text(known) or (isinstance(value, bool) and isinstance(known, str)
+                                           and text == known.lower()):
                 row[key] = i
                 return
     raise ValueError(f"{where}: field '{key}': unknown label {value!r} (expected one of "
                      f"{', '.join(repr(r) for r in raw)})")
+
+
+def label_text(value: Any) -> str:
+    """A label value as text, the form files' values are compared in: ``1`` -> ``"1"``,
+    ``True`` -> ``"true"``."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # ----------------------------------------------------------------------------- readers
@@ -162,18 +217,47 @@ def _open_text(path: Path) -> io.TextIOBase:
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
+    """JSON Lines; a ``.json`` file that holds one array of objects is read as its items."""
     with _open_text(path) as f:
-        for number, line in enumerate(f, 1):
+        if path.name.lower().removesuffix(".gz").endswith(".json"):
+            text = f.read()
+            if text.lstrip().startswith("["):
+                yield from _json_array(path, text)
+                return
+            lines = iter(text.splitlines(keepends=True))
+        else:
+            lines = f
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             where = f"{path}:{number}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: malformed JSON ({err.msg} at column {err.colno})") from None
+                raise ValueError(f"{where}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             yield where, obj
+
+
+def _json_array(path: Path, text: str) -> Iterator[tuple[str, dict]]:
+    """The objects of a JSON array, each named by the line it starts on."""
+    try:
+        items = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
+    decoder, pos, number = json.JSONDecoder(), text.index("[") + 1, 1 + text.count("\n", 0, text.index("["))
+    for item in items:
+        while text[pos] in " \t\r\n,":
+            number += text[pos] == "\n"
+            pos += 1
+        where = f"{path}:{number}"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
+        _, end = decoder.raw_decode(text, pos)
+        number += text.count("\n", pos, end)
+        pos = end
+        yield where, item
 
 
 def _get(obj: dict, key: str, where: str, path: str = "") -> Any:
@@ -241,16 +325,25 @@ def read_mrqa(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, d
 
 
 def _delimited(path: Path, fmt: LocalFormat, split: str, delimiter: str) -> Iterator[tuple[str, dict]]:
+    """TSV as GLUE writes it (no quoting: a quote is an ordinary character) or CSV (quoted
+    fields may hold commas and line breaks); CRLF or LF line ends; ``where`` is the line a
+    row starts on."""
     columns = fmt.columns.get(split)
     with _open_text(path) as f:
         if delimiter == "\t":
-            # GLUE TSVs are written without quoting: a quote is an ordinary character.
-            lines = (line.rstrip("\r\n").split("\t") for line in f)
+            records = ((n, line.rstrip("\r\n").split("\t")) for n, line in enumerate(f, 1))
         else:
-            lines = csv.reader(f, delimiter=delimiter)
-        for number, cells in enumerate(lines, 1):
+            reader = csv.reader(f, delimiter=delimiter, strict=True)  # an unclosed quote is an error, not a swallowed row
+            records = _csv_records(reader, path)
+        for number, cells in records:
             if number == 1 and columns is None:
                 columns = tuple(c.strip() for c in cells)
+                empty = [i + 1 for i, c in enumerate(columns) if not c]
+                if empty:
+                    raise ValueError(f"{path}:1: header column {empty[0]} has no name")
+                twice = [c for i, c in enumerate(columns) if c in columns[:i]]
+                if twice:  # a dict would keep one of the two values, silently
+                    raise ValueError(f"{path}:1: field '{twice[0]}': named twice in the header")
                 continue
             if cells == [""] or not cells:
                 continue
@@ -259,6 +352,17 @@ def _delimited(path: Path, fmt: LocalFormat, split: str, delimiter: str) -> Iter
                 raise ValueError(f"{where}: expected {len(columns)} fields "
                                  f"({', '.join(columns)}), found {len(cells)}")
             yield where, dict(zip(columns, cells))
+
+
+def _csv_records(reader, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """csv.reader's rows with the line each starts on (a quoted field may span lines)."""
+    start = 1
+    try:
+        for cells in reader:
+            yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as err:
+        raise ValueError(f"{path}:{start}: malformed CSV ({err})") from None
 
 
 def read_tsv(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, dict]]:

@@ -79,6 +79,13 @@ def wsc_simple(row: dict) -> dict:
     return dict(row, wsc_text=blanked.replace(" X ", " *" + row["span2_text"] + "* "))
 
 
+def wsc_dpt(row: dict) -> dict:
+    """WSC as the DPT code gives it (XYaoooo/DPT data_utils.py, SuperGLUEWSCFixed): the text
+    with ``* pronoun *`` marked (spaces inside the stars) and no prefix; the target is the
+    referent noun."""
+    return dict(row, pronoun_marked=_mark_span(row["text"], row["span2_text"], int(row["span2_index"]), "*"))
+
+
 def pad_punctuation(text: str) -> str:
     """T5's _pad_punctuation (DePT's copy for MRQA): spaces around every character that is not
     a letter, number, mark, underscore or whitespace; whitespace runs collapse to one space."""
@@ -104,5 +111,6 @@ TRANSFORMS: dict[str, Callable[[dict], dict]] = {
     "record": record,
     "wsc_marked": wsc_marked,
     "wsc_simple": wsc_simple,
+    "wsc_dpt": wsc_dpt,
     "mrqa": mrqa,
 }

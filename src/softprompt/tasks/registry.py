@@ -11,6 +11,7 @@ rounded to 0.2 as in T5 (DePT's ``round_stsb_target`` rounds to 0.1).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from softprompt.tasks.spec import HubSource, LocalFormat, Task
@@ -59,7 +60,7 @@ def _mrqa(name, folder, hub_path, official, description) -> Task:
     return Task(
         name=name, kind="generation", template="question: {question} context: {context}",
         metrics=("f1", "em"), benchmark="mrqa", description=description, label_field=None,
-        answers_field="answers", preprocess="mrqa", size=attempt_size(name),
+        answers_field="answers", preprocess="mrqa", size=attempt_size(name), truncate_field="context",
         paper_splits={"test": "validation"},
         local=LocalFormat(folders=(folder, official), files=files, reader="mrqa"),
         hub=HubSource(hub_path))
@@ -70,8 +71,11 @@ STSB_CHOICES = tuple(f"{i / 5:.1f}" for i in range(26))
 
 _TASKS: tuple[Task, ...] = (
     # ------------------------------------------------------------------ SuperGLUE
+    # truncate_field: a too-long input loses the end of its passage, never the question (the
+    # T5 templates put the question first; instruction templates put the passage first).
     _superglue("boolq", "BoolQ", "question: {question} passage: {passage}",
-               ("False", "True"), (False, True), description="yes/no questions on a passage"),
+               ("False", "True"), (False, True), truncate_field="passage",
+               description="yes/no questions on a passage"),
     _superglue("cb", "CB", "premise: {premise} hypothesis: {hypothesis}",
                ("entailment", "contradiction", "neutral"), ("entailment", "contradiction", "neutral"),
                metrics=("accuracy", "macro_f1"), description="CommitmentBank: 3-way entailment"),
@@ -82,12 +86,12 @@ _TASKS: tuple[Task, ...] = (
                description="choice of plausible alternatives (cause or effect)"),
     _superglue("multirc", "MultiRC", "question: {question} answer: {answer} paragraph: {paragraph}",
                ("False", "True"), (0, 1), reader="multirc", metrics=("f1a", "em"),
-               preprocess="multirc", group_field="group_id",
+               preprocess="multirc", group_field="group_id", truncate_field="paragraph",
                description="multi-answer reading comprehension, one example per answer option"),
     _superglue("record", "ReCoRD", "record query: {query} entities: {entities_text} passage: {passage}",
                None, None, reader="record", kind="generation", metrics=("f1", "em"),
                label_field=None, answers_field="answers", choices_field="entities",
-               group_field="group_id", preprocess="record", expand_answers=True,
+               group_field="group_id", preprocess="record", expand_answers=True, truncate_field="passage",
                description="cloze-style entity prediction; trains on one copy per gold answer"),
     _superglue("rte", "RTE", "premise: {premise} hypothesis: {hypothesis}", NLI2, NLI2,
                description="SuperGLUE's recognizing textual entailment"),
@@ -187,6 +191,33 @@ _ALIASES.update({"superglue_rte": "rte", "superglue-rte": "rte", "natural_questi
                  "naturalquestions": "nq", "wsc.fixed": "wsc_bool"})
 
 
+# Each paper's own task details, chosen by the protocol (tasks/splits.py): {task: {protocol:
+# changes to the Task}}. "paper" and "attempt" keep the T5 details above. A protocol's first
+# metric is the one that chooses the checkpoint, as each codebase's TASK_TO_METRICS[task][0].
+_NO_QUESTION_COPA = "premise: {premise} choice1: {choice1} choice2: {choice2}"
+PROTOCOL_DETAILS: dict[str, dict[str, dict]] = {
+    # DPT (data_utils.py), DePT and ULPT (src/tasks.py, SuperGLUECOPA) leave out whether the
+    # cause or the effect is asked for; T5 (and so "paper") keeps the question.
+    "copa": {p: {"template": _NO_QUESTION_COPA} for p in ("dpt", "dept", "ulpt")},
+    # DPT (data_utils.py, SuperGLUEWSCFixed.get and .preprocessor): true rows only in train AND
+    # validation (so it reports accuracy on the label-1 rows), the pronoun marked `* he *`, no
+    # prefix, target the referent; scored by referent match (main_ddp.py task_evaluation_wsc).
+    "wsc": {"dpt": {"template": "{pronoun_marked}", "preprocess": "wsc_dpt", "eval_filter": "label_true"}},
+    # MRPC and QQP choose by accuracy in DPT (utils.py), DePT and ULPT (src/metrics.py
+    # TASK_TO_METRICS: ["accuracy", "f1"]); T5 and our default report F1 first.
+    "mrpc": {p: {"metrics": ("accuracy", "f1")} for p in ("dpt", "dept", "ulpt")},
+    "qqp": {p: {"metrics": ("accuracy", "f1")} for p in ("dpt", "dept", "ulpt")},
+    # CB chooses by macro F1 in DePT and ULPT (TASK_TO_METRICS "superglue-cb": ["f1_multiclass",
+    # "accuracy"]); DPT's utils.py lists accuracy first, as our default does.
+    "cb": {p: {"metrics": ("macro_f1", "accuracy")} for p in ("dept", "ulpt")},
+    # Yelp trains on 100,000 rows: DePT and ULPT train.py (`train_dataset.select(range(100000))`
+    # after the ATTEMPT shuffle), DPT main_ddp.py (n_obs=100000 of the seeded shuffle).
+    "yelp2": {p: {"max_train_rows": 100_000} for p in ("dpt", "dept", "ulpt")},
+    # MRQA chooses by exact match in DePT and ULPT (TASK_TO_METRICS: ["em", "f1"]); DPT by F1.
+    **{t: {p: {"metrics": ("em", "f1")} for p in ("dept", "ulpt")} for t in ("nq", "hotpotqa", "searchqa", "newsqa")},
+}
+
+
 def list_tasks() -> list[str]:
     """Names of every registered task, grouped by benchmark."""
     return list(TASKS)
@@ -194,8 +225,11 @@ def list_tasks() -> list[str]:
 
 # Instruction style for decoder-only models: a natural prompt ending in a cue, answered with real
 # words (one token each in common BPE vocabularies), in each task's class order. The targets
-# follow the cue after one space. Tasks not listed keep their text-to-text template with the
-# class names as words.
+# follow the cue after one space. Long passages come first and the question last, so that an
+# input cut from the left keeps the question. Every registered task has an entry (a test checks);
+# words None: generation tasks (the answer text), and COPA / WinoGrande, answered with the right
+# option's own text (INSTRUCTION_FIELDS). Other fields of the instruction style's task are in
+# INSTRUCTION_FIELDS.
 INSTRUCTION: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "sst2": ("Review: {sentence}\nSentiment:", ("negative", "positive")),
     "cola": ("Sentence: {sentence}\nIs this sentence grammatical? Answer:", ("no", "yes")),
@@ -210,17 +244,68 @@ INSTRUCTION: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "cb": ("{premise}\nQuestion: {hypothesis} True, False or Neither?\nAnswer:", ("yes", "no", "maybe")),
     "boolq": ("{passage}\nQuestion: {question}?\nAnswer:", ("no", "yes")),
     "wic": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nIs the word '{word}' used with the same meaning in both sentences? Answer:", ("no", "yes")),
+    # the right option's text (choice_fields); {question} is "cause" or "effect"
+    "copa": ("{premise} What was the {question}?\nOptions:\n- {choice1}\n- {choice2}\nAnswer:", None),
+    # one example per candidate answer
+    "multirc": ("{paragraph}\nQuestion: {question}\nCandidate answer: {answer}\nIs the candidate answer correct? Answer:", ("no", "yes")),
+    # an entity of the passage: rank mode scores each of the row's entities, or generate it
+    "record": ("{passage}\nQuery: {query}\nWhat does @placeholder stand for in the query? Options: {entities_text}\nAnswer:", None),
+    # the referent's text, scored by referent matching as T5's WSC
+    "wsc": ('{text}\nQuestion: In the passage above, who or what does the pronoun "{span2_text}" refer to?\nAnswer:', None),
+    "wsc_bool": ('{text}\nQuestion: In the passage above, does the pronoun "{span2_text}" refer to "{span1_text}"?\nAnswer:', ("no", "yes")),
+    # similarity rounded to a whole number (INSTRUCTION_FIELDS), scored against the exact value
+    "stsb": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nHow similar are the two sentences, from 0 (unrelated) to 5 (same meaning)? Answer:",
+             ("0", "1", "2", "3", "4", "5")),
+    # the right option's text (choice_fields)
+    "winogrande": ("{sentence}\nQuestion: What does the _ refer to, {option1} or {option2}?\nAnswer:", None),
+    "yelp2": ("Review: {text}\nSentiment:", ("negative", "positive")),
+    # entailment, neutral
+    "scitail": ("{sentence1}\nQuestion: {sentence2} True or False?\nAnswer:", ("yes", "no")),
+    "paws": ("Sentence 1: {sentence1}\nSentence 2: {sentence2}\nDo both sentences mean the same thing? Answer:", ("no", "yes")),
+    **{name: ("{context}\nQuestion: {question}\nAnswer:", None) for name in ("nq", "hotpotqa", "searchqa", "newsqa")},
+}
+
+# Other Task fields of the instruction style (see tasks/spec.py). COPA and WinoGrande: each
+# example's choices are its two options' texts, the target the right one. STS-B: the target is
+# the score rounded to a whole number (six candidates, "0" ... "5", each a digit), and the
+# metrics compare predictions with the exact score, not the rounded one.
+INSTRUCTION_FIELDS: dict[str, dict] = {
+    "copa": {"choice_fields": ("choice1", "choice2")},
+    "winogrande": {"choice_fields": ("option1", "option2")},
+    "stsb": {"round_step": 1.0, "round_gold": False},
 }
 
 
+def _instruction(task: Task, label_words, template) -> Task:
+    """``task`` in the instruction style; the user's ``label_words`` / ``template`` win (the
+    user's label words also replace per-row choices)."""
+    import dataclasses
+
+    styled_template, words = INSTRUCTION.get(task.name, (None, None))
+    fields = dict(INSTRUCTION_FIELDS.get(task.name, {}))
+    if task.kind != "classification":  # a regression's candidate numbers: no user override
+        if words is not None:
+            fields["label_words"] = words
+        words = None
+    elif words is None and task.label_names:
+        words = "names"
+    if label_words is not None:
+        fields.pop("choice_fields", None)
+    task = task.with_overrides(label_words=label_words if label_words is not None else words,
+                               template=template if template is not None else styled_template)
+    return dataclasses.replace(task, **fields) if fields else task
+
+
 def get_task(name: str, label_words: str | Sequence[str] | None = None,
-             template: str | None = None, style: str | None = None) -> Task:
+             template: str | None = None, style: str | None = None, protocol: str | None = None) -> Task:
     """A registered task by name or alias (case-insensitive: ``SST-2``, ``sst-2``, ``sst2``).
 
     label_words: other words per class (a sequence, a comma-separated string, ``"names"`` or
         ``"digits"``); template: another input template over the same fields.
     style: ``"text-to-text"`` (default: the papers' T5 templates) or ``"instruction"`` (for
         decoder-only models); an explicit ``template`` or ``label_words`` wins over the style's.
+    protocol: a paper's protocol (``dpt``, ``dept``, ``ulpt``) applies that paper's task
+        details (``PROTOCOL_DETAILS``) before the style and the explicit overrides.
     """
     key = str(name).strip().lower()
     canonical = _ALIASES.get(key) or _ALIASES.get(key.replace("-", "").replace("_", ""))
@@ -228,11 +313,14 @@ def get_task(name: str, label_words: str | Sequence[str] | None = None,
         raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}")
     if style not in (None, "text-to-text", "instruction"):
         raise ValueError(f"style must be text-to-text or instruction, got {style!r}")
+    from softprompt.tasks.splits import PROTOCOLS
+
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (expected one of {', '.join(PROTOCOLS)})")
     task = TASKS[canonical]
+    details = PROTOCOL_DETAILS.get(canonical, {}).get(protocol or "paper")
+    if details:
+        task = dataclasses.replace(task, **details)
     if style == "instruction":
-        styled_template, words = INSTRUCTION.get(canonical, (None, None))
-        if words is None and task.kind == "classification" and task.label_names:
-            words = "names"
-        template = template if template is not None else styled_template
-        label_words = label_words if label_words is not None else words
+        return _instruction(task, label_words, template)
     return task.with_overrides(label_words=label_words, template=template)

@@ -26,9 +26,13 @@ class Example:
     target_text: the training target (a label word, a rounded number, or an answer).
     label: the gold value: class index (classification, and T5-style WSC's true/false), float
         (regression), answer string (generation); None when the split is unlabeled.
-    choices: candidate targets for rank-mode evaluation (label words, ReCoRD entities), or None.
+    choices: candidate targets for rank-mode evaluation (label words, ReCoRD entities, COPA's
+        options as text), or None.
     answers: every gold answer (ReCoRD, MRQA, WSC referent); () otherwise.
     group: the id that grouped metrics aggregate over (MultiRC question, ReCoRD query).
+    cut: the characters ``(start, end)`` of ``input_text`` that lose tokens when the input is
+        too long: the field the task names (``Task.truncate_field``, the passage), else all but
+        the template's closing text; None: anywhere (batching.py cuts the right end).
     """
 
     input_text: str
@@ -37,6 +41,8 @@ class Example:
     choices: tuple[str, ...] | None = None
     answers: tuple[str, ...] = ()
     group: str | None = None
+    # Not part of equality: it says how to shorten the text, not what the example is.
+    cut: tuple[int, int] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -87,12 +93,20 @@ class Task:
     label_words: tuple[str, ...] | None = None  # target text per class
     answers_field: str | None = None  # generation: field holding the gold answer(s)
     choices_field: str | None = None  # field holding rank-mode candidates (ReCoRD entities)
+    # classification answered with the row's own text: the field holding each class's text, in
+    # class order (COPA: choice1, choice2); each example's choices and target are those texts
+    # and the prediction is the class index. label_words then only name the classes.
+    choice_fields: tuple[str, ...] = ()
     group_field: str | None = None  # field holding the grouping id (after preprocess)
     preprocess: str | None = None  # name of a row transform in tasks/preprocess.py
+    truncate_field: str | None = None  # the field that gives way when an input is too long (the passage)
     train_filter: str | None = None  # "label_true": train only on true rows (T5's WSC)
+    eval_filter: str | None = None  # "label_true": validate and test on true rows only (DPT's WSC)
+    max_train_rows: int | None = None  # cap on training rows, after the protocol's split (Yelp: 100k)
     expand_answers: bool = False  # train on one copy per gold answer (ReCoRD)
     scoring: str | None = None  # "wsc_referent": generation scored by referent matching
     round_step: float | None = None  # regression: target text rounded to this step (STS-B: 0.2)
+    round_gold: bool = True  # regression: score against the rounded target (T5), else the row's value
     size: str | None = None  # "small" | "large" | None: the attempt protocol's partition
     paper_splits: Mapping[str, str] = field(default_factory=dict)  # split -> official, paper
     attempt_splits: Mapping[str, str] = field(default_factory=dict)  # same, attempt protocol
@@ -119,6 +133,19 @@ class Task:
                 raise ValueError(f"task {self.name}: label words must be non-empty strings")
             if len(set(words)) != len(words):
                 raise ValueError(f"task {self.name}: label words must be distinct, got {words}")
+        for name in ("train_filter", "eval_filter"):
+            if getattr(self, name) not in (None, "label_true"):
+                raise ValueError(f"task {self.name}: {name} must be None or 'label_true', got {getattr(self, name)!r}")
+        cap = self.max_train_rows
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int) or cap < 1):
+            raise ValueError(f"task {self.name}: max_train_rows must be a positive integer, got {cap!r}")
+        if self.choice_fields:
+            if self.kind != "classification":
+                raise ValueError(f"task {self.name}: choice_fields need a classification task")
+            if len(self.choice_fields) != len(self.label_words):
+                raise ValueError(
+                    f"task {self.name}: {len(self.choice_fields)} choice fields for "
+                    f"{len(self.label_words)} classes")
         template_fields(self.template)  # raises on a malformed template
 
     # ----------------------------------------------------------------- derived facts
@@ -132,7 +159,8 @@ class Task:
         """A copy with other label words and/or another template.
 
         label_words: a sequence (one word per class), ``"names"`` for the class names
-            (``entailment``, ...) or ``"digits"`` for ``"0"``, ``"1"``, ...
+            (``entailment``, ...) or ``"digits"`` for ``"0"``, ``"1"``, ...; they replace a
+            task's per-row choices (``choice_fields``) too.
         """
         changes: dict[str, Any] = {}
         if template is not None:
@@ -156,6 +184,7 @@ class Task:
                     f"task {self.name} has {n} classes {self.label_names or ''}, "
                     f"got {len(words)} label words {words}")
             changes["label_words"] = words
+            changes["choice_fields"] = ()
         return dataclasses.replace(self, **changes) if changes else self
 
     # ----------------------------------------------------------------- the contract
@@ -168,7 +197,9 @@ class Task:
                 ``train32`` for local files, read as is).
             data_dir: folder holding the benchmark's task folders (``CB/``, ``SST-2/``, ...) or
                 their parent; None reads from the hub through `datasets`.
-            protocol: ``paper`` (official splits) or ``attempt`` (DePT/ULPT's re-split).
+            protocol: ``paper`` (official splits), ``attempt`` (DePT/ULPT's re-split), or a
+                paper's own (``dpt``, ``dept``, ``ulpt``; see tasks/splits.py). The task's
+                details for a paper's protocol come from ``get_task(..., protocol=)``.
             seed: the shuffle seed of the attempt protocol (42 in DePT and ULPT).
         Returns:
             list[Example], in a deterministic order (the same from local files and the hub).
@@ -186,19 +217,24 @@ class Task:
         return few_shot(examples, shots=shots, shots_per_class=shots_per_class, seed=seed,
                         num_classes=self.num_classes)
 
-    def parse(self, text: str) -> int | float | str | None:
+    def parse(self, text: str, example: Example | None = None) -> int | float | str | None:
         """Map generated text to a prediction: class index, float, or answer text.
 
+        example: the example the text answers; needed when the choices are the row's own
+        texts (``choice_fields``, e.g. COPA), which are then matched instead of label words.
         None means the text maps to no label (evaluation counts it as invalid and wrong).
         """
         text = text.strip()
         if self.kind == "classification":
-            words = self.label_words or ()
+            if self.choice_fields:
+                words = example.choices if example is not None and example.choices else ()
+            else:
+                words = self.label_words or ()
             if text in words:
                 return words.index(text)
             folded = text.lower().rstrip(".!")
             for i, word in enumerate(words):
-                if folded == word.lower():
+                if folded == word.lower().rstrip(".!"):
                     return i
             return None
         if self.kind == "regression":

@@ -1,5 +1,14 @@
 """Split protocols and few-shot sampling.
 
+A protocol names a split rule and, for ``dpt``, ``dept`` and ``ulpt``, one paper's task details
+(templates, filters, checkpoint metric, training-row caps; ``PROTOCOL_DETAILS`` in
+tasks/registry.py, where each is documented):
+
+- ``paper``: the official splits with T5's task details (Lester et al., Residual PT).
+- ``dpt``: the official splits with the DPT code's task details (XYaoooo/DPT).
+- ``attempt``: the ATTEMPT re-split with T5's task details.
+- ``dept``, ``ulpt``: the ATTEMPT re-split with DePT's / ULPT's task details.
+
 ``paper``: train on train, report on the official validation set (the DPT paper).
 
 ``attempt``: the re-split of ATTEMPT, which DePT and ULPT reuse (DePT's src/tasks.py,
@@ -17,7 +26,9 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-PROTOCOLS = ("paper", "attempt")
+PROTOCOLS = ("paper", "attempt", "dpt", "dept", "ulpt")
+# The split rule of each protocol.
+SPLIT_RULE = {"paper": "paper", "attempt": "attempt", "dpt": "paper", "dept": "attempt", "ulpt": "attempt"}
 ATTEMPT_VALIDATION_SIZE = 1000
 
 # DePT's partition, verbatim (AbstractTask.small_datasets_without_all_splits and
@@ -60,9 +71,21 @@ def shuffled_indices(n: int, seed: int) -> list[int]:
 
 def select_rows(task, split: str, protocol: str, seed: int,
                 read: Callable[[str], list]) -> list:
-    """The rows of `split` under `protocol`; `read(official_split)` reads one official split."""
+    """The rows of `split` under `protocol`; `read(official_split)` reads one official split.
+    A task's ``max_train_rows`` caps the training rows (DePT's and ULPT's Yelp: 100,000)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (expected one of {', '.join(PROTOCOLS)})")
+    rows = _select(task, split, SPLIT_RULE[protocol], seed, read)
+    cap = getattr(task, "max_train_rows", None)
+    if cap is not None and split == "train" and len(rows) > cap:
+        if SPLIT_RULE[protocol] == "attempt" and task.size == "large":
+            rows = rows[:cap]  # already the seeded shuffle: DePT's select(range(100000))
+        else:  # DPT's subsample: the first rows of the seeded shuffle (n_obs)
+            rows = [rows[i] for i in shuffled_indices(len(rows), seed)[:cap]]
+    return rows
+
+
+def _select(task, split: str, protocol: str, seed: int, read: Callable[[str], list]) -> list:
     if protocol == "paper":
         return read(task.paper_splits.get(split, split))
     if split not in ("train", "validation", "test"):
