@@ -113,3 +113,23 @@ def test_a_model_whose_shared_path_differs_falls_back(monkeypatch):
     assert not model.join.use_shared(model.prompt_embeddings(), ids.shape[1])
     naive = model(ids, mask, labels, return_logits=False, shared=False).loss
     torch.testing.assert_close(model(ids, mask, labels, return_logits=False).loss, naive)
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_mixed_prompts_and_generation_from_kept_keys(name):
+    """A batch mixing two prompts of different lengths: each row scores what it scores alone;
+    generation that starts from the prompts' keys and values gives the tokens of the full run."""
+    backbone = build(name, ARCHITECTURES[name])
+    prompts = {"a": softprompt.attach(backbone, "prompt", length=2, seed=0, init="normal"),
+               "b": softprompt.attach(backbone, "prompt", length=4, seed=1, init="normal")}
+    bank = softprompt.PromptBank(backbone, prompts).eval()
+    ids, mask, labels = batch("left")
+    names = ["b", "a", "b"]
+    with torch.no_grad():
+        mixed = bank.score(ids, mask, labels, prompt=names)
+        for row, which in enumerate(names):
+            keep = mask[row].bool()
+            alone = prompts[which].eval().score(ids[row][keep][None], None, labels[row][keep][None])[0]
+            torch.testing.assert_close(mixed[row], alone, rtol=1e-4, atol=1e-4 * max(1.0, abs(float(alone))))
+    kw = dict(max_new_tokens=4, do_sample=False, pad_token_id=0)
+    assert torch.equal(bank.generate(ids, mask, prompt=names, **kw), bank.generate(ids, mask, prompt=names, use_cache=False, **kw)), name

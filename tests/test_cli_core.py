@@ -192,6 +192,66 @@ def test_predict_rank_mode_with_task_from_csv(tiny_run):
     assert all(r["prediction"] in ("negative", "positive") and r["generation"] is None for r in out)
 
 
+def _second_prompt(tiny_run):
+    """A DPT prompt beside the fixture's ULPT one, its values moved off the init."""
+    model = softprompt.attach(tiny_llama(), method="dpt", length=5, bottleneck=2, seed=3)
+    with torch.no_grad():
+        model.prompt.a.mul_(4.0)
+    model.save(tiny_run / "rte_run" / "prompt")
+    return tiny_run / "rte_run" / "prompt"
+
+
+def _predict(tiny_run, prompts, rows, extra, name="preds.jsonl"):
+    (tiny_run / "in.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    argv = ["predict", *prompts, "--model", str(tiny_run / "tiny"), "--input", str(tiny_run / "in.jsonl"),
+            "--output", str(tiny_run / name), *extra]
+    assert main(argv) == 0
+    return [json.loads(line) for line in (tiny_run / name).read_text().splitlines()]
+
+
+SENTENCES = ["great fun", "a very dull plot", "bad acting", "the film was not good", "really boring", "good movie"]
+
+
+@pytest.mark.parametrize("mode", ["generate", "rank"])
+def test_predict_mixes_prompts_in_batches_and_equals_each_prompt_alone(tiny_run, mode, capsys):
+    second = _second_prompt(tiny_run)
+    which = ["a", "rte_run", "rte_run", "a", "rte_run", "a"]  # rte_run: named after the run's folder
+    rows = [{"id": i, "prompt": w, "sentence": s} for i, (w, s) in enumerate(zip(which, SENTENCES))]
+    tasks = {"a": "sst2", "rte_run": "cola"}
+    common = (["--label-words", "digits", "--mode", "rank"] if mode == "rank"
+              else ["--template", "sentence : {sentence}", "--max-new-tokens", "3"]) + ["--batch-size", "4"]  # both prompts in each batch
+    own_task = ["--task", "a=sst2", "--task", "rte_run=cola"] if mode == "rank" else []
+    mixed = _predict(tiny_run, [f"a={tiny_run / 'prompt'}", str(second)], rows, common + own_task)
+    assert "from 2 prompts in mixed batches" in capsys.readouterr().out
+    assert [r["prompt"] for r in mixed] == which and [r["id"] for r in mixed] == list(range(6))
+    for name, path in (("a", tiny_run / "prompt"), ("rte_run", second)):
+        own = [r for r in rows if r["prompt"] == name]
+        alone = _predict(tiny_run, [str(path)], own, common + (["--task", tasks[name]] if mode == "rank" else []), name=f"{name}.jsonl")
+        got = [r for r in mixed if r["prompt"] == name]
+        assert [(r["input"], r["generation"], r["prediction"]) for r in got] == [(r["input"], r["generation"], r["prediction"]) for r in alone]
+    if mode == "rank":
+        assert {r["prediction"] for r in mixed if r["prompt"] == "a"} <= {"negative", "positive"}
+        assert {r["prediction"] for r in mixed if r["prompt"] == "rte_run"} <= {"unacceptable", "acceptable"}
+        assert mixed[1]["input"] == "sentence: a very dull plot"
+
+
+def test_predict_several_prompts_bad_input_is_one_line(tiny_run, capsys):
+    second = _second_prompt(tiny_run)
+    (tiny_run / "in.jsonl").write_text('{"sentence": "fun", "prompt": "a"}\n{"sentence": "bad", "prompt": "zzz"}\n')
+    base = ["predict", f"a={tiny_run / 'prompt'}", str(second), "--model", str(tiny_run / "tiny"), "--input",
+            str(tiny_run / "in.jsonl"), "--output", str(tiny_run / "preds.jsonl")]
+    assert main(base + ["--task", "sst2"]) == 2
+    assert "in.jsonl row 2: prompt 'zzz' is none of the prompts given (a, rte_run)" in capsys.readouterr().err
+    (tiny_run / "in.jsonl").write_text('{"sentence": "fun"}\n')
+    assert main(base + ["--task", "sst2"]) == 2
+    assert "in.jsonl row 1: missing field 'prompt' (which prompt: a, rte_run)" in capsys.readouterr().err
+    assert main(base + ["--task", "a=sst2"]) == 2
+    assert "no --task for prompt(s) rte_run" in capsys.readouterr().err
+    assert main(base[:2] + [f"a={second}"] + base[3:] + ["--task", "sst2"]) == 2
+    assert "two prompts are named 'a'" in capsys.readouterr().err
+    assert not (tiny_run / "preds.jsonl").exists()
+
+
 def test_predict_bad_input_is_one_line(tiny_run, capsys):
     (tiny_run / "in.jsonl").write_text('{"text": "fun"}\n')
     argv = ["predict", str(tiny_run / "prompt"), "--model", str(tiny_run / "tiny"), "--input", str(tiny_run / "in.jsonl"),

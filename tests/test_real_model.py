@@ -40,3 +40,46 @@ def test_two_training_steps_on_smollm2(smollm2, method):
     assert losses[0] != losses[1]
     for k, v in before.items():
         assert torch.equal(backbone.state_dict()[k], v)
+
+
+def test_exported_embeds_generate_softprompt_s_tokens_on_smollm2(smollm2, tmp_path):
+    """The README's transformers recipe (prompt embeddings before each row's first token, left
+    padding) gives softprompt's greedy tokens on the real model."""
+    from test_export_embeds import with_prompt
+
+    backbone, tokenizer = smollm2
+    model = softprompt.attach(backbone, method="prompt", length=10, seed=0).eval()
+    model.save(tmp_path / "p")
+    softprompt.export_embeds(tmp_path / "p", tmp_path / "p.safetensors")
+    from safetensors.torch import load_file
+
+    prompt = load_file(str(tmp_path / "p.safetensors"))["prompt_embeds"]
+    texts = ["Review: a gripping, funny film\nSentiment:", "Question: what is the capital of France?\nAnswer:"]
+    token_rows = [tokenizer(t)["input_ids"] for t in texts]
+    T = max(len(r) for r in token_rows)
+    ids = torch.tensor([[tokenizer.pad_token_id] * (T - len(r)) + r for r in token_rows])
+    mask = torch.tensor([[0] * (T - len(r)) + [1] * len(r) for r in token_rows])
+    kw = dict(max_new_tokens=12, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    ours = model.generate(ids, mask, **kw)
+    embeds, full_mask = with_prompt(backbone, prompt, token_rows)
+    with torch.no_grad():
+        theirs = backbone.generate(inputs_embeds=embeds, attention_mask=full_mask, **kw)
+    assert torch.equal(ours, theirs)
+
+
+def test_a_mixed_batch_on_smollm2_equals_each_row_alone(smollm2):
+    backbone, tokenizer = smollm2
+    prompts = {"a": softprompt.attach(backbone, method="prompt", length=6, seed=1),
+               "b": softprompt.attach(backbone, method="ulpt", length=11, rank=2, seed=2)}
+    bank = softprompt.PromptBank(backbone, prompts).eval()
+    texts = ["The movie was great.", "A dull, lifeless film that never ends.", "Fine."]
+    names = ["b", "a", "b"]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        logits = bank(batch["input_ids"], batch["attention_mask"], prompt=names).logits
+        for row, (text, name) in enumerate(zip(texts, names)):
+            one = tokenizer([text], return_tensors="pt")
+            alone = prompts[name].eval()(one["input_ids"], one["attention_mask"]).logits[0]
+            got = logits[row][batch["attention_mask"][row].bool()]
+            # float32 over 30 layers: batch-shaped matmuls round differently (measured 5e-5 on logits up to 40)
+            assert (got - alone).abs().max().item() <= 1e-5 * alone.abs().max().item()

@@ -67,7 +67,7 @@ def test_multi_token_choices_pad_with_minus_inf_and_match_score():
 def test_rank_evaluation_runs_one_forward_per_example_and_the_prompt_once(monkeypatch):
     backbone, tok = tiny_llama(), tiny_tokenizer(bos=True)
     model = softprompt.attach(backbone, "ulpt", length=4, rank=2, seed=0).eval()
-    reference = rank_predictions(model, tok, TASK, EXAMPLES, batch_size=64)
+    assert model.join.use_shared(model.prompt_embeddings())  # the first use's probe, not counted below
     calls = []
     body = model.join.body
     original = body.forward
@@ -77,19 +77,24 @@ def test_rank_evaluation_runs_one_forward_per_example_and_the_prompt_once(monkey
         return original(*args, **kwargs)
 
     monkeypatch.setattr(body, "forward", counting)
+    reference = rank_predictions(model, tok, TASK, EXAMPLES, batch_size=64)  # 1 batch
     predictions = rank_predictions(model, tok, TASK, EXAMPLES, batch_size=3)  # 3 batches
     assert predictions == reference
     prefix_runs = [shape for shape in calls if tuple(shape) == (1, 4)]
     text_rows = sum(shape[0] for shape in calls if tuple(shape) != (1, 4))
-    assert len(prefix_runs) == 1  # the prompt's keys and values: once per evaluation
-    assert text_rows == len(EXAMPLES)  # one row per example, not one per label word
-    # outside the evaluation nothing is kept: the next call sees a changed prompt
-    assert model._frozen is None and model.join._frozen is None
+    # the prompt's keys and values: once for both evaluations (kept across batches and calls)
+    assert len(prefix_runs) == 1
+    assert text_rows == 2 * len(EXAMPLES)  # one row per example, not one per label word
+    # a changed prompt is never met with the kept keys and values: the next call recomputes them
     with torch.no_grad():
         model.prompt.shift.add_(1.0)
     calls.clear()
-    rank_predictions(model, tok, TASK, EXAMPLES, batch_size=3)
+    changed = rank_predictions(model, tok, TASK, EXAMPLES, batch_size=3)
     assert len([s for s in calls if tuple(s) == (1, 4)]) == 1
+    fresh = softprompt.attach(tiny_llama(), "ulpt", length=4, rank=2, seed=0).eval()
+    with torch.no_grad():
+        fresh.prompt.shift.add_(1.0)
+    assert changed == rank_predictions(fresh, tok, TASK, EXAMPLES, batch_size=3)
 
 
 def test_frozen_prompt_gives_the_same_scores_as_recomputing():

@@ -4,13 +4,15 @@
   candidates such as COPA's options or ReCoRD's entities) is scored by the sum of its tokens'
   log-probabilities given the input (``model.choice_scores``: one forward per example when
   every choice is one token, else one per choice; the head runs only at the scored
-  positions); the best choice is the prediction. The prompt and its keys and
-  values are computed once per evaluation (``model.frozen_prompt``), not once per batch.
+  positions); the best choice is the prediction. The prompt is computed once per evaluation
+  (``model.frozen_prompt``) and, decoder-only, its keys and values are kept across batches and
+  calls until the prompt changes (``backbones.join``).
 * ``generate``: greedy decoding, then ``task.parse`` maps the text to a prediction; text that
   maps to no label is *invalid* and counts as wrong.
 
 ``NoPrompt`` is a ``SoftPromptModel`` whose prompt has zero tokens, so the zero-shot baseline
-(the task's template, no prompt) runs through the same code.
+(the task's template, no prompt) runs through the same code. With a ``PromptBank``,
+``prompts`` names each example's prompt and the batches mix them.
 """
 
 from __future__ import annotations
@@ -111,26 +113,18 @@ def _device(model: nn.Module) -> torch.device:
     return model.backbone.get_input_embeddings().weight.device
 
 
-def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ", truncation_side="right") -> list[Any]:
+def _named(prompts: Sequence[str] | None, rows: list[int]) -> dict[str, Any]:
+    """``prompt=`` for a batch whose rows belong to examples ``rows`` (nothing without a bank)."""
+    return {} if prompts is None else {"prompt": [prompts[e] for e in rows]}
+
+
+@torch.no_grad()
+def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length=256, separator=" ", truncation_side="right",
+                     prompts=None) -> list[Any]:
     """The best choice of each example, as ``task.parse`` reads it (a class index for
-    classification, the choice's text for generation tasks such as ReCoRD)."""
-    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=task.label_words,
-                                truncation_side=truncation_side)
-    report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
-    pad, device = pad_id(tokenizer), _device(model)
-    best = torch.empty(len(examples), dtype=torch.long)
-    order = sorted(range(len(examples)), key=choices.lengths().__getitem__)  # similar lengths batch together
-    # batch_size counts rows: with one row per choice, fewer examples fit in a batch
-    per_batch = max(1, batch_size // (1 if choices.single_token else max(len(g) for g in choices.groups)))
-    progress = Progress(-(-len(order) // per_batch), f"scoring {len(examples)} examples", leave=False)
-    with model.frozen_prompt():
-        for start in range(0, len(order), per_batch):
-            index = order[start : start + per_batch]
-            batch = {k: v.to(device) for k, v in choices.batch(index, pad).items()}
-            scores = model.choice_scores(**batch).float().cpu()  # [E, C]
-            best[index] = scores.argmax(dim=1)  # the first maximum: ties go to the lower index
-            progress.update(1)
-    progress.close()
+    classification, the choice's text for generation tasks such as ReCoRD). ``prompts``: with a
+    ``PromptBank``, each example's prompt name (a batch mixes them)."""
+    best = rank_choices(model, tokenizer, examples, task.label_words, batch_size, max_length, separator, truncation_side, prompts)
     predictions = []
     for i, example in enumerate(examples):
         options = example.choices if example.choices else task.label_words
@@ -145,8 +139,38 @@ def rank_predictions(model, tokenizer, task, examples, batch_size=16, max_length
     return predictions
 
 
-def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, max_new_tokens=16, truncation_side="right") -> list[str]:
-    """Greedy continuations of each example's input (decoded, special tokens dropped)."""
+@torch.no_grad()
+def rank_choices(model, tokenizer, examples, default_choices=None, batch_size=16, max_length=256, separator=" ",
+                 truncation_side="right", prompts=None) -> torch.Tensor:
+    """The index of each example's best choice (``Example.choices``, else ``default_choices``),
+    ``[E]``; ties go to the lower index. ``prompts``: with a ``PromptBank``, each example's
+    prompt name (a batch mixes them, and examples of different tasks bring their own choices)."""
+    choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=default_choices,
+                                truncation_side=truncation_side)
+    report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
+    pad, device = pad_id(tokenizer), _device(model)
+    best = torch.empty(len(examples), dtype=torch.long)
+    order = sorted(range(len(examples)), key=choices.lengths().__getitem__)  # similar lengths batch together
+    # batch_size counts rows: with one row per choice, fewer examples fit in a batch
+    per_batch = max(1, batch_size // (1 if choices.single_token else max(len(g) for g in choices.groups)))
+    progress = Progress(-(-len(order) // per_batch), f"scoring {len(examples)} examples", leave=False)
+    with model.frozen_prompt():
+        for start in range(0, len(order), per_batch):
+            index = order[start : start + per_batch]
+            batch = {k: v.to(device) for k, v in choices.batch(index, pad).items()}
+            rows = index if choices.single_token else [e for e in index for _ in choices.groups[e]]  # each batch row's example
+            scores = model.choice_scores(**batch, **_named(prompts, rows)).float().cpu()  # [E, C]
+            best[index] = scores.argmax(dim=1)  # the first maximum: ties go to the lower index
+            progress.update(1)
+    progress.close()
+    return best
+
+
+@torch.no_grad()
+def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, max_new_tokens=16, truncation_side="right",
+                   prompts=None) -> list[str]:
+    """Greedy continuations of each example's input (decoded, special tokens dropped).
+    ``prompts``: with a ``PromptBank``, each example's prompt name (a batch mixes them)."""
     kind = _kind(model)
     # The inputs as training sees them, without the target: decoder-only rows are
     # [BOS?] input; the model continues with separator + target.
@@ -161,13 +185,13 @@ def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, ma
     progress = Progress(-(-len(order) // batch_size), f"generating for {len(examples)} examples", leave=False)
     with model.frozen_prompt():
         for start in range(0, len(order), batch_size):
-            _generate_batch(model, tokenizer, encoded, order[start : start + batch_size], kind, pad, eos, device, max_new_tokens, texts)
+            _generate_batch(model, tokenizer, encoded, order[start : start + batch_size], kind, pad, eos, device, max_new_tokens, texts, prompts)
             progress.update(1)
     progress.close()
     return texts
 
 
-def _generate_batch(model, tokenizer, encoded, index, kind, pad, eos, device, max_new_tokens, texts) -> None:
+def _generate_batch(model, tokenizer, encoded, index, kind, pad, eos, device, max_new_tokens, texts, prompts=None) -> None:
     """Greedy continuations of the rows ``index`` of ``encoded``, written into ``texts``."""
     rows = []
     for i in index:
@@ -179,7 +203,7 @@ def _generate_batch(model, tokenizer, encoded, index, kind, pad, eos, device, ma
     batch = collate(rows, pad, padding_side="left")
     new = model.generate(
         batch["input_ids"].to(device), batch["attention_mask"].to(device),
-        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos,
+        max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos, **_named(prompts, index),
     )
     for row, i in enumerate(index):
         tokens = new[row].tolist()

@@ -8,7 +8,8 @@ A prompt directory holds
   and vocabulary size, the library version, and the method's own metadata (ULPT: seed and
   checksum of the projection).
 
-Also: export to / read from a Hugging Face PEFT prompt-tuning adapter (``check_replaceable``
+Also: export of the materialized prompt as one safetensors file for serving engines that take
+input embeddings (``export_embeds``, ``read_embeds``); export to / read from a Hugging Face PEFT prompt-tuning adapter (``check_replaceable``
 says whether a directory is softprompt's own output, which alone ``--overwrite`` may replace),
 the one atomic writer (``atomic_file``, ``write_dir_atomically``; ``clear_leftovers`` for what
 an interrupted one left) and the one "copy saved tensors into a prompt" (``copy_into_prompt``,
@@ -323,6 +324,75 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
         save_file({"prompt_embeddings": prompt}, str(tmp / PEFT_WEIGHTS_NAME), metadata={"format": "pt"})
 
     return write_dir_atomically(out_dir, write)
+
+
+# ---------------------------------------------------------------------------------------
+# The materialized prompt alone, for engines that take input embeddings
+
+
+EMBEDS_TENSOR = "prompt_embeds"
+EMBEDS_FORMAT = "softprompt-embeds"
+
+
+def export_embeds(prompt_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the materialized prompt of ``prompt_dir`` as ``out_file`` (safetensors, atomically):
+    one float32 tensor ``prompt_embeds [n, d]`` and, in the file's metadata, the backbone's name,
+    kind, embedding and vocabulary size, the method and the prompt's length. Fed as input
+    embeddings right before a row's first token, it gives softprompt's outputs (README: Serving)."""
+    module, record = load_prompt_module(prompt_dir)
+    if type(module).adjust_input_embeds is not PromptMethod.adjust_input_embeds:
+        raise PromptFileError(
+            f"{prompt_dir}: method {record['method']} also changes the input token embeddings; "
+            "prompt embeddings alone cannot reproduce it"
+        )
+    with torch.no_grad():
+        prompt = module().detach().float().contiguous()
+    backbone = record["backbone"]
+    metadata = {
+        "format": EMBEDS_FORMAT,
+        "name": str(backbone.get("name") or ""),
+        "kind": str(backbone.get("kind") or ""),
+        "embed_dim": str(prompt.shape[1]),
+        "vocab_size": str(backbone["vocab_size"]),
+        "length": str(prompt.shape[0]),
+        "method": record["method"],
+        "softprompt_version": __version__,
+    }
+    out_file = Path(out_file)
+    with atomic_file(out_file) as tmp:
+        save_file({EMBEDS_TENSOR: prompt}, str(tmp), metadata=metadata)
+    return out_file
+
+
+def read_embeds(file: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
+    """``(prompt [n, d] float32, metadata)`` of a file ``export_embeds`` wrote."""
+    from safetensors import safe_open
+
+    file = Path(file)
+    tensors = read_safetensors(file)
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise PromptFileError(f"{file}: corrupted or truncated safetensors file ({err})") from None
+    if metadata.get("format") != EMBEDS_FORMAT or EMBEDS_TENSOR not in tensors:
+        raise PromptFileError(f"{file}: not a prompt embeddings file softprompt exported")
+    check_finite(EMBEDS_TENSOR, tensors[EMBEDS_TENSOR], file)
+    return tensors[EMBEDS_TENSOR], metadata
+
+
+def check_replaceable_file(path: str | Path) -> None:
+    """Refuse to replace ``path`` unless it is missing or a prompt embeddings file softprompt wrote."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise PromptFileError(f"{path} exists and is not a regular file")
+    try:
+        read_embeds(path)
+    except (OSError, ValueError):
+        raise PromptFileError(f"{path} is not a prompt embeddings file softprompt exported; --overwrite only replaces "
+                              "softprompt's own output, choose another OUT") from None
 
 
 OWN_FILES = {"prompt": {WEIGHTS_NAME, CONFIG_NAME}, "peft": {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME}}

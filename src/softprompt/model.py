@@ -2,7 +2,8 @@
 
 The wrapper knows nothing about any particular method: it asks the method for the prompt
 ``[n, d]`` (and lets it adjust the text embeddings, a no-op for all but DePT) and hands
-both to the join chosen for the backbone's architecture (``backbones.py``).
+both to the join chosen for the backbone's architecture (``backbones/join.py``).
+``PromptedModel`` is what it shares with ``PromptBank`` (many prompts, one per row).
 """
 
 from __future__ import annotations
@@ -17,18 +18,131 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from . import io
-from .backbones import backbone_info, backbone_record, join_for
+from .backbones import as_rows, backbone_info, backbone_record, join_for
 from .prompts import PromptConfig, PromptMethod, build_method, config_from_dict, make_config
 
 
-class SoftPromptModel(nn.Module):
+class PromptedModel(nn.Module):
+    """What a frozen backbone with prompts runs, whichever prompt each row takes: the forward
+    pass, scores, choice scores and generation. A subclass says which prompt each row gets and
+    what the text embeddings are (``_inputs``); it knows no method by name.
+
+    Attributes:
+        backbone: the frozen transformers model.
+        join: how a prompt joins the input (``join.kind`` is "encoder-decoder" or "decoder-only").
+    """
+
+    backbone: nn.Module
+
+    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: Any):
+        """``(prompt [n, d] or RowPrompts, text embeddings [B, T, d])`` for a batch."""
+        raise NotImplementedError
+
+    @staticmethod
+    def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return torch.ones_like(input_ids) if attention_mask is None else attention_mask
+
+    def clear_prompt_cache(self) -> None:
+        """Forget the prompts' kept keys and values (they are checked before every reuse, so
+        this only frees memory)."""
+        self.join.clear_cache()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        return_logits: bool = True,
+        choice_tokens: torch.Tensor | None = None,
+        choice_rows: torch.Tensor | None = None,
+        choice_labels: torch.Tensor | None = None,
+        prompt: Any = None,
+        **kwargs: Any,
+    ):
+        """Args:
+            input_ids: ``[B, T]`` text tokens (no room for the prompt needed).
+            attention_mask: ``[B, T]``, left or right padded; default all ones.
+            labels: decoder-only: ``[B, T]`` aligned with ``input_ids`` as in transformers
+                (``IGNORE_INDEX`` = ignored); encoder-decoder: the decoder targets ``[B, L]``.
+            return_logits: False skips the full logits (the loss is then computed from the
+                labeled positions only, much faster for decoder-only training).
+            choice_tokens, choice_rows: score choices instead (see ``choice_scores``): the
+                output's ``logits`` are the choice scores ``[E, C]`` and, with
+                ``choice_labels [E]`` (the right choice), ``loss`` is the cross-entropy over the
+                choices, the class objective.
+            prompt: ``PromptBank`` only: the prompt's name for each row (or one for all).
+        Returns:
+            a transformers ``ModelOutput`` with ``loss`` and ``logits`` (text positions only).
+        """
+        mask = self._mask(input_ids, attention_mask)
+        if choice_tokens is not None or choice_rows is not None:
+            scores = self.choice_scores(input_ids, mask, labels, choice_tokens, choice_rows, prompt=prompt)
+            loss = F.cross_entropy(scores, choice_labels) if choice_labels is not None else None
+            return ModelOutput(loss=loss, logits=scores)
+        prompts, embeds = self._inputs(input_ids, mask, prompt)
+        return self.join.forward(prompts, embeds, mask, labels=labels, return_logits=return_logits, **kwargs)
+
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, prompt: Any = None, **kwargs) -> torch.Tensor:
+        """Sum of the log-probabilities of each row's labeled tokens, ``[B]`` (rank evaluation)."""
+        mask = self._mask(input_ids, attention_mask)
+        prompts, embeds = self._inputs(input_ids, mask, prompt)
+        return self.join.score(prompts, embeds, mask, labels, **kwargs)
+
+    def choice_scores(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor,
+        choice_tokens: torch.Tensor | None = None,
+        choice_rows: torch.Tensor | None = None,
+        prompt: Any = None,
+    ) -> torch.Tensor:
+        """Log-likelihood of every choice of every example, ``[E, C]`` (-inf where an example
+        has fewer than C choices): what rank evaluation compares and the class objective trains.
+
+        Args:
+            choice_tokens: ``[E, C]`` token ids, when each choice is one token: row ``e`` of the
+                batch has one labeled position, the first target token, and choice ``c`` is
+                scored by the log-probability of token ``choice_tokens[e, c]`` there (one
+                forward per example, not one per choice). -1 marks no choice.
+            choice_rows: ``[E, C]`` batch rows, otherwise: each choice is a row of the batch
+                and its score is the sum over that row's labeled tokens. -1 marks no choice.
+            prompt: ``PromptBank`` only: the prompt's name for each batch row.
+        """
+        mask = self._mask(input_ids, attention_mask)
+        prompts, embeds = self._inputs(input_ids, mask, prompt)
+        if choice_tokens is not None:
+            logits, _, rows = self.join.labeled_logits(prompts, embeds, mask, labels)  # [E, V]
+            if rows.numel() != input_ids.shape[0] or not torch.equal(rows, torch.arange(len(rows), device=rows.device)):
+                raise ValueError("choice_tokens needs exactly one labeled position per row")
+            scores = torch.log_softmax(logits, dim=-1).gather(1, choice_tokens.clamp(min=0))
+            return scores.masked_fill(choice_tokens < 0, float("-inf"))
+        if choice_rows is None:
+            raise ValueError("give choice_tokens or choice_rows")
+        row_scores = self.join.score(prompts, embeds, mask, labels)  # [R]
+        return row_scores[choice_rows.clamp(min=0)].masked_fill(choice_rows < 0, float("-inf"))
+
+    @torch.no_grad()
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, prompt: Any = None, **kwargs: Any) -> torch.Tensor:
+        """``backbone.generate`` with the prompt; returns the generated tokens only, ``[B, new]``."""
+        mask = self._mask(input_ids, attention_mask)
+        prompts, embeds = self._inputs(input_ids, mask, prompt)
+        return self.join.generate(prompts, embeds, mask, **kwargs)
+
+
+class SoftPromptModel(PromptedModel):
     """A frozen Hugging Face model with a trainable soft prompt.
 
     Attributes:
         backbone: the frozen transformers model.
         prompt: the ``PromptMethod`` module (the only trainable part).
         join: how the prompt joins the input (``join.kind`` is "encoder-decoder" or "decoder-only").
+
+    In inference (no gradient, eval mode) a decoder's prompt keys and values are kept and reused
+    by later batches and calls until the prompt's values change (``backbones.join``).
     """
+
+    SLOT = "prompt"  # the name its keys and values are kept under
 
     def __init__(self, backbone: nn.Module, prompt: PromptMethod):
         super().__init__()
@@ -76,105 +190,25 @@ class SoftPromptModel(nn.Module):
 
     @contextmanager
     def frozen_prompt(self) -> Iterator[None]:
-        """Evaluate with a prompt computed once: inside, the prompt ``[n, d]`` and (decoder-only)
-        its keys and values are reused by every call instead of recomputed per batch. Nothing
-        can train inside (no gradients reach the prompt); leaving the block forgets them, so a
-        later optimizer step or load can never meet a stale prompt."""
+        """Evaluate with the prompt ``[n, d]`` computed once: inside, every call reuses it (and,
+        decoder-only, its kept keys and values). Nothing can train inside (no gradients reach
+        the prompt); leaving the block forgets it."""
         with torch.no_grad():
-            prompt = self.prompt().detach()
-        self._frozen = prompt
-        self.join.freeze_prefix(prompt)
+            self._frozen = self.prompt().detach()
         try:
             yield
         finally:
             self._frozen = None
-            self.join.freeze_prefix(None)
 
     def _text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         embeds = self.backbone.get_input_embeddings()(input_ids)
         return self.prompt.adjust_input_embeds(embeds, attention_mask)
 
-    @staticmethod
-    def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        return torch.ones_like(input_ids) if attention_mask is None else attention_mask
-
-    def forward(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None = None,
-        labels: torch.Tensor | None = None,
-        return_logits: bool = True,
-        choice_tokens: torch.Tensor | None = None,
-        choice_rows: torch.Tensor | None = None,
-        choice_labels: torch.Tensor | None = None,
-        **kwargs: Any,
-    ):
-        """Args:
-            input_ids: ``[B, T]`` text tokens (no room for the prompt needed).
-            attention_mask: ``[B, T]``, left or right padded; default all ones.
-            labels: decoder-only: ``[B, T]`` aligned with ``input_ids`` as in transformers
-                (``IGNORE_INDEX`` = ignored); encoder-decoder: the decoder targets ``[B, L]``.
-            return_logits: False skips the full logits (the loss is then computed from the
-                labeled positions only, much faster for decoder-only training).
-            choice_tokens, choice_rows: score choices instead (see ``choice_scores``): the
-                output's ``logits`` are the choice scores ``[E, C]`` and, with
-                ``choice_labels [E]`` (the right choice), ``loss`` is the cross-entropy over the
-                choices, the class objective.
-        Returns:
-            a transformers ``ModelOutput`` with ``loss`` and ``logits`` (text positions only).
-        """
-        mask = self._mask(input_ids, attention_mask)
-        if choice_tokens is not None or choice_rows is not None:
-            scores = self.choice_scores(input_ids, mask, labels, choice_tokens, choice_rows)
-            loss = F.cross_entropy(scores, choice_labels) if choice_labels is not None else None
-            return ModelOutput(loss=loss, logits=scores)
-        embeds = self._text_embeds(input_ids, mask)
-        return self.join.forward(self._prompt(), embeds, mask, labels=labels, return_logits=return_logits, **kwargs)
-
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, **kwargs) -> torch.Tensor:
-        """Sum of the log-probabilities of each row's labeled tokens, ``[B]`` (rank evaluation)."""
-        mask = self._mask(input_ids, attention_mask)
-        embeds = self._text_embeds(input_ids, mask)
-        return self.join.score(self._prompt(), embeds, mask, labels, **kwargs)
-
-    def choice_scores(
-        self,
-        input_ids: torch.Tensor,
-        attention_mask: torch.Tensor | None,
-        labels: torch.Tensor,
-        choice_tokens: torch.Tensor | None = None,
-        choice_rows: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Log-likelihood of every choice of every example, ``[E, C]`` (-inf where an example
-        has fewer than C choices): what rank evaluation compares and the class objective trains.
-
-        Args:
-            choice_tokens: ``[E, C]`` token ids, when each choice is one token: row ``e`` of the
-                batch has one labeled position, the first target token, and choice ``c`` is
-                scored by the log-probability of token ``choice_tokens[e, c]`` there (one
-                forward per example, not one per choice). -1 marks no choice.
-            choice_rows: ``[E, C]`` batch rows, otherwise: each choice is a row of the batch
-                and its score is the sum over that row's labeled tokens. -1 marks no choice.
-        """
-        mask = self._mask(input_ids, attention_mask)
-        embeds = self._text_embeds(input_ids, mask)
-        if choice_tokens is not None:
-            logits, _, rows = self.join.labeled_logits(self._prompt(), embeds, mask, labels)  # [E, V]
-            if rows.numel() != input_ids.shape[0] or not torch.equal(rows, torch.arange(len(rows), device=rows.device)):
-                raise ValueError("choice_tokens needs exactly one labeled position per row")
-            scores = torch.log_softmax(logits, dim=-1).gather(1, choice_tokens.clamp(min=0))
-            return scores.masked_fill(choice_tokens < 0, float("-inf"))
-        if choice_rows is None:
-            raise ValueError("give choice_tokens or choice_rows")
-        row_scores = self.join.score(self._prompt(), embeds, mask, labels)  # [R]
-        return row_scores[choice_rows.clamp(min=0)].masked_fill(choice_rows < 0, float("-inf"))
-
-    @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        """``backbone.generate`` with the prompt; returns the generated tokens only, ``[B, new]``."""
-        mask = self._mask(input_ids, attention_mask)
-        embeds = self._text_embeds(input_ids, mask)
-        return self.join.generate(self._prompt(), embeds, mask, **kwargs)
+    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: Any = None):
+        if prompt is not None:
+            raise TypeError("a SoftPromptModel has one prompt; softprompt.PromptBank takes a prompt per row")
+        rows = as_rows(self._prompt(), input_ids.shape[0], slot=self.SLOT)
+        return rows, self._text_embeds(input_ids, attention_mask)
 
     # -- saving ---------------------------------------------------------------------------
 

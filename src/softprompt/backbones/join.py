@@ -15,13 +15,25 @@ Padding: whatever side the tokenizer pads on, a row is laid out as
 ``[pads, prompt, text]`` (left padding) or ``[prompt, text, pads]`` (right padding): a pad
 never sits between the prompt and the text (a known PEFT bug with left padding), and
 position ids count only real tokens, so both layouts give the same numbers.
+
+Many prompts in one batch (``RowPrompts``, what ``PromptBank`` passes): row ``b`` is joined
+with its own prompt. Decoder-only: each distinct prompt's keys and values are computed once
+and gathered per row, shorter prompts padded to the longest and the padding masked, so every
+row gives what it gives alone. Encoder-decoder: each row's encoder input is its own prompt
+and text, the spare columns masked at the end.
+
+Prompt cache: in inference (no gradients to the prompt, backbone in eval mode) a decoder's
+prompt keys and values are kept per *slot* (the single prompt of a model, or a bank's name)
+and reused by later batches and calls while the prompt's values and the backbone's
+parameters (their tensors and version counters) are unchanged: an optimizer step, a ``load``,
+any in-place change makes the next call recompute them.
 """
 
 from __future__ import annotations
 
 import copy
 import inspect
-from typing import Any
+from typing import Any, Hashable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -109,6 +121,46 @@ def leading_pads(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) == 0).sum(-1)
 
 
+class RowPrompts(NamedTuple):
+    """A prompt per row: row ``b`` is joined with ``prompts[which[b]]``.
+
+    Attributes:
+        prompts: ``P`` tensors ``[n_p, d]`` (lengths may differ).
+        which: ``[B]`` long, each row's prompt.
+        slots: a name per prompt under which the decoder keeps its keys and values for reuse
+            (``None``: computed for this call only).
+    """
+
+    prompts: list[torch.Tensor]
+    which: torch.Tensor
+    slots: list[Hashable] | None = None
+
+    @property
+    def lengths(self) -> torch.Tensor:  # [B] each row's prompt length
+        n = torch.tensor([p.shape[0] for p in self.prompts], device=self.which.device)
+        return n[self.which]
+
+    @property
+    def width(self) -> int:  # N, the longest prompt
+        return max(p.shape[0] for p in self.prompts)
+
+    def padded(self, dtype: torch.dtype) -> torch.Tensor:
+        """Each row's prompt, zero-padded at the end to ``N`` rows: ``[B, N, d]``."""
+        N, B = self.width, self.which.shape[0]
+        if len(self.prompts) == 1:
+            return self.prompts[0].to(dtype).unsqueeze(0).expand(B, N, -1)
+        table = torch.stack([F.pad(p.to(dtype), (0, 0, 0, N - p.shape[0])) for p in self.prompts])  # [P, N, d]
+        return table[self.which]
+
+
+def as_rows(prompt: "torch.Tensor | RowPrompts", batch_size: int, slot: Hashable | None = None) -> RowPrompts:
+    """One prompt ``[n, d]`` for every row, or the ``RowPrompts`` given."""
+    if isinstance(prompt, RowPrompts):
+        return prompt
+    which = torch.zeros(batch_size, dtype=torch.long, device=prompt.device)
+    return RowPrompts([prompt], which, None if slot is None else [slot])
+
+
 def prepend(prompt: torch.Tensor, embeds: torch.Tensor, attention_mask: torch.Tensor):
     """Insert the prompt right before each row's first real token.
 
@@ -120,18 +172,40 @@ def prepend(prompt: torch.Tensor, embeds: torch.Tensor, attention_mask: torch.Te
         ``(combined [B, n+T, d], mask [B, n+T], text_index [B, T])`` where
         ``text_index[b, t]`` is the column of text position ``t`` in ``combined``.
     """
-    B, T, _ = embeds.shape
-    n = prompt.shape[0]
+    return prepend_rows(as_rows(prompt, embeds.shape[0]), embeds, attention_mask)
+
+
+def prepend_rows(rows: RowPrompts, embeds: torch.Tensor, attention_mask: torch.Tensor, spare: str = "start"):
+    """Insert each row's own prompt right before its first real token.
+
+    Rows whose prompt is shorter than the longest (``N``) get ``N - n_b`` masked spare columns,
+    at the ``start`` of the row (the text still ends where it ends: generation continues it) or
+    at the ``end`` (real tokens keep their columns: absolute positions, as BART's encoder uses).
+
+    Args:
+        rows: the prompts and which row takes which.
+        embeds: ``[B, T, d]`` text embeddings.
+        attention_mask: ``[B, T]``.
+    Returns:
+        ``(combined [B, N+T, d], mask [B, N+T], text_index [B, T])``.
+    """
+    B, T, d = embeds.shape
+    N = rows.width
+    n = rows.lengths.unsqueeze(1)  # [B, 1]
     lead = leading_pads(attention_mask).unsqueeze(1)  # [B, 1]
-    k = torch.arange(n + T, device=embeds.device).unsqueeze(0)  # [1, n+T]
+    k = torch.arange(N + T, device=embeds.device).unsqueeze(0)  # [1, N+T]
+    shift = (N - n) if spare == "start" else torch.zeros_like(n)  # spare columns before the row
+    j = k - shift  # column in the row's own layout [pads, prompt, text, pads] of width n+T
     # Source column in cat([text, prompt]): pads keep their place, then the prompt, then the text.
-    source = torch.where(k < lead, k, torch.where(k < lead + n, T + k - lead, k - n))  # [B, n+T]
-    pool = torch.cat([embeds, prompt.to(embeds.dtype).unsqueeze(0).expand(B, n, -1)], dim=1)  # [B, T+n, d]
-    combined = torch.gather(pool, 1, source.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))
-    mask_pool = torch.cat([attention_mask, attention_mask.new_ones(B, n)], dim=1)
-    mask = torch.gather(mask_pool, 1, source)
+    source = torch.where(j < lead, j, torch.where(j < lead + n, T + j - lead, j - n))
+    is_spare = (j < 0) | (j >= n + T)
+    source = source.clamp(0, T + N - 1).masked_fill(is_spare, T)  # spare columns: any value, masked
+    pool = torch.cat([embeds, rows.padded(embeds.dtype)], dim=1)  # [B, T+N, d]
+    combined = torch.gather(pool, 1, source.unsqueeze(-1).expand(-1, -1, d))
+    mask_pool = torch.cat([attention_mask, attention_mask.new_ones(B, N)], dim=1)
+    mask = torch.gather(mask_pool, 1, source).masked_fill(is_spare, 0)
     t = torch.arange(T, device=embeds.device).unsqueeze(0)
-    text_index = torch.where(t < lead, t, t + n)  # [B, T]
+    text_index = torch.where(t < lead, t, t + n) + shift  # [B, T]
     return combined, mask, text_index
 
 
@@ -150,6 +224,9 @@ def _accepts(fn, name: str) -> bool:
 
 
 class Join:
+    """How a prompt joins the input. Every method takes ``prompt``: one ``[n, d]`` for all
+    rows, or ``RowPrompts`` (a prompt per row)."""
+
     kind: str = ""
 
     def __init__(self, backbone: nn.Module):
@@ -172,21 +249,22 @@ class Join:
     def generate(self, prompt, embeds, attention_mask, **kwargs):
         raise NotImplementedError
 
-    def freeze_prefix(self, prompt: torch.Tensor | None) -> None:
-        """Reuse what depends on the prompt alone across calls while the prompt cannot change
-        (evaluation); None forgets it. A no-op where nothing can be reused."""
+    def clear_cache(self) -> None:
+        """Forget every prompt's kept keys and values (a no-op where nothing is kept)."""
 
 
 class EncoderDecoderJoin(Join):
     kind = ENCODER_DECODER
 
     def _encoder_inputs(self, prompt, embeds, attention_mask):
-        combined, mask, _ = prepend(prompt, embeds, attention_mask)
+        # spare columns at the end: real tokens keep their columns (BART's absolute positions)
+        combined, mask, _ = prepend_rows(as_rows(prompt, embeds.shape[0]), embeds, attention_mask, spare="end")
         return combined, mask
 
     def forward(self, prompt, embeds, attention_mask, labels=None, return_logits=True, **kwargs):
-        """Args: prompt ``[n, d]``, embeds ``[B, T, d]``, attention_mask ``[B, T]``, labels
-        ``[B, L]`` (decoder targets). Returns ``Seq2SeqLMOutput`` with logits ``[B, L, V]``."""
+        """Args: prompt ``[n, d]`` (or ``RowPrompts``), embeds ``[B, T, d]``, attention_mask
+        ``[B, T]``, labels ``[B, L]`` (decoder targets). Returns ``Seq2SeqLMOutput`` with logits
+        ``[B, L, V]``."""
         combined, mask = self._encoder_inputs(prompt, embeds, attention_mask)
         out = self.backbone(inputs_embeds=combined, attention_mask=mask, labels=labels, **kwargs)
         if not return_logits:
@@ -201,6 +279,15 @@ class EncoderDecoderJoin(Join):
     def generate(self, prompt, embeds, attention_mask, **kwargs):
         combined, mask = self._encoder_inputs(prompt, embeds, attention_mask)
         return self.backbone.generate(inputs_embeds=combined, attention_mask=mask, **kwargs)
+
+
+class _Kept(NamedTuple):
+    """A prompt's keys and values kept for reuse: valid while the prompt's values equal
+    ``prompt`` and the backbone's parameters are still ``backbone`` (tensors, versions)."""
+
+    prompt: torch.Tensor  # [n, d], a private copy of the values the prefix was computed from
+    backbone: tuple
+    prefix: Any  # the body's output over the prompt (batch 1, with its KV cache)
 
 
 class DecoderOnlyJoin(Join):
@@ -228,18 +315,18 @@ class DecoderOnlyJoin(Join):
             and _accepts(self.body.forward, "inputs_embeds")
         )
         self.verified: bool | None = None  # the shared path checked against the naive one (first use)
-        self._frozen = None  # (prompt, prefix output) while freeze_prefix holds one
+        self._kept: dict[Hashable, _Kept] = {}  # slot -> the prompt's keys and values (inference)
+        self.prefix_runs = 0  # how many times a prompt's keys and values were computed (tests, benchmarks)
 
-    def freeze_prefix(self, prompt: torch.Tensor | None) -> None:
-        """Compute the prompt's keys and values once and reuse them for every batch until
-        ``freeze_prefix(None)``; a call with another prompt tensor recomputes them."""
-        self._frozen = None if prompt is None else (prompt, None)
+    def clear_cache(self) -> None:
+        self._kept.clear()
 
     # -- shared prefix -------------------------------------------------------------------
 
-    def use_shared(self, prompt: torch.Tensor, length: int = 0) -> bool:
+    def use_shared(self, prompt, length: int = 0) -> bool:
         """Whether the once-per-batch prompt path computes exactly what the naive layout does for
-        a prompt ``[n, d]`` and ``length`` text positions; otherwise the naive path runs.
+        a prompt ``[n, d]`` (or ``RowPrompts``) and ``length`` text positions; otherwise the
+        naive path runs.
 
         Besides the known cases (gradient checkpointing, a sliding window the sequence exceeds),
         the first call checks the shared path against the naive one on a small probe and keeps
@@ -251,10 +338,12 @@ class DecoderOnlyJoin(Join):
         checkpointing = getattr(self.backbone, flag, False) and self.backbone.training
         if not self.can_share or checkpointing:
             return False
-        if self.window is not None and prompt.shape[0] + length > self.window:
+        rows = prompt if isinstance(prompt, RowPrompts) else None
+        width = rows.width if rows is not None else prompt.shape[0]
+        if self.window is not None and width + length > self.window:
             return False
         if self.verified is None:
-            self.verified = self._probe(prompt)
+            self.verified = self._probe(rows.prompts[0] if rows is not None else prompt)
         return self.verified
 
     @torch.no_grad()
@@ -288,39 +377,63 @@ class DecoderOnlyJoin(Join):
         return logits
 
     def _shared_hidden(self, prompt, embeds, attention_mask):
-        """Run the prompt once (batch 1), then the text of every row on top of its cache.
+        """Run each distinct prompt once (batch 1, or take its kept keys and values), then the
+        text of every row on top of its own prompt's cache.
 
-        Returns ``(prompt_last [d], hidden [B, T, d])``: the final hidden state of the last
-        prompt token (it predicts each row's first text token) and of every text position.
+        Returns ``(prompt_last [P, d] or None, which [B], hidden [B, T, d])``: the final hidden
+        state of each prompt's last token (it predicts the first text token of the rows that
+        take it), each row's prompt, and the final hidden state of every text position.
         """
         B, T, _ = embeds.shape
-        n = prompt.shape[0]
+        rows = as_rows(prompt, B)
         extra = {}
-        if n == 0:  # no prompt (zero-shot): the text alone; no row's first token has a predictor
+        if rows.width == 0:  # no prompt (zero-shot): the text alone; no row's first token has a predictor
             if self.takes_positions:
                 extra["position_ids"] = positions_from_mask(attention_mask)
             out = self.body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, **extra)
-            return None, out.last_hidden_state
-        prefix = self._prefix(prompt, embeds.dtype)
-        cache = getattr(prefix, self.cache_arg)
-        if self._frozen is not None:
-            cache = copy.deepcopy(cache)  # the text's keys are appended to it; the frozen one stays the prompt's
-        _expand_cache(cache, B)
-        mask = torch.cat([attention_mask.new_ones(B, n), attention_mask], dim=1)  # [B, n+T]
+            return None, rows.which, out.last_hidden_state
+        slots = rows.slots or [None] * len(rows.prompts)
+        prefixes = [self._prefix(p, embeds.dtype, slot) for p, slot in zip(rows.prompts, slots)]
+        cache = _rows_cache([getattr(prefix, self.cache_arg) for prefix in prefixes], rows.which)
+        N, n = rows.width, rows.lengths.unsqueeze(1)  # the longest prompt; each row's [B, 1]
+        prompt_mask = (torch.arange(N, device=embeds.device).unsqueeze(0) < n).to(attention_mask.dtype)  # [B, N]
+        mask = torch.cat([prompt_mask, attention_mask], dim=1)  # [B, N+T]
         if self.takes_positions:
             extra["position_ids"] = positions_from_mask(attention_mask, offset=n)
         extra[self.cache_arg] = cache
         out = self.body(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **extra)
-        return prefix.last_hidden_state[0, -1], out.last_hidden_state
+        last = torch.stack([prefix.last_hidden_state[0, -1] for prefix in prefixes])  # [P, d]
+        return last, rows.which, out.last_hidden_state
 
-    def _prefix(self, prompt: torch.Tensor, dtype: torch.dtype):
-        """The body's output over the prompt alone (batch 1, with its KV cache), or the frozen one."""
-        if self._frozen is not None and self._frozen[0] is prompt and self._frozen[1] is not None:
-            return self._frozen[1]
+    def _backbone_key(self) -> tuple:
+        """The backbone's parameters as they are now: each tensor's storage and version counter
+        (an in-place change, a load or a move changes one)."""
+        return tuple((p.data_ptr(), p._version) for p in self.backbone.parameters())
+
+    def _prefix(self, prompt: torch.Tensor, dtype: torch.dtype, slot: Hashable | None = None):
+        """The body's output over the prompt alone (batch 1, with its KV cache).
+
+        With a ``slot``, in inference (the prompt needs no gradient, the backbone is in eval
+        mode), the output is kept and reused while the prompt's values and the backbone's
+        parameters are unchanged; the check compares the values themselves, so no path that
+        changes a prompt (an optimizer step, ``load``, an edit through ``.data``) can meet a
+        stale cache.
+        """
+        needs_grad = prompt.requires_grad and torch.is_grad_enabled()
+        keep = slot is not None and not needs_grad and not self.backbone.training
+        if keep:
+            kept = self._kept.get(slot)
+            key = (self._backbone_key(), dtype)
+            if (
+                kept is not None and kept.backbone == key and kept.prompt.shape == prompt.shape
+                and kept.prompt.device == prompt.device and torch.equal(kept.prompt, prompt)
+            ):
+                return kept.prefix
         extra = {"position_ids": torch.arange(prompt.shape[0], device=prompt.device).unsqueeze(0)} if self.takes_positions else {}
         prefix = self.body(inputs_embeds=prompt.to(dtype).unsqueeze(0), use_cache=True, **extra)
-        if self._frozen is not None and self._frozen[0] is prompt:
-            self._frozen = (prompt, prefix)
+        self.prefix_runs += 1
+        if keep and not prefix.last_hidden_state.requires_grad:  # never keep a graph
+            self._kept[slot] = _Kept(prompt.detach().clone(), key, prefix)
         return prefix
 
     def _labeled_logits(self, prompt, embeds, attention_mask, labels):
@@ -329,23 +442,23 @@ class DecoderOnlyJoin(Join):
         A label at text position ``t`` is predicted from the previous real token, or from
         the prompt's last token when ``t`` is the row's first real token.
         """
-        prompt_last, hidden = self._shared_hidden(prompt, embeds, attention_mask)
+        prompt_last, which, hidden = self._shared_hidden(prompt, embeds, attention_mask)
         rows, cols, prev, from_text = _predictors(labels, attention_mask)
         if prompt_last is None:  # no prompt: a row's first token is predicted by nothing (as in the naive layout)
             rows, cols, prev = rows[from_text], cols[from_text], prev[from_text]
             return self._logits(hidden[rows, prev]).float(), labels[rows, cols], rows
-        h = torch.where(from_text.unsqueeze(-1), hidden[rows, prev], prompt_last.unsqueeze(0))
+        h = torch.where(from_text.unsqueeze(-1), hidden[rows, prev], prompt_last[which[rows]])
         return self._logits(h).float(), labels[rows, cols], rows
 
     # -- naive concatenation -------------------------------------------------------------
 
     def _naive_run(self, prompt, embeds, attention_mask, labels=None, compute_loss=True, **kwargs):
-        """Run the backbone on ``[pads, prompt, text]`` rows.
+        """Run the backbone on ``[spare, pads, prompt, text]`` rows.
 
-        Returns ``(out, full_labels [B, n+T] or None, text_index [B, T])``; transformers
+        Returns ``(out, full_labels [B, N+T] or None, text_index [B, T])``; transformers
         computes the loss when ``compute_loss`` and labels are given.
         """
-        combined, mask, text_index = prepend(prompt, embeds, attention_mask)
+        combined, mask, text_index = prepend_rows(as_rows(prompt, embeds.shape[0]), embeds, attention_mask)
         full_labels = None
         if labels is not None:
             full_labels = labels.new_full(mask.shape, IGNORE_INDEX).scatter(1, text_index, labels)
@@ -364,12 +477,13 @@ class DecoderOnlyJoin(Join):
     # -- public --------------------------------------------------------------------------
 
     def forward(self, prompt, embeds, attention_mask, labels=None, return_logits=True, shared=None, **kwargs):
-        """Args: prompt ``[n, d]``, embeds ``[B, T, d]``, attention_mask ``[B, T]``, labels
-        ``[B, T]`` aligned with the input ids (as in transformers; -100 = ignored).
-        Returns ``CausalLMOutputWithPast`` with ``logits [B, T, V]`` for the text positions
-        (or ``None`` when ``return_logits`` is False) and the mean token loss."""
+        """Args: prompt ``[n, d]`` (or ``RowPrompts``), embeds ``[B, T, d]``, attention_mask
+        ``[B, T]``, labels ``[B, T]`` aligned with the input ids (as in transformers; -100 =
+        ignored). Returns ``CausalLMOutputWithPast`` with ``logits [B, T, V]`` for the text
+        positions (or ``None`` when ``return_logits`` is False) and the mean token loss."""
         shared = self.use_shared(prompt, embeds.shape[1]) if shared is None else shared
-        if not shared or (prompt.shape[0] == 0 and return_logits):  # full logits without a prompt: the plain model
+        width = prompt.width if isinstance(prompt, RowPrompts) else prompt.shape[0]
+        if not shared or (width == 0 and return_logits):  # full logits without a prompt: the plain model
             loss, logits = self._naive(prompt, embeds, attention_mask, labels, **kwargs)
             return CausalLMOutputWithPast(loss=loss, logits=logits if return_logits else None)
         loss = logits = None
@@ -377,10 +491,10 @@ class DecoderOnlyJoin(Join):
             selected, targets, _ = self._labeled_logits(prompt, embeds, attention_mask, labels)
             loss = F.cross_entropy(selected, targets)
         else:
-            prompt_last, hidden = self._shared_hidden(prompt, embeds, attention_mask)
+            prompt_last, which, hidden = self._shared_hidden(prompt, embeds, attention_mask)
             logits = self._logits(hidden)
             if labels is not None:
-                first = self._logits(prompt_last).expand(embeds.shape[0], 1, -1)
+                first = self._logits(prompt_last)[which].unsqueeze(1)  # [B, 1, V]
                 loss = _shifted_loss(torch.cat([first, logits], dim=1), labels, attention_mask)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
@@ -393,20 +507,57 @@ class DecoderOnlyJoin(Join):
         return out.logits[rows, cols].float(), full_labels[rows, cols + 1], rows
 
     def generate(self, prompt, embeds, attention_mask, **kwargs):
-        """Greedy or sampled generation; returns only the new tokens ``[B, new]``."""
-        combined, mask, _ = prepend(prompt, embeds, attention_mask)
+        """Greedy or sampled generation; returns only the new tokens ``[B, new]``.
+
+        With the KV cache on (the default), generation starts from the prompts' keys and values
+        (computed once, or kept from earlier calls) and the rows are ``[prompt, spare, pads,
+        text]``: only the text is run through the model before the first new token. Without it
+        (``use_cache=False``), under a sliding window, or where the shared path is not exact,
+        each row is ``[spare, pads, prompt, text]`` run whole."""
+        rows = as_rows(prompt, embeds.shape[0])
+        cached = kwargs.get("use_cache", True) and rows.width > 0 and self.window is None and self.use_shared(rows, embeds.shape[1])
+        if not cached:
+            combined, mask, _ = prepend_rows(rows, embeds, attention_mask)
+            return self.backbone.generate(inputs_embeds=combined, attention_mask=mask, **kwargs)
+        B, N = embeds.shape[0], rows.width
+        slots = rows.slots or [None] * len(rows.prompts)
+        prefixes = [self._prefix(p, embeds.dtype, slot) for p, slot in zip(rows.prompts, slots)]
+        kwargs[self.cache_arg] = _rows_cache([getattr(prefix, self.cache_arg) for prefix in prefixes], rows.which)
+        prompt_mask = (torch.arange(N, device=embeds.device).unsqueeze(0) < rows.lengths.unsqueeze(1)).to(attention_mask.dtype)
+        # The first N columns are in the cache: generate runs only the columns after it, so their
+        # embeddings are never read (zeros stand in); the mask gives the positions (real tokens counted).
+        combined = torch.cat([embeds.new_zeros(B, N, embeds.shape[-1]), embeds], dim=1)  # [B, N+T, d]
+        mask = torch.cat([prompt_mask, attention_mask], dim=1)
         return self.backbone.generate(inputs_embeds=combined, attention_mask=mask, **kwargs)
 
 
-def _expand_cache(cache, batch_size: int) -> None:
-    """Make a batch-1 KV cache serve ``batch_size`` rows without copying (``expand``)."""
-    layers = getattr(cache, "layers", None)
-    if layers and all(hasattr(layer, "keys") for layer in layers):
-        for layer in layers:
-            layer.keys = layer.keys.expand(batch_size, *layer.keys.shape[1:])
-            layer.values = layer.values.expand(batch_size, *layer.values.shape[1:])
-    else:  # other cache layouts: let transformers repeat it
-        cache.batch_repeat_interleave(batch_size)
+def _rows_cache(caches: list, which: torch.Tensor):
+    """A KV cache for ``B = len(which)`` rows from ``P`` batch-1 caches (one per prompt): row
+    ``b`` holds cache ``which[b]``, zero-padded at the end to the longest. A new cache object:
+    the given ones (perhaps kept for reuse) are never changed. One prompt is expanded, not copied."""
+    B = which.shape[0]
+    base = caches[0]
+    layers = getattr(base, "layers", None)
+    if not (layers and all(hasattr(layer, "keys") for c in caches for layer in c.layers)):
+        if len(caches) > 1:
+            raise NotImplementedError(f"{type(base).__name__}: a prompt per row needs a cache with per-layer keys and values")
+        cache = copy.deepcopy(base)  # other cache layouts: let transformers repeat it
+        cache.batch_repeat_interleave(B)
+        return cache
+    cache = copy.copy(base)
+    cache.layers = [copy.copy(layer) for layer in layers]
+    N = max(c.layers[0].keys.shape[-2] for c in caches)
+    for i, layer in enumerate(cache.layers):
+        if len(caches) == 1:
+            layer.keys = layer.keys.expand(B, *layer.keys.shape[1:])
+            layer.values = layer.values.expand(B, *layer.values.shape[1:])
+        else:  # [P, H, N, hd] -> [B, H, N, hd]
+            keys = torch.cat([F.pad(c.layers[i].keys, (0, 0, 0, N - c.layers[i].keys.shape[-2])) for c in caches])
+            values = torch.cat([F.pad(c.layers[i].values, (0, 0, 0, N - c.layers[i].values.shape[-2])) for c in caches])
+            layer.keys, layer.values = keys[which], values[which]
+            if hasattr(layer, "cumulative_length"):
+                layer.cumulative_length = N
+    return cache
 
 
 def _predictors(labels: torch.Tensor, attention_mask: torch.Tensor):

@@ -1,7 +1,9 @@
-"""`softprompt export`: convert between softprompt prompt directories and PEFT adapters.
+"""`softprompt export`: convert between softprompt prompt directories, PEFT adapters and
+prompt embeddings for serving engines.
 
     softprompt export PROMPT_DIR --to peft OUT_DIR            # materialized prompt as a PEFT prompt-tuning adapter
     softprompt export PEFT_DIR --from peft --model M OUT_DIR  # a PEFT prompt-tuning adapter as a softprompt prompt
+    softprompt export PROMPT_DIR --to embeds OUT.safetensors  # the prompt [n, d] alone, as input embeddings (README: Serving)
 
 The PEFT adapter holds the materialized prompt ``P [n, d]`` only (the method's factors are not
 kept), so ``peft.PeftModel.from_pretrained`` gives the same logits as softprompt. Importing
@@ -16,14 +18,15 @@ from pathlib import Path
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "export", help="write a prompt as a PEFT adapter (or import one)",
+        "export", help="write a prompt as a PEFT adapter or as prompt embeddings (or import a PEFT adapter)",
         description="Convert a softprompt prompt directory to a Hugging Face PEFT prompt-tuning adapter "
-                    "(--to peft), or a PEFT prompt-tuning adapter to a softprompt prompt directory "
-                    "(--from peft, needs --model for the embedding size).")
+                    "(--to peft), to one safetensors file holding the materialized prompt [n, d] for "
+                    "engines that take input embeddings (--to embeds), or a PEFT prompt-tuning adapter to a "
+                    "softprompt prompt directory (--from peft, needs --model for the embedding size).")
     parser.add_argument("source", metavar="SOURCE_DIR", help="a softprompt prompt directory (or, with --from peft, a PEFT adapter)")
-    parser.add_argument("output", metavar="OUT_DIR", help="where to write (atomically)")
+    parser.add_argument("output", metavar="OUT", help="where to write (atomically): a directory, or the .safetensors file of --to embeds")
     direction = parser.add_mutually_exclusive_group()
-    direction.add_argument("--to", choices=["peft"], help="export format (default: peft)")
+    direction.add_argument("--to", choices=["peft", "embeds"], help="export format (default: peft)")
     direction.add_argument("--from", dest="from_format", choices=["peft"], help="import from this format")
     parser.add_argument("--model", help="backbone for --from peft (hub name, local directory or .gguf; default: the embedded model)")
     parser.add_argument("--overwrite", action="store_true",
@@ -41,7 +44,7 @@ def _real(path: str, what: str) -> Path:
 
 def run(args) -> int:
     import softprompt
-    from softprompt.io import check_replaceable
+    from softprompt.io import check_replaceable, check_replaceable_file, read_embeds
 
     from .common import CLIError
 
@@ -53,6 +56,17 @@ def run(args) -> int:
         raise ValueError(f"OUT_DIR {out} contains the source directory; choose another")
     if os.path.lexists(out) and not args.overwrite:
         raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    if args.to == "embeds":
+        if args.model:
+            raise ValueError("--model is only used with --from peft")
+        if out.suffix != ".safetensors":
+            raise ValueError(f"OUT {out}: --to embeds writes one file; name it *.safetensors")
+        check_replaceable_file(out)  # never a user's other file
+        softprompt.export_embeds(args.source, out)
+        prompt, meta = read_embeds(out)
+        print(f"exported the {meta['length']}-token prompt of {args.source} as prompt embeddings "
+              f"[{prompt.shape[0]}, {prompt.shape[1]}] for {meta['name'] or 'its backbone'}: {out}")
+        return 0
     check_replaceable(out, "prompt" if args.from_format == "peft" else "peft")  # never a user's other files
     if args.from_format == "peft":
         from softprompt.backbones import load_backbone

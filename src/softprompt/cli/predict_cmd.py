@@ -1,12 +1,20 @@
-"""`softprompt predict`: run a saved prompt on a file of inputs and write the predictions.
+"""`softprompt predict`: run saved prompts on a file of inputs and write the predictions.
 
     softprompt predict runs/sst2/prompt --model smollm2 --input reviews.jsonl --task sst2 --output preds.jsonl
+    softprompt predict sst2=runs/sst2/prompt rte=runs/rte/prompt --input mixed.jsonl \
+        --task sst2=sst2 --task rte=rte --mode rank --output preds.jsonl
 
 Each input row (of a .jsonl, .json, .csv or .tsv file, optionally .gz) is turned into text by
 the task's template (``--task``, a name or a task file) or by ``--template`` (``str.format``
 over the row's fields; with ``--task`` it replaces the task's), then the prompted model generates greedily (or, with ``--mode rank``, picks the
 best of the task's label words). One JSON line per input row is written atomically:
-``{"index", "input", "generation", "prediction"}`` plus the row's ``id``/``idx`` if it has one.
+``{"index", "prompt", "input", "generation", "prediction"}`` plus the row's ``id``/``idx`` if it
+has one.
+
+Several prompts (``NAME=DIR``; a bare ``DIR`` is named after its folder, or the run's folder
+for ``RUN/prompt``) run on one frozen backbone (``softprompt.PromptBank``): each row names its
+prompt in its ``prompt`` column (``--prompt-column``), batches mix them, and ``--task NAME=TASK``
+gives a prompt its own task (template, label words). With one prompt, every row uses it.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import add_task_argument, add_task_options, positive_int, task_argument, task_options
+from .common import add_task_options, positive_int, task_argument, task_options
 
 ID_FIELDS = ("id", "idx")
 PREDICT_OPTIONS = ("template", "label_words")
@@ -22,13 +30,19 @@ PREDICT_OPTIONS = ("template", "label_words")
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "predict", help="write a prompt's predictions for a JSONL/CSV file of inputs",
-        description="Run a saved prompt on the rows of a .jsonl, .json, .csv or .tsv file and write one JSON line of "
-                    "predictions per row.")
-    parser.add_argument("prompt_dir", metavar="PROMPT_DIR", help="a prompt directory (model.save / softprompt train's OUTPUT/prompt)")
+        "predict", help="write prompts' predictions for a JSONL/CSV file of inputs",
+        description="Run saved prompts on the rows of a .jsonl, .json, .csv or .tsv file and write one JSON line of "
+                    "predictions per row. Several prompts run in mixed batches on one frozen model; each "
+                    "row names its prompt in a 'prompt' column.")
+    parser.add_argument("prompt_dirs", nargs="+", metavar="[NAME=]PROMPT_DIR",
+                        help="prompt directories (model.save / softprompt train's OUTPUT/prompt), optionally named")
+    parser.add_argument("--prompt-column", default="prompt", metavar="FIELD",
+                        help="the input field naming each row's prompt (needed with several prompts; default: prompt)")
     parser.add_argument("--model", help="the backbone the prompt was trained on (hub name, directory, .gguf; default: the embedded model)")
     parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl, .json, .csv or .tsv file of input rows (optionally .gz)")
-    add_task_argument(parser, "; its template formats the rows, its label words parse the outputs (or give --template)")
+    parser.add_argument("--task", action="append", metavar="[NAME=]TASK",
+                        help="a task name or task file: its template formats the rows, its label words parse the outputs "
+                             "(or give --template); NAME=TASK for one prompt's rows (repeat for each)")
     parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
                         help="generate text (default) or pick the best label word (classification tasks)")
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
@@ -54,13 +68,15 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
 
 
 def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[tuple[str, tuple[int, int]]]:
-    """Each row formatted by the task's template, with the characters that give way when it is
-    too long (``Example.cut``); missing fields: one-line error naming the row."""
+    """Each row formatted by the task's template (``task``: one for all rows, or a list, one per
+    row), with the characters that give way when it is too long (``Example.cut``); missing
+    fields: one-line error naming the row."""
     from softprompt.tasks.build import format_with_cut
     from softprompt.tasks.preprocess import TRANSFORMS
 
     texts = []
-    for number, row in enumerate(rows, 1):
+    tasks = task if isinstance(task, list) else [task] * len(rows)
+    for number, (row, task) in enumerate(zip(rows, tasks), 1):
         where = f"{source} row {number}"
         if task.preprocess:
             try:
@@ -71,18 +87,67 @@ def input_texts(rows: list[dict[str, Any]], task: Any, source: str) -> list[tupl
     return texts
 
 
-def _task(args) -> Any:
+def prompt_dirs(values: list[str]) -> dict[str, str]:
+    """``[NAME=]DIR`` arguments -> {name: dir}; a bare DIR is named after its folder (the run's
+    folder for ``RUN/prompt``)."""
+    named: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep:
+            path = value
+            folder = Path(value.rstrip("/\\"))
+            name = folder.parent.name if folder.name == "prompt" and folder.parent.name else folder.name
+        if not name or not path:
+            raise ValueError(f"{value!r}: give a prompt directory as DIR or NAME=DIR")
+        if name in named:
+            raise ValueError(f"two prompts are named {name!r}; name them: NAME=DIR")
+        named[name] = path
+    return named
+
+
+def row_prompts(rows: list[dict[str, Any]], names: list[str], column: str, source: str) -> list[str]:
+    """Each row's prompt name: its ``column`` field, or the one prompt when there is only one."""
+    if len(names) == 1:
+        return names * len(rows)
+    chosen = []
+    for number, row in enumerate(rows, 1):
+        if column not in row:
+            raise ValueError(f"{source} row {number}: missing field '{column}' (which prompt: {', '.join(names)})")
+        name = str(row[column])
+        if name not in names:
+            raise ValueError(f"{source} row {number}: {column} {name!r} is none of the prompts given ({', '.join(names)})")
+        chosen.append(name)
+    return chosen
+
+
+def _tasks(args, names: list[str]) -> dict[str, Any]:
+    """Each prompt's task: ``--task NAME=TASK``, else the bare ``--task TASK``, else ``--template``."""
     from softprompt.tasks import Task, resolve_task
 
     options = task_options(args, list(PREDICT_OPTIONS))
-    if args.task:
-        return resolve_task(task_argument(args.task), **options)
-    if args.template is None:
-        raise ValueError("give --task (a name or task file) or --template")
-    if args.label_words:
-        raise ValueError("--label-words needs --task")
-    # A bare template: free generation, no label words; the prediction is the text.
-    return Task(name="template", kind="generation", template=options["template"], metrics=("em",))
+    if not args.task:
+        if args.template is None:
+            raise ValueError("give --task (a name or task file) or --template")
+        if args.label_words:
+            raise ValueError("--label-words needs --task")
+        # A bare template: free generation, no label words; the prediction is the text.
+        task = Task(name="template", kind="generation", template=options["template"], metrics=("em",))
+        return {name: task for name in names}
+    default, own = None, {}
+    for value in args.task:
+        name, sep, task_name = value.partition("=")
+        if not sep or (name not in names and ("/" in name or "." in name)):  # a bare task (a file path may hold '=')
+            if default is not None:
+                raise ValueError(f"--task given twice without a prompt name ({default} and {value}); use NAME=TASK")
+            default = value
+        elif name not in names:
+            raise ValueError(f"--task {value}: no prompt named {name!r} ({', '.join(names)})")
+        else:
+            own[name] = task_name
+    missing = [name for name in names if name not in own and default is None]
+    if missing:
+        raise ValueError(f"no --task for prompt(s) {', '.join(missing)}: give --task TASK or --task NAME=TASK")
+    return {name: resolve_task(task_argument(own.get(name, default)), **options) for name in names}
 
 
 def run(args) -> int:
@@ -90,37 +155,47 @@ def run(args) -> int:
 
     import softprompt
     from softprompt.backbones import load_backbone
-    from softprompt.evaluate import generate_texts, rank_predictions
+    from softprompt.evaluate import generate_texts, rank_choices
     from softprompt.io import write_jsonl_atomically
     from softprompt.tasks import Example
 
-    task = _task(args)
-    if args.mode == "rank" and not (task.kind == "classification" and task.label_words):
-        raise ValueError("--mode rank needs a classification --task (its label words are the choices)")
+    dirs = prompt_dirs(args.prompt_dirs)
+    names = list(dirs)
+    tasks = _tasks(args, names)
+    if args.mode == "rank":
+        for name, task in tasks.items():
+            if not (task.kind == "classification" and task.label_words):
+                raise ValueError(f"--mode rank needs a classification --task (its label words are the choices); prompt {name} has {task.name}")
     rows = read_rows(args.input)
-    formatted = input_texts(rows, task, args.input)
+    chosen = row_prompts(rows, names, args.prompt_column, args.input)
+    formatted = input_texts(rows, [tasks[name] for name in chosen], args.input)
     texts = [t for t, _ in formatted]
-    examples = [Example(input_text=t, target_text="", label=None, choices=None, cut=cut) for t, cut in formatted]
+    # each row brings its own task's label words, so one batch can rank rows of different tasks
+    examples = [Example(input_text=t, target_text="", label=None, cut=cut,
+                        choices=tuple(tasks[name].label_words) if args.mode == "rank" else None)
+                for (t, cut), name in zip(formatted, chosen)]
 
     backbone, tokenizer = load_backbone(args.model)
-    model = softprompt.load(backbone, args.prompt_dir).eval()
+    bank = softprompt.PromptBank(backbone, dirs).eval()
     with torch.no_grad():
         if args.mode == "rank":
             generations = [None] * len(examples)
-            predictions = rank_predictions(model, tokenizer, task, examples, args.batch_size, args.max_length)
+            best = rank_choices(bank, tokenizer, examples, None, args.batch_size, args.max_length, prompts=chosen)
+            predictions = [int(b) for b in best]  # classification: the choices are the label words in class order
         else:
-            generations = generate_texts(model, tokenizer, examples, args.batch_size, args.max_length, args.max_new_tokens)
-            predictions = [task.parse(g) if task.kind != "generation" else g.strip() for g in generations]
+            generations = generate_texts(bank, tokenizer, examples, args.batch_size, args.max_length, args.max_new_tokens, prompts=chosen)
+            predictions = [tasks[name].parse(g) if tasks[name].kind != "generation" else g.strip() for g, name in zip(generations, chosen)]
 
     records = []
-    for i, (row, text, generation, prediction) in enumerate(zip(rows, texts, generations, predictions)):
-        record = {"index": i, "input": text, "generation": generation, "prediction": _readable(task, prediction)}
+    for i, (row, name, text, generation, prediction) in enumerate(zip(rows, chosen, texts, generations, predictions)):
+        record = {"index": i, "prompt": name, "input": text, "generation": generation, "prediction": _readable(tasks[name], prediction)}
         record.update({k: row[k] for k in ID_FIELDS if k in row})
         records.append(record)
     write_jsonl_atomically(args.output, records)
     invalid = sum(r["prediction"] is None for r in records)
     note = f" ({invalid} generations matched no label)" if invalid else ""
-    print(f"wrote {len(records)} predictions to {args.output}{note}")
+    mixed = f" from {len(names)} prompts in mixed batches" if len(names) > 1 else ""
+    print(f"wrote {len(records)} predictions{mixed} to {args.output}{note}")
     return 0
 
 

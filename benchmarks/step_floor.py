@@ -1,0 +1,131 @@
+"""A decoder-only training step against its floor: what the prompt itself costs, and nothing else.
+
+    python -m benchmarks.step_floor --threads 1 --rounds 5
+    python -m benchmarks.step_floor --threads 1 --rounds 1 --profile    # + torch.profiler op tables
+
+SmolLM2-135M, batch 8, 48 text tokens, prompt 100 (``prompt``), two label layouts: every text
+token labeled, and only each row's last token (what the class objective and rank evaluation
+train on). For each layout, in one process, alternating after warm-up:
+
+* floor: the frozen model's forward and input-gradient backward on the text tokens alone (no
+  prompt), the head only where labels are: ``inputs_embeds`` requiring grad, the body, the head
+  at the labeled positions' predictors, cross-entropy, backward. Nothing a prompt could avoid.
+* softprompt: ``model(ids, mask, labels, return_logits=False).loss.backward()`` and AdamW.
+* PEFT: ``PeftModel`` prompt tuning with the same labels (full logits), backward, AdamW.
+
+Prints medians and ``softprompt / floor``; the prompt's own cost is its 100 tokens run once
+(batch 1) forward and backward, so the ratio cannot reach 1. Raw figures:
+``results/step_floor_threads{N}.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+import softprompt
+
+from .common import RESULTS, add_thread_option, alternate, attach_peft, fmt_times, load_average, load_smollm2, median, random_batch, set_threads, write_json
+
+
+def layouts(ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    last = torch.full_like(ids, -100)
+    last[:, -1] = ids[:, -1]
+    return {"all": ids.clone(), "last": last}
+
+
+def floor_step(backbone, ids, mask, labels):
+    """Forward and input-gradient backward on the text alone, head only where labels are."""
+    body, head = backbone.base_model, backbone.get_output_embeddings()
+    table = backbone.get_input_embeddings()
+
+    def step():
+        embeds = table(ids).detach().requires_grad_(True)
+        hidden = body(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state  # [B, T, d]
+        rows, cols = (labels[:, 1:] != -100).nonzero(as_tuple=True)  # column t predicts t + 1
+        loss = F.cross_entropy(head(hidden[rows, cols]).float(), labels[rows, cols + 1])
+        loss.backward()
+        return loss
+
+    return step
+
+
+def softprompt_step(model, ids, mask, labels):
+    optimizer = torch.optim.AdamW(model.trainable_parameters(), lr=1e-3)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = model(ids, mask, labels, return_logits=False).loss
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def peft_step(peft, ids, mask, labels):
+    optimizer = torch.optim.AdamW([p for p in peft.parameters() if p.requires_grad], lr=1e-3)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = peft(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    return step
+
+
+def profile(fns: dict, rows: int = 25) -> None:
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    for name, fn in fns.items():
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            fn()
+        print(f"\n--- {name}: top ops by self CPU time")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--length", type=int, default=100)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--text-len", type=int, default=48)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--skip-peft", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of one step each")
+    add_thread_option(parser)
+    args = parser.parse_args(argv)
+    set_threads(args.threads)
+    torch.manual_seed(0)
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32; load average {load_average()}")
+    backbone, _ = load_smollm2()
+    ids, mask = random_batch(args.batch, args.text_len, backbone.config.vocab_size)
+    model = softprompt.attach(backbone, method="prompt", length=args.length, seed=0).eval()
+    peft = None if args.skip_peft else attach_peft(backbone, args.length, "CAUSAL_LM").eval()
+    result = {"batch": args.batch, "text_len": args.text_len, "length": args.length, "threads": torch.get_num_threads()}
+    for layout, labels in layouts(ids).items():
+        fns = {"floor": floor_step(backbone, ids, mask, labels), "softprompt": softprompt_step(model, ids, mask, labels)}
+        if peft is not None:
+            fns["peft"] = peft_step(peft, ids, mask, labels)
+        times = alternate(fns, rounds=args.rounds, warmup=2)
+        floor = median(times["floor"])
+        print(f"\nlabels on {layout} text tokens: batch {args.batch}, text {args.text_len}, prompt {args.length}")
+        for name, t in times.items():
+            print(f"  {name:10s} {fmt_times(t)}  = {median(t) / floor:.3f}x floor")
+        paired = median([s / f for s, f in zip(times["softprompt"], times["floor"])])
+        print(f"  softprompt / floor, median of per-round ratios: {paired:.3f}")
+        result[layout] = {"seconds": times, "ratio_to_floor": {k: median(v) / floor for k, v in times.items()},
+                          "paired_softprompt_floor": paired}
+        if args.profile:
+            profile({k: v for k, v in fns.items() if k != "peft"})
+    print(f"\n  load average at the end: {load_average()}")
+    result["load_average"] = load_average()
+    write_json(RESULTS / f"step_floor_threads{torch.get_num_threads()}.json", result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
