@@ -29,7 +29,7 @@ import softprompt
 
 from .common import RESULTS, add_thread_option, attach_peft, load_average, load_smollm2, set_threads, write_json
 
-DEV = "/work/shared/data/glue/SST-2/dev.tsv"
+DEV = str(RESULTS.parents[2] / "shared" / "data" / "glue" / "SST-2" / "dev.tsv")  # ../shared/data beside the checkout
 TEMPLATE = "Review: {}\nSentiment:"
 LABEL_WORDS = (" negative", " positive")
 

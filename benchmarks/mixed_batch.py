@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     parser.add_argument("--max-length", type=int, default=256, help="input tokens kept (BoolQ passages are long)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--eval-rows", type=int, default=872, help="SST-2 dev sentences for part 2 (0: skip it)")
-    parser.add_argument("--data-dir", default="/work/shared/data", help="folder holding glue/ and superglue/")
+    parser.add_argument("--data-dir", default="../shared/data", help="folder holding glue/ and superglue/")
     parser.add_argument("--skip-peft", action="store_true", help="time softprompt only (mixed vs one prompt at a time)")
     add_thread_option(parser)
     args = parser.parse_args(argv)
