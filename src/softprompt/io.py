@@ -297,18 +297,23 @@ def load_prompt_module(path: str | Path, info: BackboneInfo | None = None) -> tu
 # PEFT interop
 
 
+def _materialized_prompt(prompt_dir: str | Path, why_not: str) -> tuple[torch.Tensor, dict]:
+    """The saved prompt ``[n, d]`` (float32) and its record, for exports that carry the prompt
+    alone; a method that also changes the input token embeddings (DePT) is refused with ``why_not``."""
+    module, record = load_prompt_module(prompt_dir)
+    if type(module).adjust_input_embeds is not PromptMethod.adjust_input_embeds:
+        raise PromptFileError(
+            f"{prompt_dir}: method {record['method']} also changes the input token embeddings; {why_not}"
+        )
+    with torch.no_grad():
+        return module().detach().float().contiguous(), record
+
+
 def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     """Write a PEFT prompt-tuning adapter holding the materialized prompt of ``prompt_dir``."""
     from peft import PromptTuningConfig
 
-    module, record = load_prompt_module(prompt_dir)
-    if type(module).adjust_input_embeds is not PromptMethod.adjust_input_embeds:
-        raise PromptFileError(
-            f"{prompt_dir}: method {record['method']} also changes the input token embeddings; "
-            "a PEFT prompt-tuning adapter can only hold a prompt"
-        )
-    with torch.no_grad():
-        prompt = module().detach().float().contiguous()
+    prompt, record = _materialized_prompt(prompt_dir, "a PEFT prompt-tuning adapter can only hold a prompt")
     kind = record["backbone"].get("kind", "decoder-only")
     config = PromptTuningConfig(
         task_type=PEFT_TASK_TYPES[kind],
@@ -339,14 +344,7 @@ def export_embeds(prompt_dir: str | Path, out_file: str | Path) -> Path:
     one float32 tensor ``prompt_embeds [n, d]`` and, in the file's metadata, the backbone's name,
     kind, embedding and vocabulary size, the method and the prompt's length. Fed as input
     embeddings right before a row's first token, it gives softprompt's outputs (README: Serving)."""
-    module, record = load_prompt_module(prompt_dir)
-    if type(module).adjust_input_embeds is not PromptMethod.adjust_input_embeds:
-        raise PromptFileError(
-            f"{prompt_dir}: method {record['method']} also changes the input token embeddings; "
-            "prompt embeddings alone cannot reproduce it"
-        )
-    with torch.no_grad():
-        prompt = module().detach().float().contiguous()
+    prompt, record = _materialized_prompt(prompt_dir, "prompt embeddings alone cannot reproduce it")
     backbone = record["backbone"]
     metadata = {
         "format": EMBEDS_FORMAT,
