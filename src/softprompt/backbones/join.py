@@ -41,6 +41,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..prompts import BackboneInfo
+from .attention import grouped_attention
 
 IGNORE_INDEX = -100
 """Label value of positions that are not scored (transformers' convention)."""
@@ -401,7 +402,8 @@ class DecoderOnlyJoin(Join):
         if self.takes_positions:
             extra["position_ids"] = positions_from_mask(attention_mask, offset=n)
         extra[self.cache_arg] = cache
-        out = self.body(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **extra)
+        with grouped_attention(self.backbone):  # the masked text-on-prompt attention, without repeated heads
+            out = self.body(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **extra)
         last = torch.stack([prefix.last_hidden_state[0, -1] for prefix in prefixes])  # [P, d]
         return last, rows.which, out.last_hidden_state
 
@@ -528,7 +530,8 @@ class DecoderOnlyJoin(Join):
         # embeddings are never read (zeros stand in); the mask gives the positions (real tokens counted).
         combined = torch.cat([embeds.new_zeros(B, N, embeds.shape[-1]), embeds], dim=1)  # [B, N+T, d]
         mask = torch.cat([prompt_mask, attention_mask], dim=1)
-        return self.backbone.generate(inputs_embeds=combined, attention_mask=mask, **kwargs)
+        with grouped_attention(self.backbone):
+            return self.backbone.generate(inputs_embeds=combined, attention_mask=mask, **kwargs)
 
 
 def _rows_cache(caches: list, which: torch.Tensor):

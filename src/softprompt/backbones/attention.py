@@ -1,0 +1,75 @@
+"""Attention for the text run on top of a prompt's cached keys and values.
+
+On the shared-prefix path (``join.DecoderOnlyJoin``) the text's queries start ``N`` columns
+into the keys, so the attention needs an explicit mask. With a mask, transformers' ``sdpa``
+repeats every key/value head for its group of query heads (``repeat_kv``: a copy per layer in
+forward, a sum in backward), because CUDA's fused kernels take grouped heads only without a
+mask. torch's CPU kernel takes both at once: on SmolLM2-135M (9 query heads, 3 key/value heads,
+B=8, 48 text tokens behind 100 prompt tokens) one layer's attention forward and backward costs
+about a third less (``benchmarks/step_floor.py --profile`` shows the repeat's ``copy_``/``sum``
+and the larger kernel).
+
+``grouped_attention(backbone)`` switches a model whose attention is ``sdpa`` to
+``grouped_sdpa`` for the duration of a call. ``grouped_sdpa`` computes exactly what ``sdpa``
+computes and hands every case it does not handle (another device, no mask, no grouped heads,
+a position bias, logit soft-capping, attention sinks, any unknown keyword) to transformers'
+own function unchanged.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+
+import torch.nn.functional as F
+from torch import nn
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+NAME = "softprompt_grouped_sdpa"
+"""The attention implementation's name in transformers' registries."""
+
+# Keywords a model passes that do not change what sdpa computes (the mask already carries a
+# sliding window; positions were applied to the queries and keys before attention).
+_HARMLESS = {"sliding_window", "position_ids", "cache_position", "output_attentions", "use_cache", "is_causal"}
+
+
+def grouped_sdpa(module: nn.Module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
+    """transformers' attention signature: ``query [B, H, Tq, hd]``, ``key``/``value [B, Hkv, Tk, hd]``,
+    ``attention_mask [B, 1, Tq, Tk]`` (bool, True = attend) or ``None``.
+    Returns ``(output [B, Tq, H, hd], None)``."""
+    groups = getattr(module, "num_key_value_groups", 1)
+    plain = (
+        query.device.type != "cpu"
+        or groups == 1
+        or attention_mask is None
+        or query.shape[2] == 1  # one query: transformers packs the heads instead, as cheap
+        or any(kwargs.get(k) is not None for k in kwargs if k not in _HARMLESS)
+        or kwargs.get("output_attentions")
+    )
+    if plain:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=attention_mask, dropout_p=dropout, scale=scaling, enable_gqa=True
+    )
+    return out.transpose(1, 2).contiguous(), None
+
+
+ALL_ATTENTION_FUNCTIONS.register(NAME, grouped_sdpa)
+ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # the same masks sdpa gets
+
+
+@contextmanager
+def grouped_attention(backbone: nn.Module):
+    """Within the block, a model whose attention is ``sdpa`` runs ``grouped_sdpa`` (the same
+    numbers); any other implementation (eager, flash, flex) is left as it is."""
+    config = getattr(backbone, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        yield
+        return
+    config._attn_implementation = NAME  # the setter reaches the sub-configs as well
+    try:
+        yield
+    finally:
+        config._attn_implementation = "sdpa"
