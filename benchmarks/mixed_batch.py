@@ -2,6 +2,7 @@
 
     python -m benchmarks.mixed_batch --threads 1                 # 512 rows, 3 rounds, + SST-2 dev eval
     python -m benchmarks.mixed_batch --threads 1 --rows 64 --rounds 1 --eval-rows 64   # a quick check
+    python -m benchmarks.mixed_batch --threads 1 --rows 0 --rounds 1   # part 2 only, all 872 sentences
 
 Part 1, mixed batches. Four prompts for four tasks, each its own method (SST-2 ``prompt``, RTE
 ``ulpt``, CB ``dpt``, BoolQ ``residual``; 100 tokens each by default, ``--lengths``), and
@@ -31,8 +32,9 @@ prompt's keys and values kept across batches and calls) against PEFT two ways:
   4.75x"): a row per (sentence, label word), 16 sentences a batch, full logits, log-softmax at
   the label word: what scoring each continuation separately costs.
 
-Rounds alternate the variants (the order flips every round) after one warm-up pass of each;
-figures are medians over rounds. Raw figures: ``results/mixed_batch_threads{N}.json``.
+Rounds alternate the variants (the order flips every round) after a warm-up (part 1: a full
+pass of each, which fills the prompt caches; part 2: one batch of each); figures are medians
+over rounds. Raw figures: ``results/mixed_batch_threads{N}.json``.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def peft_with_adapters(backbone, models):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=512, help="mixed rows (tasks in turn, shuffled)")
+    parser.add_argument("--rows", type=int, default=512, help="mixed rows (tasks in turn, shuffled); 0: part 2 only")
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)} (each with its own method)")
     parser.add_argument("--lengths", default="100,100,100,100", help="prompt length per task, in --tasks order")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -145,8 +147,11 @@ def main(argv=None) -> int:
             best[index] = rank_choices(scorer, tokenizer, [examples[i] for i in index], None, bs, ml)
         return best
 
-    variants = {"softprompt mixed": mixed, "softprompt one prompt at a time": one_at_a_time}
-    if peft is not None:
+    if not args.rows:  # part 2 only
+        variants = {}
+    else:
+        variants = {"softprompt mixed": mixed, "softprompt one prompt at a time": one_at_a_time}
+    if peft is not None and variants:
         variants["peft one adapter at a time"] = peft_per_adapter
     seconds = {k: [] for k in variants}
     picks = {}
@@ -159,28 +164,31 @@ def main(argv=None) -> int:
                 fn = variants[name]
                 fn()
                 seconds[name].append(time.perf_counter() - start)
-    rate = {k: len(examples) / median(v) for k, v in seconds.items()}
-    counts = ", ".join(f"{t} {len(i)}" for t, i in by_task.items())
-    print(f"\nPart 1: {len(examples)} mixed rows ({counts}), prompts {dict(zip(names_of_tasks, lengths))}, "
-          f"methods {', '.join(f'{t}={METHODS[t][0]}' for t in names_of_tasks)}, {bs} rows a batch, {args.rounds} rounds")
-    for name in variants:
-        s = seconds[name]
-        print(f"  {name:32s} median {median(s):8.2f} s  {rate[name]:7.2f} examples/s  (min {min(s):.2f}, max {max(s):.2f})")
-    ref = picks["softprompt mixed"]
-    disagree = {k: int((v != ref).sum()) for k, v in picks.items() if k != "softprompt mixed"}
-    ratios = {"mixed / one prompt at a time": rate["softprompt mixed"] / rate["softprompt one prompt at a time"]}
-    if peft is not None:
-        ratios["mixed / peft"] = rate["softprompt mixed"] / rate["peft one adapter at a time"]
-    for k, v in ratios.items():
-        print(f"  {k} = {v:.2f}x")
-    print(f"  label words picked differently from mixed: {disagree}")
+    if variants:
+        rate = {k: len(examples) / median(v) for k, v in seconds.items()}
+        counts = ", ".join(f"{t} {len(i)}" for t, i in by_task.items())
+        print(f"\nPart 1: {len(examples)} mixed rows ({counts}), prompts {dict(zip(names_of_tasks, lengths))}, "
+              f"methods {', '.join(f'{t}={METHODS[t][0]}' for t in names_of_tasks)}, {bs} rows a batch, {args.rounds} rounds")
+        for name in variants:
+            s = seconds[name]
+            print(f"  {name:32s} median {median(s):8.2f} s  {rate[name]:7.2f} examples/s  (min {min(s):.2f}, max {max(s):.2f})")
+        ref = picks["softprompt mixed"]
+        disagree = {k: int((v != ref).sum()) for k, v in picks.items() if k != "softprompt mixed"}
+        ratios = {"mixed / one prompt at a time": rate["softprompt mixed"] / rate["softprompt one prompt at a time"]}
+        if peft is not None:
+            ratios["mixed / peft"] = rate["softprompt mixed"] / rate["peft one adapter at a time"]
+        for k, v in ratios.items():
+            print(f"  {k} = {v:.2f}x")
+        print(f"  label words picked differently from mixed: {disagree}")
 
-    result = {
-        "rows": len(examples), "per_task": {t: len(i) for t, i in by_task.items()}, "lengths": dict(zip(names_of_tasks, lengths)),
-        "methods": {t: METHODS[t][0] for t in names_of_tasks}, "batch_size": bs, "rounds": args.rounds,
-        "seconds": seconds, "examples_per_s": rate, "ratios": ratios, "disagreements": disagree,
-        "threads": torch.get_num_threads(), "load_average_end_part1": load_average(),
-    }
+        result = {
+            "rows": len(examples), "per_task": {t: len(i) for t, i in by_task.items()}, "lengths": dict(zip(names_of_tasks, lengths)),
+            "methods": {t: METHODS[t][0] for t in names_of_tasks}, "batch_size": bs, "rounds": args.rounds,
+            "seconds": seconds, "examples_per_s": rate, "ratios": ratios, "disagreements": disagree,
+            "threads": torch.get_num_threads(), "load_average_end_part1": load_average(),
+        }
+    else:
+        result = {"threads": torch.get_num_threads()}
 
     if args.eval_rows and peft is not None and "sst2" in models:
         sst2 = tasks["sst2"]
@@ -197,18 +205,18 @@ def main(argv=None) -> int:
             return [int(i) for ids, mask, labels, _ in per_choice
                     for i in peft_score(peft, ids, mask, labels).view(-1, 2).argmax(-1)]
 
-        fns = {"softprompt": lambda: rank_predictions(model, tokenizer, sst2, dev, bs, ml),
-               "peft same rows": lambda: rank_predictions(scorer, tokenizer, sst2, dev, bs, ml),
+        fns = {"softprompt": lambda rows=dev: rank_predictions(model, tokenizer, sst2, rows, bs, ml),
+               "peft same rows": lambda rows=dev: rank_predictions(scorer, tokenizer, sst2, rows, bs, ml),
                "peft per-choice rows": peft_per_choice}
         eval_seconds = {k: [] for k in fns}
         preds = {}
         with torch.inference_mode():
-            for k, fn in fns.items():
-                preds[k] = fn()  # warm-up
+            # warm-up on one batch (kernels, the prompt cache); a full pass each would double the run
+            fns["softprompt"](dev[:bs]), fns["peft same rows"](dev[:bs]), peft_score(peft, *per_choice[0][:3])
             for r in range(args.rounds):
                 for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
                     start = time.perf_counter()
-                    fns[k]()
+                    preds[k] = fns[k]()
                     eval_seconds[k].append(time.perf_counter() - start)
         eval_rate = {k: len(dev) / median(v) for k, v in eval_seconds.items()}
         same = sum(a == b for a, b in zip(preds["softprompt"], preds["peft same rows"]))

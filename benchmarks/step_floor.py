@@ -1,7 +1,7 @@
 """A decoder-only training step against its floor: what the prompt itself costs, and nothing else.
 
     python -m benchmarks.step_floor --threads 1 --rounds 5
-    python -m benchmarks.step_floor --threads 1 --rounds 1 --profile    # + torch.profiler op tables
+    python -m benchmarks.step_floor --threads 1 --rounds 1 --profile    # + where the time goes, op by op
 
 SmolLM2-135M, batch 8, 48 text tokens, prompt 100 (``prompt``), two label layouts: every text
 token labeled, and only each row's last token (what the class objective and rank evaluation
@@ -78,14 +78,27 @@ def peft_step(peft, ids, mask, labels):
     return step
 
 
-def profile(fns: dict, rows: int = 25) -> None:
+def profile(fns: dict, rows: int = 25, steps: int = 3) -> None:
+    """Self CPU time by op and input shape over ``steps`` steps of each, then where softprompt
+    spends more than the floor: the ops (by shape) sorted by the difference."""
+    from collections import Counter
+
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
+    per_op = {}
     for name, fn in fns.items():
-        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
-            fn()
-        print(f"\n--- {name}: top ops by self CPU time")
-        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows))
+        ms = Counter()
+        for _ in range(steps):
+            with torch_profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+                fn()
+            for event in prof.key_averages(group_by_input_shape=True):
+                ms[(event.key, str(event.input_shapes)[:80])] += event.self_cpu_time_total / 1000 / steps
+        per_op[name] = ms
+        print(f"\n--- {name}: {sum(ms.values()):.0f} ms self CPU time per step")
+    floor, sp = per_op["floor"], per_op["softprompt"]
+    print(f"\n--- softprompt - floor, per step, by op and input shape (top {rows})")
+    for key in sorted(set(floor) | set(sp), key=lambda k: floor[k] - sp[k])[:rows]:
+        print(f"  {sp[key] - floor[key]:+8.1f} ms  (softprompt {sp[key]:7.1f}, floor {floor[key]:7.1f})  {key[0][:48]:48s} {key[1]}")
 
 
 def main(argv=None) -> int:
@@ -95,7 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--text-len", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-peft", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="print torch.profiler tables of one step each")
+    parser.add_argument("--profile", action="store_true", help="profile three steps of each: where softprompt spends more than the floor, by op and shape")
     add_thread_option(parser)
     args = parser.parse_args(argv)
     set_threads(args.threads)

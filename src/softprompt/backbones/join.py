@@ -10,6 +10,8 @@ Two kinds of backbone, chosen by the model's config, never by the prompt method:
   every row through the KV cache; the output head is applied only where labels are.
   The naive path (concatenate per row) is kept for gradient checkpointing (whose
   recomputation cannot replay a cache), for generation, and as the reference in tests.
+  The text's attention over the prompt's cached keys runs through ``attention.grouped_attention``
+  (the same numbers as transformers' sdpa, without repeating grouped key/value heads on the CPU).
 
 Padding: whatever side the tokenizer pads on, a row is laid out as
 ``[pads, prompt, text]`` (left padding) or ``[prompt, text, pads]`` (right padding): a pad
