@@ -91,3 +91,24 @@ def test_other_attention_implementations_are_left_alone():
     backbone.config._attn_implementation = "eager"
     with attention.grouped_attention(backbone):
         assert backbone.config._attn_implementation == "eager"
+
+
+def test_sub_configs_keep_their_own_implementations():
+    """A multimodal config: only the parts on sdpa are switched, and each gets its own back
+    (transformers' setter would write one value into every sub-config)."""
+    from transformers import LlavaConfig
+
+    class Holder(torch.nn.Module):
+        def __init__(self, config):
+            super().__init__()
+            self.config = config
+
+    config = LlavaConfig()
+    config.text_config._attn_implementation_internal = "sdpa"
+    config.vision_config._attn_implementation_internal = "eager"
+    config._attn_implementation_internal = "sdpa"
+    with attention.grouped_attention(Holder(config)):
+        assert config.text_config._attn_implementation_internal == attention.NAME
+        assert config.vision_config._attn_implementation_internal == "eager"
+    assert (config._attn_implementation_internal, config.text_config._attn_implementation_internal,
+            config.vision_config._attn_implementation_internal) == ("sdpa", "sdpa", "eager")

@@ -19,6 +19,7 @@ own function unchanged.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from typing import Any, Iterator
 
 
 import torch.nn.functional as F
@@ -60,16 +61,27 @@ ALL_ATTENTION_FUNCTIONS.register(NAME, grouped_sdpa)
 ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # the same masks sdpa gets
 
 
+def _configs(config) -> Iterator[Any]:
+    """``config`` and its sub-configs (a multimodal model's text and vision parts), depth first."""
+    yield config
+    for key in getattr(config, "sub_configs", None) or {}:
+        sub = getattr(config, key, None)
+        if sub is not None:
+            yield from _configs(sub)
+
+
 @contextmanager
 def grouped_attention(backbone: nn.Module):
-    """Within the block, a model whose attention is ``sdpa`` runs ``grouped_sdpa`` (the same
-    numbers); any other implementation (eager, flash, flex) is left as it is."""
+    """Within the block, the configs of ``backbone`` (and sub-configs) whose attention is ``sdpa``
+    run ``grouped_sdpa`` (the same numbers); any other implementation (eager, flash, flex) is left
+    as it is. The stored field is set directly: transformers' setter would also overwrite every
+    sub-config (a vision tower's ``eager`` would come back as ``sdpa``)."""
     config = getattr(backbone, "config", None)
-    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
-        yield
-        return
-    config._attn_implementation = NAME  # the setter reaches the sub-configs as well
+    swapped = [c for c in _configs(config) if getattr(c, "_attn_implementation_internal", None) == "sdpa"] if config is not None else []
+    for c in swapped:
+        c._attn_implementation_internal = NAME
     try:
         yield
     finally:
-        config._attn_implementation = "sdpa"
+        for c in swapped:
+            c._attn_implementation_internal = "sdpa"
