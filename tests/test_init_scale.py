@@ -163,45 +163,6 @@ def test_ulpt_initial_std_is_as_documented():
     assert float(module().std()) == pytest.approx(math.sqrt(r * 2 / (r + d)), rel=0.15)
 
 
-def test_ulpt_closest_recovers_a_prompt_it_can_represent():
-    from softprompt.prompts.ulpt import closest, make_projection
-
-    projection = make_projection(2, 64, "xavier", seed=3)
-    g = torch.Generator().manual_seed(0)
-    z0, shift0 = torch.randn(7, 2, generator=g), torch.randn(64, generator=g)
-    z0 = z0 - z0.mean(0)  # the representation is unique up to moving z's mean into the shift
-    z, shift = closest(z0 @ projection + shift0, projection)
-    assert torch.allclose(z, z0, atol=1e-4) and torch.allclose(shift, shift0, atol=1e-5)
-
-
-@pytest.mark.parametrize("init", ["vocab", "text"])
-def test_ulpt_token_init_is_the_least_squares_fit_of_vanilla_init(init):
-    """init=vocab/text: the prompt is the ULPT prompt closest to vanilla prompt tuning's init of
-    that name (same rows): its residual has zero mean and is orthogonal to P̃'s directions."""
-    from softprompt.prompts.base import token_init
-
-    llama = tiny_llama_with_std(0.1)
-
-    class Tokenizer:  # init=text tokenizes the text; any ids will do here
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [5 + (ord(c) % 50) for c in text]}
-
-    info = backbone_info(llama, Tokenizer())
-    config = make_config("ulpt", length=6, rank=2, init=init, init_text="Answer with no or yes.")
-    module = build_method(config, info, seed=4)
-    target = token_init(init, 6, info, torch.Generator().manual_seed(4), config.init_text)
-    residual = (target - module()).detach()
-    assert torch.allclose(residual.mean(0), torch.zeros(64), atol=1e-6)
-    assert (residual @ module.projection.T).abs().max() < 1e-4
-    assert torch.equal(module.scale, torch.ones(64))
-    assert float(module.shift.norm()) > 0  # it moved off the paper's zero shift
-
-
-def test_ulpt_init_is_validated():
-    with pytest.raises(ConfigError, match="init"):
-        make_config("ulpt", length=4, init="xavier")
-
-
 # -- recipes placeholder ---------------------------------------------------------------------
 
 

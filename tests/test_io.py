@@ -24,8 +24,7 @@ def test_config_record(saved):
     model, path = saved
     record = json.loads((path / "prompt_config.json").read_text())
     assert record["method"] == "ulpt"
-    assert record["config"] == {"length": 4, "rank": 2, "projection": "xavier", "projection_seed": 7,
-                                "init": "paper", "init_text": None}
+    assert record["config"] == {"length": 4, "rank": 2, "projection": "xavier", "projection_seed": 7}
     assert record["backbone"]["embed_dim"] == 32 and record["backbone"]["vocab_size"] == 128
     assert record["backbone"]["kind"] == "decoder-only"
     assert record["softprompt_version"] == softprompt.__version__
@@ -84,17 +83,6 @@ def test_wrong_shape(saved):
     save_file(tensors, str(path / "prompt.safetensors"))
     with pytest.raises(PromptFileError, match=r"tensor z has shape \(5, 2\), expected \(4, 2\)"):
         softprompt.load(tiny_llama(), path)
-
-
-def test_a_record_from_before_an_option_existed_loads_with_its_default(saved):
-    """Prompts saved before ULPT had ``init`` (a record without the key) load unchanged."""
-    model, path = saved
-    record = json.loads((path / "prompt_config.json").read_text())
-    del record["config"]["init"], record["config"]["init_text"]
-    (path / "prompt_config.json").write_text(json.dumps(record))
-    again = softprompt.load(tiny_llama(), path)
-    assert again.prompt.config.init == "paper"
-    assert torch.equal(again.prompt_embeddings(), model.prompt_embeddings())
 
 
 def test_ulpt_checksum_mismatch(saved):

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, option, token_init
+from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, option
 
 
 @dataclass
@@ -40,12 +40,6 @@ class ULPTConfig(PromptConfig):
         ``normal`` (the paper's Gaussian, with the same variance 2/(r+d)).
     projection_seed: the integer ``P̃`` is regenerated from; None (default): the run's seed,
         resolved when the module is built and stored with the prompt.
-    init: ``paper`` (default: ``z ~ N(0, 1)``, ``s = 1``, ``β = 0``) or ``text``/``vocab``: the
-        ULPT prompt closest (least squares, ``s = 1``) to vanilla prompt tuning's init of that
-        name, ``T [n, d]``: ``β`` = the mean row of ``T``, ``z`` = the rest's coordinates on
-        ``P̃``'s two directions. With r = 2 little of ``T`` beyond its mean survives; the point is
-        to start the prompt where real tokens are, as text init does for ``prompt``.
-    init_text: the text for ``init="text"``.
     """
 
     method = "ulpt"
@@ -55,14 +49,11 @@ class ULPTConfig(PromptConfig):
     rank: int = option(2, "dimension r each prompt token is optimized in", "R")
     projection: str = option("xavier", "the frozen random projection: xavier (authors' code) or normal", "KIND")
     projection_seed: int | None = option(None, "seed the projection is drawn from (default: the run's seed, as the authors' code)", "S")
-    init: str = option("paper", "paper: z ~ N(0, 1), s = 1, shift 0 (the authors'); text or vocab: the ULPT prompt closest to that init of vanilla prompt tuning", "KIND")
-    init_text: str | None = option(None, "the text for init=text", "TEXT")
 
     def validate(self) -> None:
         super().validate()
         _positive_int(self, "rank")
         _choice(self, "projection", ("xavier", "normal"))
-        _choice(self, "init", ULPT_INITS)
         seed = self.projection_seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"ulpt: projection_seed must be a non-negative integer, got {seed!r}")
@@ -75,9 +66,6 @@ class ULPTConfig(PromptConfig):
         return self.length * self.rank + 2 * embed_dim
 
 
-ULPT_INITS = ("paper", "text", "vocab")
-
-
 def make_projection(rank: int, embed_dim: int, kind: str, seed: int) -> torch.Tensor:
     """The frozen up-projection ``P̃ [r, d]``, float32, a pure function of its arguments."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -85,14 +73,6 @@ def make_projection(rank: int, embed_dim: int, kind: str, seed: int) -> torch.Te
         bound = math.sqrt(6.0 / (rank + embed_dim))
         return torch.empty(rank, embed_dim).uniform_(-bound, bound, generator=generator)
     return torch.randn(rank, embed_dim, generator=generator) * math.sqrt(2.0 / (rank + embed_dim))
-
-
-def closest(target: torch.Tensor, projection: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(z [n, r], β [d])`` minimizing ``‖z · P̃ + β − target‖`` (``s = 1``) for ``target [n, d]``
-    and ``P̃ [r, d]``: ``β`` is the mean row, ``z`` the least-squares coordinates of the rest."""
-    shift = target.mean(0)
-    z = torch.linalg.lstsq(projection.T, (target - shift).T).solution.T  # [d, r] \ [d, n] -> [n, r]
-    return z.contiguous(), shift
 
 
 def projection_checksum(projection: torch.Tensor) -> str:
@@ -103,16 +83,15 @@ class ULPTPrompt(PromptMethod):
     def __init__(self, config: ULPTConfig, info: BackboneInfo, generator: torch.Generator):
         super().__init__(config, info)
         d = info.embed_dim
-        projection = make_projection(config.rank, d, config.projection, config.projection_seed)
-        if config.init == "paper":
-            z, shift = torch.randn(config.length, config.rank, generator=generator), torch.zeros(d)
-        else:
-            z, shift = closest(token_init(config.init, config.length, info, generator, config.init_text), projection)
-        self.z = nn.Parameter(z)
+        self.z = nn.Parameter(torch.randn(config.length, config.rank, generator=generator))
         self.scale = nn.Parameter(torch.ones(d))
-        self.shift = nn.Parameter(shift)
+        self.shift = nn.Parameter(torch.zeros(d))
         # Not persistent: rebuilt from the seed, so checkpoints hold only the trainable tensors.
-        self.register_buffer("projection", projection, persistent=False)
+        self.register_buffer(
+            "projection",
+            make_projection(config.rank, d, config.projection, config.projection_seed),
+            persistent=False,
+        )
 
     def forward(self) -> torch.Tensor:  # [n, r] @ [r, d] -> [n, d]
         return (self.z @ self.projection) * self.scale + self.shift
