@@ -483,6 +483,29 @@ def test_spec_layers_studies_and_ranges():
     assert searched.identity() != spec.identity()
 
 
+@pytest.mark.parametrize("kind", ["tpe", "random"])
+def test_a_restarted_search_draws_new_values(tmp_path, kind):
+    """A search's sampler is seeded by the worker and by the trials already stored: a restart
+    (same worker number, same spec) must not draw the values it drew before."""
+    spec = SweepSpec.from_dict({"name": "s", "grid": {"task": ["cb"]}, "search": {"lr": "log(1e-3, 1)"},
+                                "sampler": kind, "trials": 6})
+    sweep = Sweep.create(spec, tmp_path / "sweep")
+
+    def draw(worker: int) -> float:  # what this process's sampler proposes next, recorded as done
+        (_, study), = sweep.studies(worker)
+        trial = study.ask()
+        value = trial.suggest_float("lr", 1e-3, 1, log=True)
+        study.tell(trial, 0.5)
+        return value
+
+    first = draw(0)
+    assert draw(0) != first  # a restart of worker 0
+    assert len({draw(0), draw(1), draw(0)}) == 3
+    fresh = Sweep.create(spec, tmp_path / "again")  # a fresh sweep repeats the first draw exactly
+    (_, study), = fresh.studies(0)
+    assert study.ask().suggest_float("lr", 1e-3, 1, log=True) == first
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_specs_are_valid(path, monkeypatch):
     monkeypatch.chdir(ROOT)
