@@ -147,10 +147,7 @@ def main(argv=None) -> int:
             best[index] = rank_choices(scorer, tokenizer, [examples[i] for i in index], None, bs, ml)
         return best
 
-    if not args.rows:  # part 2 only
-        variants = {}
-    else:
-        variants = {"softprompt mixed": mixed, "softprompt one prompt at a time": one_at_a_time}
+    variants = {"softprompt mixed": mixed, "softprompt one prompt at a time": one_at_a_time} if args.rows else {}  # 0: part 2 only
     if peft is not None and variants:
         variants["peft one adapter at a time"] = peft_per_adapter
     seconds = {k: [] for k in variants}

@@ -21,7 +21,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Iterator
 
-
 import torch.nn.functional as F
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -46,7 +45,7 @@ def grouped_sdpa(module: nn.Module, query, key, value, attention_mask, dropout: 
         or groups == 1
         or attention_mask is None
         or query.shape[2] == 1  # one query: transformers packs the heads instead, as cheap
-        or any(kwargs.get(k) is not None for k in kwargs if k not in _HARMLESS)
+        or any(v is not None for k, v in kwargs.items() if k not in _HARMLESS)
         or kwargs.get("output_attentions")
     )
     if plain:
