@@ -24,12 +24,23 @@ def test_config_record(saved):
     model, path = saved
     record = json.loads((path / "prompt_config.json").read_text())
     assert record["method"] == "ulpt"
-    assert record["config"] == {"length": 4, "rank": 2, "projection": "xavier", "projection_seed": 7}
+    assert record["config"] == {"length": 4, "rank": 2, "projection": "xavier", "projection_seed": 7, "lr_align": None}
     assert record["backbone"]["embed_dim"] == 32 and record["backbone"]["vocab_size"] == 128
     assert record["backbone"]["kind"] == "decoder-only"
     assert record["softprompt_version"] == softprompt.__version__
     assert record["num_trainable"] == 4 * 2 + 2 * 32
     assert record["metadata"]["projection_seed"] == 7 and len(record["metadata"]["projection_sha256"]) == 64
+
+
+def test_a_record_from_before_a_config_field_existed_loads_with_its_default(saved):
+    """ULPT's lr_align came after prompts were saved without it; those prompts still load."""
+    model, path = saved
+    record = json.loads((path / "prompt_config.json").read_text())
+    del record["config"]["lr_align"]
+    (path / "prompt_config.json").write_text(json.dumps(record))
+    loaded = softprompt.load(tiny_llama(), path)
+    assert loaded.prompt.config.lr_align is None
+    torch.testing.assert_close(loaded.prompt(), model.prompt(), rtol=0, atol=0)
 
 
 def test_only_trainable_tensors_are_stored(saved):

@@ -104,6 +104,29 @@ def test_dept_trains_its_embedding_update_at_its_own_learning_rate(tmp_path):
     assert (saved["lora_b"] - before["lora_b"]).abs().max() < 1e-9
 
 
+def test_ulpt_trains_its_scale_and_shift_at_their_own_learning_rate(tmp_path):
+    """ULPT's lr_align puts s and beta in their own group, scaled like DePT's update; without it
+    the three tensors stay one group, so an optimizer state saved before lr_align existed loads."""
+    from safetensors.torch import load_file
+
+    import softprompt
+
+    one = softprompt.attach(tiny_llama(), "ulpt", length=2, rank=2, seed=0)
+    assert [(g.name, g.lr, len(g.params)) for g in one.prompt.param_groups()] == [("prompt", None, 3)]
+    model = softprompt.attach(tiny_llama(), "ulpt", length=2, rank=2, lr_align=1e-12, seed=0)
+    groups = model.prompt.param_groups()
+    assert [(g.name, g.lr) for g in groups] == [("prompt", None), ("align", 1e-12)]
+    assert sum(p.numel() for g in groups for p in g.params) == model.num_trainable()
+    before = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    data = str(write_sst2(tmp_path / "data"))
+    config = TrainConfig(task="sst2", label_words="names", method="ulpt", data_dir=data, max_steps=3, batch_size=4,
+                         eval_every=3, lr=0.1, zero_shot=False, output_dir=str(tmp_path / "run"))
+    train(config, model, tiny_tokenizer(bos=True))
+    saved = load_file(str(tmp_path / "run" / "checkpoint" / "prompt.safetensors"))
+    assert (saved["z"] - before["z"]).abs().max() > 1e-3
+    assert max((saved[k] - before[k]).abs().max() for k in ("scale", "shift")) < 1e-9
+
+
 def test_decoder_only_recipes_are_the_measured_ones():
     """The per-method decoder-only recipes, as chosen from the measurements in
     benchmarks/README.md (SmolLM2-135M, SST-2, held-out rows); encoder-decoder keeps the papers'
