@@ -83,23 +83,28 @@ def test_progress_prints_plain_lines_off_a_terminal(capsys):
     assert capsys.readouterr().out == ""
 
 
+def _train_three_steps(model, method: str, tmp_path):
+    """Three steps at lr 0.1 on a tiny SST-2; the prompt's tensors before, and as saved after."""
+    from safetensors.torch import load_file
+
+    before = {k: v.clone() for k, v in model.prompt.state_dict().items()}
+    data = str(write_sst2(tmp_path / "data"))
+    config = TrainConfig(task="sst2", label_words="names", method=method, data_dir=data, max_steps=3, batch_size=4,
+                         eval_every=3, lr=0.1, zero_shot=False, output_dir=str(tmp_path / "run"))
+    train(config, model, tiny_tokenizer(bos=True))
+    return before, load_file(str(tmp_path / "run" / "checkpoint" / "prompt.safetensors"))
+
+
 def test_dept_trains_its_embedding_update_at_its_own_learning_rate(tmp_path):
     """Methods declare their parameter groups; the loop knows none by name. DePT's update
     follows the run's schedule scaled to lr_update (here so small that it cannot move)."""
-    from safetensors.torch import load_file
-
     import softprompt
 
     model = softprompt.attach(tiny_llama(), "dept", length=2, rank=2, max_length=16, lr_update=1e-12, seed=0)
     groups = model.prompt.param_groups()
     assert [(g.name, g.lr) for g in groups] == [("prompt", None), ("update", 1e-12)]
     assert sum(p.numel() for g in groups for p in g.params) == model.num_trainable()
-    before = {k: v.clone() for k, v in model.prompt.state_dict().items()}
-    data = str(write_sst2(tmp_path / "data"))
-    config = TrainConfig(task="sst2", label_words="names", method="dept", data_dir=data, max_steps=3, batch_size=4,
-                         eval_every=3, lr=0.1, zero_shot=False, output_dir=str(tmp_path / "run"))
-    train(config, model, tiny_tokenizer(bos=True))
-    saved = load_file(str(tmp_path / "run" / "checkpoint" / "prompt.safetensors"))
+    before, saved = _train_three_steps(model, "dept", tmp_path)
     assert (saved["embedding"] - before["embedding"]).abs().max() > 1e-3
     assert (saved["lora_b"] - before["lora_b"]).abs().max() < 1e-9
 
@@ -107,8 +112,6 @@ def test_dept_trains_its_embedding_update_at_its_own_learning_rate(tmp_path):
 def test_ulpt_trains_its_scale_and_shift_at_their_own_learning_rate(tmp_path):
     """ULPT's lr_align puts s and beta in their own group, scaled like DePT's update; without it
     the three tensors stay one group, so an optimizer state saved before lr_align existed loads."""
-    from safetensors.torch import load_file
-
     import softprompt
 
     one = softprompt.attach(tiny_llama(), "ulpt", length=2, rank=2, seed=0)
@@ -117,12 +120,7 @@ def test_ulpt_trains_its_scale_and_shift_at_their_own_learning_rate(tmp_path):
     groups = model.prompt.param_groups()
     assert [(g.name, g.lr) for g in groups] == [("prompt", None), ("align", 1e-12)]
     assert sum(p.numel() for g in groups for p in g.params) == model.num_trainable()
-    before = {k: v.clone() for k, v in model.prompt.state_dict().items()}
-    data = str(write_sst2(tmp_path / "data"))
-    config = TrainConfig(task="sst2", label_words="names", method="ulpt", data_dir=data, max_steps=3, batch_size=4,
-                         eval_every=3, lr=0.1, zero_shot=False, output_dir=str(tmp_path / "run"))
-    train(config, model, tiny_tokenizer(bos=True))
-    saved = load_file(str(tmp_path / "run" / "checkpoint" / "prompt.safetensors"))
+    before, saved = _train_three_steps(model, "ulpt", tmp_path)
     assert (saved["z"] - before["z"]).abs().max() > 1e-3
     assert max((saved[k] - before[k]).abs().max() for k in ("scale", "shift")) < 1e-9
 

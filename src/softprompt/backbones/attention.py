@@ -61,12 +61,13 @@ ALL_MASK_ATTENTION_FUNCTIONS.register(NAME, sdpa_mask)  # the same masks sdpa ge
 
 
 def _configs(config) -> Iterator[Any]:
-    """``config`` and its sub-configs (a multimodal model's text and vision parts), depth first."""
+    """``config`` and its sub-configs (a multimodal model's text and vision parts), depth first;
+    nothing for None."""
+    if config is None:
+        return
     yield config
     for key in getattr(config, "sub_configs", None) or {}:
-        sub = getattr(config, key, None)
-        if sub is not None:
-            yield from _configs(sub)
+        yield from _configs(getattr(config, key, None))
 
 
 @contextmanager
@@ -75,8 +76,8 @@ def grouped_attention(backbone: nn.Module):
     run ``grouped_sdpa`` (the same numbers); any other implementation (eager, flash, flex) is left
     as it is. The stored field is set directly: transformers' setter would also overwrite every
     sub-config (a vision tower's ``eager`` would come back as ``sdpa``)."""
-    config = getattr(backbone, "config", None)
-    swapped = [c for c in _configs(config) if getattr(c, "_attn_implementation_internal", None) == "sdpa"] if config is not None else []
+    configs = _configs(getattr(backbone, "config", None))
+    swapped = [c for c in configs if getattr(c, "_attn_implementation_internal", None) == "sdpa"]
     for c in swapped:
         c._attn_implementation_internal = NAME
     try:
