@@ -153,14 +153,73 @@ def test_dpt_scaled_saves_and_loads(tmp_path):
     assert torch.equal(again.prompt_embeddings(), model.prompt_embeddings())
 
 
-# -- ULPT: nothing added; its documented initial scale holds ------------------------------
+# -- ULPT: the paper's initial scale as documented; scaled -----------------------------------
 
 
 def test_ulpt_initial_std_is_as_documented():
     r, d = 2, 64
     module = build_method(make_config("ulpt", length=400, rank=r), BackboneInfo(embed_dim=d, vocab_size=50), seed=0)
+    assert module.config.init == "paper"  # still the default
     assert torch.equal(module.scale, torch.ones(d)) and torch.equal(module.shift, torch.zeros(d))
     assert float(module().std()) == pytest.approx(math.sqrt(r * 2 / (r + d)), rel=0.15)
+    assert [(g.name, len(g.params)) for g in module.param_groups()] == [("prompt", 3)]
+
+
+@pytest.mark.parametrize("std", [0.02, 0.3])
+def test_ulpt_scaled_starts_at_the_embedding_std(std):
+    r, d = 2, 64
+    info = backbone_info(tiny_llama_with_std(std, d=d))
+    module = build_method(make_config("ulpt", length=400, rank=r, init="scaled"), info, seed=0)
+    assert module.config.embed_std == info.embed_std  # measured once, stored with the prompt
+    c = info.embed_std / math.sqrt(r * 2 / (r + d))
+    assert torch.equal(module.scale, torch.full((d,), c)) and torch.equal(module.shift, torch.zeros(d))
+    assert float(module().std()) == pytest.approx(info.embed_std, rel=0.15)
+    groups = module.param_groups()
+    assert [(g.name, g.lr, g.lr_factor) for g in groups] == [("prompt", None, 1.0), ("scale", None, c), ("shift", None, info.embed_std)]
+    assert [g.peak(0.1) for g in groups] == [0.1, 0.1 * c, 0.1 * info.embed_std]
+    assert sum(p.numel() for g in groups for p in g.params) == module.num_trainable()
+
+
+def test_ulpt_scaled_needs_embedding_statistics():
+    config = make_config("ulpt", length=4, init="scaled")
+    with pytest.raises(ConfigError, match="embed_std"):
+        build_method(config, BackboneInfo(embed_dim=8, vocab_size=50))
+    given = build_method(make_config("ulpt", length=4, init="scaled", embed_std=0.5), BackboneInfo(embed_dim=8, vocab_size=50))
+    assert given.config.embed_std == 0.5
+    with pytest.raises(ConfigError, match="embed_std"):
+        make_config("ulpt", length=4, init="scaled", embed_std=0.0)
+
+
+def test_ulpt_scaled_saves_and_loads_with_its_learning_rates(tmp_path):
+    """Loading measures nothing (skip_init): the stored embed_std gives the same groups."""
+    llama = tiny_llama_with_std(0.05)
+    model = softprompt.attach(llama, "ulpt", length=5, rank=2, init="scaled", seed=1)
+    model.save(tmp_path / "p")
+    again = softprompt.load(llama, tmp_path / "p")
+    assert torch.equal(again.prompt_embeddings(), model.prompt_embeddings())
+    assert again.prompt.config == model.prompt.config
+    assert [g[::2] + (g.lr_factor,) for g in again.prompt.param_groups()] == [g[::2] + (g.lr_factor,) for g in model.prompt.param_groups()]
+
+
+def test_ulpt_scaled_is_adam_on_the_prompt_in_embedding_units():
+    """The docstring's claim: training z, s, beta with the scaled groups' rates is Adam at one
+    rate on s = c*s_hat, beta = sigma*beta_hat (exact up to Adam's eps and weight decay, both
+    set to nothing here)."""
+    info = backbone_info(tiny_llama_with_std(0.05))
+    module = build_method(make_config("ulpt", length=6, rank=2, init="scaled"), info, seed=2)
+    c, sigma = module.config.unit_scale(64), module.config.embed_std
+    z, s_hat, b_hat = (torch.nn.Parameter(t.detach().clone()) for t in (module.z, module.scale / c, module.shift / sigma))
+    target = torch.randn(6, 64, generator=torch.Generator().manual_seed(0)) * 0.05
+    lr = 0.1
+    ours = torch.optim.Adam([{"params": g.params, "lr": g.peak(lr)} for g in module.param_groups()], eps=1e-30)
+    naive = torch.optim.Adam([z, s_hat, b_hat], lr=lr, eps=1e-30)
+    for _ in range(4):
+        for opt, prompt in ((ours, module), (naive, lambda: (z @ module.projection) * (c * s_hat) + sigma * b_hat)):
+            opt.zero_grad()
+            ((prompt() - target) ** 2).sum().backward()
+            opt.step()
+    assert torch.allclose(module.z, z, atol=1e-5)
+    assert torch.allclose(module.scale, c * s_hat, rtol=1e-5) and torch.allclose(module.shift, sigma * b_hat, atol=1e-6)
 
 
 # -- recipes placeholder ---------------------------------------------------------------------

@@ -24,7 +24,8 @@ def test_config_record(saved):
     model, path = saved
     record = json.loads((path / "prompt_config.json").read_text())
     assert record["method"] == "ulpt"
-    assert record["config"] == {"length": 4, "rank": 2, "projection": "xavier", "projection_seed": 7, "lr_align": None}
+    assert record["config"] == {"length": 4, "rank": 2, "projection": "xavier", "projection_seed": 7,
+                                "init": "paper", "embed_std": None, "lr_align": None}
     assert record["backbone"]["embed_dim"] == 32 and record["backbone"]["vocab_size"] == 128
     assert record["backbone"]["kind"] == "decoder-only"
     assert record["softprompt_version"] == softprompt.__version__
@@ -33,13 +34,15 @@ def test_config_record(saved):
 
 
 def test_a_record_from_before_a_config_field_existed_loads_with_its_default(saved):
-    """ULPT's lr_align came after prompts were saved without it; those prompts still load."""
+    """ULPT's lr_align, init and embed_std came after prompts were saved without them; those
+    prompts still load, as the paper's ULPT."""
     model, path = saved
     record = json.loads((path / "prompt_config.json").read_text())
-    del record["config"]["lr_align"]
+    for key in ("lr_align", "init", "embed_std"):
+        del record["config"][key]
     (path / "prompt_config.json").write_text(json.dumps(record))
     loaded = softprompt.load(tiny_llama(), path)
-    assert loaded.prompt.config.lr_align is None
+    assert (loaded.prompt.config.lr_align, loaded.prompt.config.init, loaded.prompt.config.embed_std) == (None, "paper", None)
     torch.testing.assert_close(loaded.prompt(), model.prompt(), rtol=0, atol=0)
 
 

@@ -120,6 +120,8 @@ def test_ulpt_trains_its_scale_and_shift_at_their_own_learning_rate(tmp_path):
     groups = model.prompt.param_groups()
     assert [(g.name, g.lr) for g in groups] == [("prompt", None), ("align", 1e-12)]
     assert sum(p.numel() for g in groups for p in g.params) == model.num_trainable()
+    scaled = softprompt.attach(tiny_llama(), "ulpt", length=2, rank=2, init="scaled", lr_align=1e-12, seed=0)
+    assert [(g.name, g.lr) for g in scaled.prompt.param_groups()] == [("prompt", None), ("align", 1e-12)]  # lr_align wins
     before, saved = _train_three_steps(model, "ulpt", tmp_path)
     assert (saved["z"] - before["z"]).abs().max() > 1e-3
     assert max((saved[k] - before[k]).abs().max() for k in ("scale", "shift")) < 1e-9
@@ -133,7 +135,7 @@ def test_decoder_only_recipes_are_the_measured_ones():
 
     assert {m: recipe_for(m, "decoder-only") for m in methods()} == {
         "prompt": {"init": "text"}, "residual": {"lr": 1e-2}, "dpt": {"init": "scaled"},
-        "ulpt": {"lr": 0.1}, "dept": {"lr_update": 1e-3}, "rank_probe": {},
+        "ulpt": {"lr": 0.1, "init": "scaled"}, "dept": {"lr_update": 1e-3}, "rank_probe": {},
     }
     assert all(recipe_for(m, "encoder-decoder") == {} for m in methods())
     assert TrainConfig(method="residual", length=20).resolved("decoder-only").lr == 1e-2

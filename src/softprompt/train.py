@@ -379,7 +379,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     random.seed(c.seed)
     np.random.seed(c.seed)
     groups = raw.prompt.param_groups()
-    peaks = [g.lr if g.lr is not None else c.lr for g in groups]
+    peaks = [g.peak(c.lr) for g in groups]
     optimizer = make_optimizer(c, [{"params": g.params, "lr": lr} for g, lr in zip(groups, peaks)])
     model, optimizer = accelerator.prepare(raw, optimizer)
 

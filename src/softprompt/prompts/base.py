@@ -57,6 +57,12 @@ class PromptConfig:
         projection seed), so the saved config rebuilds the same module. Default: unchanged."""
         return self
 
+    def with_backbone(self, info: "BackboneInfo") -> "PromptConfig":
+        """This config with whatever it measures on the backbone made concrete (ULPT's
+        ``embed_std`` under ``init="scaled"``), so a loaded prompt trains on as it was trained
+        without measuring the backbone again. Default: unchanged."""
+        return self
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -128,11 +134,16 @@ def output_std(embed: Callable[[torch.Tensor], torch.Tensor], vocab_size: int) -
 
 class ParamGroup(NamedTuple):
     """Parameters trained together. ``lr``: this group's peak learning rate, or None for the
-    run's; every group follows the same schedule (warmup, decay) scaled to its own peak."""
+    run's times ``lr_factor``; every group follows the same schedule (warmup, decay) scaled to
+    its own peak."""
 
     name: str
     params: list[nn.Parameter]
     lr: float | None = None
+    lr_factor: float = 1.0
+
+    def peak(self, run_lr: float) -> float:
+        return self.lr if self.lr is not None else run_lr * self.lr_factor
 
 
 class PromptMethod(nn.Module):

@@ -59,9 +59,10 @@ def config_from_dict(method: str, data: dict[str, Any]) -> PromptConfig:
 
 def build_method(config: PromptConfig, info: BackboneInfo, seed: int = 0) -> PromptMethod:
     """Instantiate the module for ``config``; ``seed`` fixes its random initialization (and
-    what the config takes from the run's seed, ``PromptConfig.with_run_seed``)."""
+    what the config takes from the run's seed, ``PromptConfig.with_run_seed``, and from the
+    backbone, ``PromptConfig.with_backbone``)."""
     _, module_cls = _entry(config.method)
-    config = config.with_run_seed(seed)
+    config = config.with_run_seed(seed).with_backbone(info)
     generator = torch.Generator(device="cpu").manual_seed(seed)
     return module_cls(config, info, generator)
 

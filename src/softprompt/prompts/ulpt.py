@@ -10,11 +10,22 @@ It is never saved: the seed it came from is stored and it is rebuilt with a CPU 
 (the same numbers on every machine and device), and a SHA-256 of its bytes is stored
 beside the prompt so that a library or PyTorch change that would alter it is caught on load.
 
-Init, the authors' and kept exact: ``z ~ N(0, 1)``, ``P̃`` xavier (variance ``2/(r+d)``),
-``s = 1``, ``β = 0``. The initial prompt's entries then have standard deviation
-``sqrt(r · 2/(r+d))`` whatever the model, to compare with the token embeddings' std
-(``BackboneInfo.embed_std``): r = 2 gives 0.083 on SmolLM2-135M-Instruct (d = 576), whose token
-embeddings have std 0.122 over the first 5,000 ids (0.136 over the whole table).
+Init ``paper``, the authors' and kept exact: ``z ~ N(0, 1)``, ``P̃`` xavier (variance
+``2/(r+d)``), ``s = 1``, ``β = 0``, one learning rate for all three. The initial prompt's entries
+then have standard deviation ``q = sqrt(r · 2/(r+d))`` whatever the model, to compare with the
+token embeddings' std ``σ`` (``BackboneInfo.embed_std``): r = 2 gives 0.083 on
+SmolLM2-135M-Instruct (d = 576), whose token embeddings have std 0.122 over the first 5,000 ids.
+
+Init ``scaled`` (the decoder-only recipe) is the same prompt in the units of the backbone's
+embeddings. Adam moves every parameter by about its learning rate per step, whatever its
+gradient; with the paper's parameters one step of ``z`` moves a prompt entry by about ``lr · q``,
+one of ``β`` by ``lr`` and one of ``s`` by ``lr · q``, so on SmolLM2 the shift, shared by all
+tokens, outruns the per-token coordinates 12×, and how much depends on the backbone's scale.
+``scaled`` starts ``s`` at ``c = σ / q`` (the first prompt has the embeddings' std) and trains
+``s`` at ``lr · c`` and ``β`` at ``lr · σ`` (their own optimizer groups): every step of any of
+the three then moves the prompt by about ``lr · σ``. This is exactly Adam on ``s = c · ŝ``,
+``β = σ · β̂`` at one learning rate; the saved tensors stay the paper's ``z, s, β``, and ``σ`` is
+stored in the config so that a loaded prompt trains on at the same rates.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BackboneInfo, ParamGroup, PromptConfig, PromptMethod, _choice, _positive_float, _positive_int, option
+from .base import BackboneInfo, ConfigError, ParamGroup, PromptConfig, PromptMethod, _choice, _positive_float, _positive_int, option
 
 
 @dataclass
@@ -40,29 +51,35 @@ class ULPTConfig(PromptConfig):
         ``normal`` (the paper's Gaussian, with the same variance 2/(r+d)).
     projection_seed: the integer ``P̃`` is regenerated from; None (default): the run's seed,
         resolved when the module is built and stored with the prompt.
-    lr_align: the peak learning rate of the scale ``s`` and shift ``β`` (a second optimizer
-        group); None: the run's learning rate, as the authors train all three.
+    init: ``paper`` (default, the authors') or ``scaled`` (in the embeddings' units, see the
+        module docstring; needs ``BackboneInfo.embed_std``).
+    embed_std: ``σ`` for ``init="scaled"``; None: measured on the backbone when the module is
+        built, then stored with the prompt.
+    lr_align: the peak learning rate of the scale ``s`` and shift ``β`` (one group of their
+        own); None: the run's (``paper``) or ``lr · c`` and ``lr · σ`` (``scaled``).
     """
 
     method = "ulpt"
-    # Decoder-only: 1,192 parameters move slowly at the shared lr 0.03 (SST-2 dev after 100
-    # steps: 83.9%); lr 0.1 reaches 85.4% there (benchmarks/README.md). Adam moves every parameter
-    # by about lr per step: z's step moves a prompt entry by about lr·0.08, β's by lr itself, so β
-    # (shared by all tokens) dominates. lr_align 0.01 for s and β measured better at 150 steps
-    # (SST-2, three seeds: 85.7 ± 0.7 against 84.2 ± 2.8) but worse at the demo's 100 steps
-    # (82.3 against 85.4, seed 0), so it is an option and not yet the recipe.
-    recipes = {"decoder-only": {"lr": 0.1}}
+    # Decoder-only (SmolLM2-135M, SST-2 dev, 150 steps of 16, three seeds; benchmarks/README.md):
+    # the paper's init at one lr 0.1 gave 84.2 ± 2.8, the shift dominating (module docstring);
+    # `scaled` at lr 0.1 gave 84.9 ± 1.1 and 86.4 ± 0.2 in two runs, the demo's 100 steps 86.1
+    # (85.4 before) and CB 71.4 (55.4 before, one seed), with rates that follow the backbone's scale.
+    recipes = {"decoder-only": {"lr": 0.1, "init": "scaled"}}
     rank: int = option(2, "dimension r each prompt token is optimized in", "R")
     projection: str = option("xavier", "the frozen random projection: xavier (authors' code) or normal", "KIND")
     projection_seed: int | None = option(None, "seed the projection is drawn from (default: the run's seed, as the authors' code)", "S")
-    lr_align: float | None = option(None, "peak learning rate of the scale and shift (default: the run's)", "LR")
+    init: str = option("paper", "paper (the authors': s = 1, shift 0, one lr) or scaled (in the token embeddings' units: the first prompt at their std, s and shift at lr·c and lr·std)", "KIND")
+    embed_std: float | None = option(None, "the token embeddings' std that init=scaled works in (default: measured on the backbone, stored with the prompt)", "S")
+    lr_align: float | None = option(None, "peak learning rate of the scale and shift (default: the run's, or with init=scaled lr·c and lr·std)", "LR")
 
     def validate(self) -> None:
         super().validate()
         _positive_int(self, "rank")
         _choice(self, "projection", ("xavier", "normal"))
-        if self.lr_align is not None:
-            _positive_float(self, "lr_align")
+        _choice(self, "init", ("paper", "scaled"))
+        for name in ("embed_std", "lr_align"):
+            if getattr(self, name) is not None:
+                _positive_float(self, name)
         seed = self.projection_seed
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ValueError(f"ulpt: projection_seed must be a non-negative integer, got {seed!r}")
@@ -70,6 +87,23 @@ class ULPTConfig(PromptConfig):
     def with_run_seed(self, seed: int) -> "ULPTConfig":
         # The authors draw P̃ after set_seed(run seed); the concrete seed is stored with the prompt.
         return self if self.projection_seed is not None else dataclasses.replace(self, projection_seed=int(seed))
+
+    def with_backbone(self, info: BackboneInfo) -> "ULPTConfig":
+        if self.init != "scaled" or self.embed_std is not None:
+            return self
+        if info.embed_std is None:
+            raise ConfigError(
+                "ulpt: init='scaled' needs the standard deviation of the backbone's token embeddings "
+                "(BackboneInfo.embed_std), which is unknown here; give embed_std, use init='paper', or "
+                "build the prompt on a backbone (softprompt.attach)"
+            )
+        return dataclasses.replace(self, embed_std=float(info.embed_std))
+
+    def unit_scale(self, embed_dim: int) -> float:
+        """``c = σ / q``: the initial ``s`` under ``init="scaled"`` (1 under ``paper``)."""
+        if self.init != "scaled":
+            return 1.0
+        return self.embed_std / math.sqrt(self.rank * 2.0 / (self.rank + embed_dim))
 
     def num_parameters(self, embed_dim: int) -> int:
         return self.length * self.rank + 2 * embed_dim
@@ -93,7 +127,7 @@ class ULPTPrompt(PromptMethod):
         super().__init__(config, info)
         d = info.embed_dim
         self.z = nn.Parameter(torch.randn(config.length, config.rank, generator=generator))
-        self.scale = nn.Parameter(torch.ones(d))
+        self.scale = nn.Parameter(torch.full((d,), config.unit_scale(d)))
         self.shift = nn.Parameter(torch.zeros(d))
         # Not persistent: rebuilt from the seed, so checkpoints hold only the trainable tensors.
         self.register_buffer(
@@ -106,9 +140,14 @@ class ULPTPrompt(PromptMethod):
         return (self.z @ self.projection) * self.scale + self.shift
 
     def param_groups(self) -> list[ParamGroup]:
-        if self.config.lr_align is None:  # one group, as before lr_align existed: old checkpoints resume
-            return super().param_groups()
-        return [ParamGroup("prompt", [self.z]), ParamGroup("align", [self.scale, self.shift], self.config.lr_align)]
+        c = self.config
+        if c.lr_align is not None:
+            return [ParamGroup("prompt", [self.z]), ParamGroup("align", [self.scale, self.shift], c.lr_align)]
+        if c.init == "scaled":  # Adam on s = c·ŝ and β = σ·β̂ at the run's lr (module docstring)
+            return [ParamGroup("prompt", [self.z]),
+                    ParamGroup("scale", [self.scale], lr_factor=c.unit_scale(self.embed_dim)),
+                    ParamGroup("shift", [self.shift], lr_factor=c.embed_std)]
+        return super().param_groups()  # one group, the authors' (and every checkpoint's before lr_align)
 
     def metadata(self) -> dict[str, Any]:
         return {
