@@ -145,12 +145,21 @@ def test_dpt_scaled_needs_embedding_statistics():
     assert not module.a.any() and not module.b.any()
 
 
-def test_dpt_scaled_saves_and_loads(tmp_path):
+@pytest.mark.parametrize("method, options", [("dpt", {"bottleneck": 3}), ("ulpt", {"rank": 2})])
+def test_scaled_saves_and_loads_with_its_learning_rates(tmp_path, method, options):
+    """Loading measures nothing (skip_init): what the scaled init measured is stored, so the
+    prompt and its optimizer groups (ULPT's rates follow embed_std) come back the same."""
     llama = tiny_llama_with_std(0.05)
-    model = softprompt.attach(llama, "dpt", length=5, bottleneck=3, init="scaled", seed=1)
+    model = softprompt.attach(llama, method, length=5, init="scaled", seed=1, **options)
     model.save(tmp_path / "p")
     again = softprompt.load(llama, tmp_path / "p")
     assert torch.equal(again.prompt_embeddings(), model.prompt_embeddings())
+    assert again.prompt.config == model.prompt.config
+
+    def groups(m):
+        return [(g.name, g.lr, g.lr_factor) for g in m.prompt.param_groups()]
+
+    assert groups(again) == groups(model)
 
 
 # -- ULPT: the paper's initial scale as documented; scaled -----------------------------------
@@ -188,17 +197,6 @@ def test_ulpt_scaled_needs_embedding_statistics():
     assert given.config.embed_std == 0.5
     with pytest.raises(ConfigError, match="embed_std"):
         make_config("ulpt", length=4, init="scaled", embed_std=0.0)
-
-
-def test_ulpt_scaled_saves_and_loads_with_its_learning_rates(tmp_path):
-    """Loading measures nothing (skip_init): the stored embed_std gives the same groups."""
-    llama = tiny_llama_with_std(0.05)
-    model = softprompt.attach(llama, "ulpt", length=5, rank=2, init="scaled", seed=1)
-    model.save(tmp_path / "p")
-    again = softprompt.load(llama, tmp_path / "p")
-    assert torch.equal(again.prompt_embeddings(), model.prompt_embeddings())
-    assert again.prompt.config == model.prompt.config
-    assert [g[::2] + (g.lr_factor,) for g in again.prompt.param_groups()] == [g[::2] + (g.lr_factor,) for g in model.prompt.param_groups()]
 
 
 def test_ulpt_scaled_is_adam_on_the_prompt_in_embedding_units():

@@ -238,6 +238,18 @@ def _positive_float(config: Any, name: str) -> None:
 TOKEN_INITS = ("vocab", "text", "normal")
 
 
+def required_embed_std(info: BackboneInfo, what: str, instead: str) -> float:
+    """``info.embed_std`` for an init scaled to the token embeddings (``what`` needs it), or a
+    one-line ConfigError that says what to do ``instead``."""
+    if info.embed_std is None:
+        raise ConfigError(
+            f"{what} needs the standard deviation of the backbone's token embeddings "
+            f"(BackboneInfo.embed_std), which is unknown here; {instead}, or build the prompt on a "
+            "backbone (softprompt.attach)"
+        )
+    return info.embed_std
+
+
 def token_init(
     init: str, length: int, info: BackboneInfo, generator: torch.Generator, text: str | None = None
 ) -> torch.Tensor:
@@ -266,9 +278,8 @@ def token_init(
         ids = torch.tensor((ids * (length // len(ids) + 1))[:length])
         return _embed(info, ids)
     if init == "normal":
-        if info.embed_std is None:
-            raise ConfigError("init='normal' needs the backbone's token embeddings (BackboneInfo.embed or embed_std)")
-        return torch.randn(length, info.embed_dim, generator=generator) * info.embed_std
+        std = required_embed_std(info, "init='normal'", "use init='vocab' or 'text'")
+        return torch.randn(length, info.embed_dim, generator=generator) * std
     raise ConfigError(f"init must be one of {', '.join(TOKEN_INITS)}; got {init!r}")
 
 

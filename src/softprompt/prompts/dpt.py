@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import BackboneInfo, ConfigError, PromptConfig, PromptMethod, _choice, _positive_int, option
+from .base import BackboneInfo, PromptConfig, PromptMethod, _choice, _positive_int, option, required_embed_std
 
 UNIFORM_RANGE = 0.5
 
@@ -64,7 +64,7 @@ class DPTPrompt(PromptMethod):
             return
         bound = UNIFORM_RANGE
         if config.init == "scaled":
-            bound = scaled_bound(info.embed_std, b)
+            bound = scaled_bound(required_embed_std(info, "dpt: init='scaled'", "use init='uniform' or 'normal'"), b)
         self.a = nn.Parameter(_draw((n, b), config.init, generator, bound))  # [n, b]
         self.b = nn.Parameter(_draw((b, d), config.init, generator, bound))  # [b, d]
 
@@ -72,15 +72,9 @@ class DPTPrompt(PromptMethod):
         return self.a @ self.b
 
 
-def scaled_bound(embed_std: float | None, bottleneck: int) -> float:
+def scaled_bound(embed_std: float, bottleneck: int) -> float:
     """``c`` such that ``A · B`` with ``A, B ~ U(-c, c)`` has entries of standard deviation
     ``embed_std``: ``sqrt(3 · s / sqrt(b))`` (see the module docstring)."""
-    if embed_std is None:
-        raise ConfigError(
-            "dpt: init='scaled' needs the standard deviation of the backbone's token embeddings "
-            "(BackboneInfo.embed_std), which is unknown here; use init='uniform' or 'normal', or build "
-            "the prompt on a backbone (softprompt.attach)"
-        )
     return math.sqrt(3 * embed_std / math.sqrt(bottleneck))
 
 

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import BackboneInfo, ConfigError, ParamGroup, PromptConfig, PromptMethod, _choice, _positive_float, _positive_int, option
+from .base import BackboneInfo, ParamGroup, PromptConfig, PromptMethod, _choice, _positive_float, _positive_int, option, required_embed_std
 
 
 @dataclass
@@ -91,13 +91,8 @@ class ULPTConfig(PromptConfig):
     def with_backbone(self, info: BackboneInfo) -> "ULPTConfig":
         if self.init != "scaled" or self.embed_std is not None:
             return self
-        if info.embed_std is None:
-            raise ConfigError(
-                "ulpt: init='scaled' needs the standard deviation of the backbone's token embeddings "
-                "(BackboneInfo.embed_std), which is unknown here; give embed_std, use init='paper', or "
-                "build the prompt on a backbone (softprompt.attach)"
-            )
-        return dataclasses.replace(self, embed_std=float(info.embed_std))
+        std = required_embed_std(info, "ulpt: init='scaled'", "give embed_std, use init='paper'")
+        return dataclasses.replace(self, embed_std=float(std))
 
     def unit_scale(self, embed_dim: int) -> float:
         """``c = σ / q``: the initial ``s`` under ``init="scaled"`` (1 under ``paper``)."""
@@ -140,13 +135,13 @@ class ULPTPrompt(PromptMethod):
         return (self.z @ self.projection) * self.scale + self.shift
 
     def param_groups(self) -> list[ParamGroup]:
-        c = self.config
-        if c.lr_align is not None:
-            return [ParamGroup("prompt", [self.z]), ParamGroup("align", [self.scale, self.shift], c.lr_align)]
-        if c.init == "scaled":  # Adam on s = c·ŝ and β = σ·β̂ at the run's lr (module docstring)
+        config = self.config
+        if config.lr_align is not None:
+            return [ParamGroup("prompt", [self.z]), ParamGroup("align", [self.scale, self.shift], config.lr_align)]
+        if config.init == "scaled":  # Adam on s = c·ŝ and β = σ·β̂ at the run's lr (module docstring)
             return [ParamGroup("prompt", [self.z]),
-                    ParamGroup("scale", [self.scale], lr_factor=c.unit_scale(self.embed_dim)),
-                    ParamGroup("shift", [self.shift], lr_factor=c.embed_std)]
+                    ParamGroup("scale", [self.scale], lr_factor=config.unit_scale(self.embed_dim)),
+                    ParamGroup("shift", [self.shift], lr_factor=config.embed_std)]
         return super().param_groups()  # one group, the authors' (and every checkpoint's before lr_align)
 
     def metadata(self) -> dict[str, Any]:
