@@ -1,6 +1,7 @@
 """Inits start on the scale of the backbone's real tokens: they read what the embedding
-module returns (Gemma scales its table by sqrt(d)), and DPT's ``scaled`` init matches the
-token embeddings' standard deviation, while the authors' ``uniform`` stays bit-exact."""
+module returns (Gemma scales its table by sqrt(d)), and the ``scaled`` inits (DPT's factors,
+ULPT's scale and shift, Residual's LayerNorm gain) match the token embeddings' standard
+deviation, while the authors' inits stay bit-exact."""
 
 from __future__ import annotations
 
@@ -145,12 +146,16 @@ def test_dpt_scaled_needs_embedding_statistics():
     assert not module.a.any() and not module.b.any()
 
 
-@pytest.mark.parametrize("method, options", [("dpt", {"bottleneck": 3}), ("ulpt", {"rank": 2})])
+@pytest.mark.parametrize("method, options", [
+    ("dpt", {"bottleneck": 3, "init": "scaled"}),
+    ("ulpt", {"rank": 2, "init": "scaled"}),
+    ("residual", {"bottleneck": 4, "norm_init": "scaled"}),
+])
 def test_scaled_saves_and_loads_with_its_learning_rates(tmp_path, method, options):
     """Loading measures nothing (skip_init): what the scaled init measured is stored, so the
     prompt and its optimizer groups (ULPT's rates follow embed_std) come back the same."""
     llama = tiny_llama_with_std(0.05)
-    model = softprompt.attach(llama, method, length=5, init="scaled", seed=1, **options)
+    model = softprompt.attach(llama, method, length=5, seed=1, **options)
     model.save(tmp_path / "p")
     again = softprompt.load(llama, tmp_path / "p")
     assert torch.equal(again.prompt_embeddings(), model.prompt_embeddings())
@@ -160,6 +165,45 @@ def test_scaled_saves_and_loads_with_its_learning_rates(tmp_path, method, option
         return [(g.name, g.lr, g.lr_factor) for g in m.prompt.param_groups()]
 
     assert groups(again) == groups(model)
+
+
+# -- Residual: the LayerNorm's gain, paper and scaled ---------------------------------------
+
+
+def _residual_branch(module) -> torch.Tensor:  # [n, d]: what the MLP adds to E
+    return module() - module.embedding
+
+
+def test_residual_paper_norm_starts_at_one():
+    module = build_method(make_config("residual", length=50, bottleneck=16), backbone_info(tiny_llama_with_std(0.05)), seed=0)
+    assert module.config.norm_init == "paper"  # still the default
+    assert torch.equal(module.norm.weight, torch.ones(64)) and not module.norm.bias.any()
+    assert float(_residual_branch(module).detach().std()) == pytest.approx(1.0, rel=0.05)
+
+
+@pytest.mark.parametrize("std", [0.02, 0.3])
+def test_residual_scaled_norm_starts_at_the_embedding_std(std):
+    info = backbone_info(tiny_llama_with_std(std))
+    module = build_method(make_config("residual", length=50, bottleneck=16, norm_init="scaled"), info, seed=0)
+    assert torch.equal(module.norm.weight, torch.full((64,), info.embed_std)) and not module.norm.bias.any()
+    branch = _residual_branch(module).detach()
+    # LayerNorm gives each row mean 0 and variance 1 (up to eps) before the gain
+    assert float(branch.std(dim=-1, unbiased=False).mean()) == pytest.approx(info.embed_std, rel=1e-3)
+    assert float(module.embedding.detach().std()) == pytest.approx(info.embed_std, rel=0.2)  # E: real tokens
+    # only the gain's start differs from the paper's init: same draws for E and the MLP
+    paper = build_method(make_config("residual", length=50, bottleneck=16), info, seed=0)
+    for name in ("embedding", "down.weight", "down.bias", "up.weight", "up.bias", "norm.bias"):
+        assert torch.equal(module.get_parameter(name), paper.get_parameter(name)), name
+
+
+def test_residual_scaled_norm_needs_embedding_statistics():
+    config = make_config("residual", length=4, bottleneck=2, norm_init="scaled")
+    info = BackboneInfo(embed_dim=8, vocab_size=50, embeddings=torch.randn(50, 8))
+    info.embed_std = None  # E's vocab init has its rows; the gain has no statistics
+    with pytest.raises(ConfigError, match="norm_init='scaled' needs the standard deviation"):
+        build_method(config, info)
+    with pytest.raises(ConfigError, match="norm_init"):
+        make_config("residual", length=4, norm_init="unit")
 
 
 # -- ULPT: the paper's initial scale as documented; scaled -----------------------------------

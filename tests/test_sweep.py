@@ -440,6 +440,15 @@ def test_table_chooses_on_validation_never_test(tmp_path):
     assert "| prompt | 15.00 ± 7.07 | 60.00 ± 14.14 | 37.50 |" in text and "| dpt | – | 30.00 ± 14.14 | – |" in text
     assert "failed: `dpt-rte-1-0.3` (method=dpt, task=rte, seed=1, lr=0.3): ValueError: boom" in text
     assert csv_text(build_table(spec, results[::-1])) == csv_text(table)
+    # the reported split is the official validation split here, and the choice read it
+    assert "lr chosen per cell on validation." in text and "Chosen on validation (lr;" in text
+
+    # runs that validate on rows held out from the training split say so
+    for r in results:
+        r.config["holdout"] = 200
+    held = markdown(spec, build_table(spec, results))
+    assert "lr chosen per cell on held-out training rows." in held and "Chosen on held-out training rows (lr;" in held
+    assert "chosen per cell on validation" not in held
 
 
 # ---------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ class Cell:
     values: list[float]
     chosen: dict[str, Any] = field(default_factory=dict)
     validation: float | None = None
+    chosen_on: str = "validation"  # the rows the choice read: never the reported split
 
     @property
     def mean(self) -> float:
@@ -131,8 +132,17 @@ def build_table(spec: SweepSpec, results: list[TrialResult]) -> Table:
         metric = chosen[0].metrics["selection_metric"]
         cells[key] = Cell(metric, chosen[0].metrics.get("test_split", "test"),
                           [float(r.metrics["test"][metric]) for r in chosen], dict(best),
-                          statistics.fmean(validation_score(spec, r.metrics) for r in chosen))
+                          statistics.fmean(validation_score(spec, r.metrics) for r in chosen),
+                          _chosen_on(chosen))
     return Table(rows, tasks, cells, list(spec.select), results)
+
+
+def _chosen_on(trials: list[TrialResult]) -> str:
+    """What the runs validated on: rows held out from the training split (``holdout``), or the
+    task's validation split. Said in the table, because the reported split is often the official
+    validation split too, and "chosen on validation" would read as chosen on the reported rows."""
+    held_out = [bool((r.config or {}).get("holdout")) for r in trials]
+    return "held-out training rows" if held_out and all(held_out) else "validation"
 
 
 def _rank(spec: SweepSpec, axis: str, value: Any) -> tuple:
@@ -160,7 +170,7 @@ def markdown(spec: SweepSpec, table: Table) -> str:
     splits = sorted({c.split for c in table.cells.values()})
     lines.append(f"Each task's own metric on its reported split ({', '.join(splits) or '-'}), × 100, mean ± std over "
                  + (f"{counts[0]} seed(s)" if uniform and counts else "seeds (n per cell)")
-                 + (f"; {', '.join(table.select)} chosen per cell on validation." if table.select else "."))
+                 + (f"; {', '.join(table.select)} chosen per cell on {_chosen_on_text(table)}." if table.select else "."))
     lines += ["", "| method | " + " | ".join(header(t) for t in table.tasks) + " | average |",
               "|---" * (len(table.tasks) + 2) + "|"]
     for row in table.rows:
@@ -174,7 +184,7 @@ def markdown(spec: SweepSpec, table: Table) -> str:
         average = table.average(row)
         lines.append(f"| {row} | " + " | ".join(parts) + f" | {'–' if average is None else f'{100 * average:.2f}'} |")
     if table.select:
-        lines += ["", f"Chosen on validation ({', '.join(table.select)}; mean validation score × 100):", "",
+        lines += ["", f"Chosen on {_chosen_on_text(table)} ({', '.join(table.select)}; their mean score there × 100):", "",
                   "| method | " + " | ".join(table.tasks) + " |", "|---" * (len(table.tasks) + 1) + "|"]
         for row in table.rows:
             parts = []
@@ -191,6 +201,10 @@ def markdown(spec: SweepSpec, table: Table) -> str:
     for r in unfinished:
         lines.append(f"- unfinished: `{r.dir.name}` ({_values(r.params)})")
     return "\n".join(lines) + "\n"
+
+
+def _chosen_on_text(table: Table) -> str:
+    return " or ".join(sorted({cell.chosen_on for cell in table.cells.values()})) or "validation"
 
 
 def _values(values: dict[str, Any]) -> str:
