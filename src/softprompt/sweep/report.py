@@ -255,8 +255,9 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         metric = spec.objective if spec.objective != "auto" else mine[0].metrics["selection_metric"]
-        ax.set_ylabel(f"best validation {metric}")
-        ax.set_title(f"{method}: validation score vs learning rate")
+        where = _chosen_on(mine)
+        ax.set_ylabel(f"best {metric} on {where}")
+        ax.set_title(f"{method}: score on {where} vs learning rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         written.append(_save(fig, folder / f"lr-{method}.png"))
