@@ -72,7 +72,8 @@ def run_softprompt(args, method: str, task_name: str, seed: int, backbone, token
     return {"library": "softprompt", "method": method, "task": task_name, "seed": seed, "metric": metric,
             "validation": metrics["best_validation"][metric], "test": metrics["test"][metric],
             "best_step": metrics["best_step"], "trainable_parameters": metrics["trainable_parameters"],
-            "lr": resolved["lr"], "objective": resolved["objective"], "wall_seconds": time.time() - started}
+            "test_n": metrics["test"].get("n"), "lr": resolved["lr"], "objective": resolved["objective"],
+            "wall_seconds": time.time() - started}
 
 
 # -- PEFT --------------------------------------------------------------------------------------
@@ -154,10 +155,11 @@ def run_peft(args, task_name: str, seed: int, lr: float, tokenizer, n_train: int
             model.train()
     with torch.no_grad():
         embedding.weight.copy_(best_state)
-    test_value = evaluate(scorer, tokenizer, task, test, mode="rank", batch_size=64,
-                          max_length=config.max_length, separator=config.separator)[task.metrics[0]]
+    tested = evaluate(scorer, tokenizer, task, test, mode="rank", batch_size=64,
+                      max_length=config.max_length, separator=config.separator)
     return {"library": "peft", "method": "peft-prompt", "task": task_name, "seed": seed, "metric": task.metrics[0],
-            "validation": best, "test": test_value, "best_step": best_step, "trainable_parameters": sum(p.numel() for p in params),
+            "validation": best, "test": tested[task.metrics[0]], "test_n": tested.get("n"), "best_step": best_step,
+            "trainable_parameters": sum(p.numel() for p in params),
             "lr": lr, "objective": "lm", "wall_seconds": time.time() - started}
 
 
@@ -181,16 +183,46 @@ def table(runs: list[dict], zero: dict[str, float], tasks: list[str]) -> str:
         values = [100 * r["test"] for r in rows]
         if not values:
             return "-"
-        std = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.1f} ± {std:.1f}"
+        if len(values) == 1:
+            return f"{values[0]:.1f} (n=1)"
+        return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" + (f" (n={len(values)})" if len(values) < most else "")
 
     names = list(dict.fromkeys(r["method"] for r in runs))
+    most = max((sum(1 for r in runs if (r["method"], r["task"]) == key) for key in {(r["method"], r["task"]) for r in runs}), default=0)
     lines = ["| method | params | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
     lines.append("| zero-shot (template only) | 0 | " + " | ".join(f"{100 * zero[t]:.1f}" for t in tasks) + " |")
     for name in names:
         rows = [r for r in runs if r["method"] == name]
         params = f"{rows[0]['trainable_parameters']:,}"
         lines.append(f"| {name} | {params} | " + " | ".join(cell([r for r in rows if r["task"] == t]) for t in tasks) + " |")
+    return "\n".join(lines)
+
+
+def against(runs: list[dict], tasks: list[str], reference: str) -> str:
+    """Each method minus ``reference`` (PEFT at its chosen lr), paired by seed: the mean
+    difference ± its standard error over the seeds both have, in points. Pairing removes what
+    the seed does to both (the batch order, the held-out rows); the standard error says which
+    differences the seeds resolve: a target of "within 2 points" is decided only where the
+    interval's side is clear of it."""
+    ref = {(r["task"], r["seed"]): 100 * r["test"] for r in runs if r["method"] == reference}
+
+    def cell(name, task):
+        diffs = [100 * r["test"] - ref[task, r["seed"]] for r in runs
+                 if r["method"] == name and r["task"] == task and (task, r["seed"]) in ref]
+        if not diffs:
+            return "-"
+        if len(diffs) == 1:
+            return f"{diffs[0]:+.1f} (n=1)"
+        se = statistics.stdev(diffs) / len(diffs) ** 0.5
+        return f"{statistics.fmean(diffs):+.1f} ± {se:.1f} (n={len(diffs)})"
+
+    names = [n for n in dict.fromkeys(r["method"] for r in runs) if n != reference]
+    lines = [f"| minus {reference}, paired by seed | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
+    lines += [f"| {name} | " + " | ".join(cell(name, t) for t in tasks) + " |" for name in names]
+    sizes = {t: next((r["test_n"] for r in runs if r["task"] == t and r.get("test_n")), None) for t in tasks}
+    known = [f"{t} {n} rows (one row = {100 / n:.1f} points)" for t, n in sizes.items() if n]
+    if known:
+        lines.append("\nReported split: " + ", ".join(known) + ".")
     return "\n".join(lines)
 
 
@@ -291,15 +323,18 @@ def main(argv: list[str] | None = None) -> int:
 
     # PEFT: the learning rate with the best mean validation score, per task
     runs = [r for r in done["runs"] if r["library"] == "softprompt" and r["task"] in tasks and r["seed"] in seeds]
+    peft_name = "PEFT prompt tuning (lr: best on validation)"
     for task_name in tasks:
         peft = [r for r in done["runs"] if r["library"] == "peft" and r["task"] == task_name and r["seed"] in seeds]
         if peft:
             by_lr = {lr: [r for r in peft if r["lr"] == lr] for lr in {r["lr"] for r in peft}}
             best_lr = max(by_lr, key=lambda lr: statistics.fmean(r["validation"] for r in by_lr[lr]))
-            runs += [{**r, "method": "PEFT prompt tuning (lr: best on validation)"} for r in by_lr[best_lr]]
+            runs += [{**r, "method": peft_name} for r in by_lr[best_lr]]
             done.setdefault("peft_best_lr", {})[task_name] = best_lr
     write_json(output, done)
     print(table(runs, done["zero_shot"], tasks))
+    if any(r["method"] == peft_name for r in runs):
+        print("\n" + against(runs, tasks, peft_name))
     return 0
 
 
