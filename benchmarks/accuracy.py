@@ -26,6 +26,7 @@ import json
 import statistics
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -179,6 +180,8 @@ def zero_shot(args, task_name: str, backbone, tokenizer, n_train: int) -> float:
 
 
 def table(runs: list[dict], zero: dict[str, float], tasks: list[str]) -> str:
+    most = max(Counter((r["method"], r["task"]) for r in runs).values(), default=0)  # seeds of the fullest cell
+
     def cell(rows):
         values = [100 * r["test"] for r in rows]
         if not values:
@@ -188,7 +191,6 @@ def table(runs: list[dict], zero: dict[str, float], tasks: list[str]) -> str:
         return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" + (f" (n={len(values)})" if len(values) < most else "")
 
     names = list(dict.fromkeys(r["method"] for r in runs))
-    most = max((sum(1 for r in runs if (r["method"], r["task"]) == key) for key in {(r["method"], r["task"]) for r in runs}), default=0)
     lines = ["| method | params | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
     lines.append("| zero-shot (template only) | 0 | " + " | ".join(f"{100 * zero[t]:.1f}" for t in tasks) + " |")
     for name in names:
