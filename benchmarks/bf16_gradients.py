@@ -3,6 +3,7 @@ materialized prompt ``[n, d]`` and to the method's own parameters, in float32 an
 autocast, on real training batches at the prompt's initialization.
 
     python -m benchmarks.bf16_gradients --methods ulpt,prompt --batches 4          # CPU: ~10 min
+    python -m benchmarks.bf16_gradients --methods "ulpt,ulpt@sink=bos"             # a variant: method@key=value;...
     python -m benchmarks.bf16_gradients --device cuda --methods ulpt,prompt,dpt   # a GPU
 
 Prints, per method and batch, the cosine between the two gradients overall, per parameter and
@@ -25,15 +26,17 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(F.cosine_similarity(a.flatten().double(), b.flatten().double(), dim=0))
 
 
-def measure(method: str, args, backbone, tokenizer) -> list[dict]:
+def measure(spec: str, args, backbone, tokenizer) -> list[dict]:
+    from benchmarks.accuracy import parse_variant
     from softprompt import attach
     from softprompt.backbones import join_for
     from softprompt.config import TrainConfig
     from softprompt.train import load_data, training_batches
 
+    method, overrides = parse_variant(spec)  # e.g. ulpt@sink=bos
     kind = join_for(backbone).kind
     config = TrainConfig(task="sst2", method=method, seed=args.seed, data_dir=args.data_dir, length=args.length,
-                         batch_size=args.batch_size, holdout=200)
+                         batch_size=args.batch_size, holdout=200, **overrides)
     task = config.build_task("instruction")
     config = config.resolved(kind, classification=True, label_words=task.label_words)
     examples = load_data(config, task)[0]
@@ -61,14 +64,14 @@ def measure(method: str, args, backbone, tokenizer) -> list[dict]:
         loss32, full = gradients(batch, False)
         loss16, half = gradients(batch, True)
         rows = full["prompt rows"]
-        record = {"method": method, "batch": b, "loss_float32": loss32, "loss_bf16": loss16,
+        record = {"method": spec, "batch": b, "loss_float32": loss32, "loss_bf16": loss16,
                   "cosine": {name: cosine(full[name], half[name]) for name in full},
                   "row_cosine": [cosine(rows[i], half["prompt rows"][i]) for i in range(min(4, rows.shape[0]))],
                   "row_norm": [float(rows[i].norm()) for i in range(min(4, rows.shape[0]))],
                   "rest_norm": float(rows[4:].norm())}
         records.append(record)
         shown = ", ".join(f"{k} {v:+.3f}" for k, v in record["cosine"].items())
-        print(f"{method} batch {b}: loss {loss32:.4f} / {loss16:.4f}; cosine {shown}; first rows "
+        print(f"{spec} batch {b}: loss {loss32:.4f} / {loss16:.4f}; cosine {shown}; first rows "
               + " ".join(f"{c:+.2f}" for c in record["row_cosine"]), flush=True)
     hook.remove()
     return records

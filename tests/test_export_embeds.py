@@ -4,9 +4,10 @@ generates exactly the tokens softprompt generates."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import softprompt
 from softprompt.cli import main
@@ -27,17 +28,22 @@ def with_prompt(model, prompt, token_rows):
     return embeds, mask
 
 
+@pytest.mark.parametrize("sink", ["none", "bos"])
 @pytest.mark.parametrize("method", [m for m in softprompt.METHODS if m != "dept"])
-def test_the_transformers_recipe_generates_softprompt_s_tokens(method, tmp_path):
+def test_the_transformers_recipe_generates_softprompt_s_tokens(method, sink, tmp_path):
     backbone = tiny_llama()
-    model = softprompt.attach(backbone, method, length=5, seed=3).eval()
+    model = softprompt.attach(backbone, method, length=5, seed=3, sink=sink).eval()
     with torch.no_grad():
         for p in model.trainable_parameters():
             p.mul_(3.0)  # away from the init, so the prompt matters
     model.save(tmp_path / "p")
     assert main(["export", str(tmp_path / "p"), str(tmp_path / "p.safetensors"), "--to", "embeds"]) == 0
-    prompt = load_file(str(tmp_path / "p.safetensors"))["prompt_embeds"]
+    prompt, meta = read_embeds(tmp_path / "p.safetensors")
     assert torch.equal(prompt, model.prompt_embeddings().detach())
+    ahead = json.loads(meta["sink_token_ids"])  # the README's recipe: those tokens, then the prompt
+    assert ahead == ([] if sink == "none" else [backbone.config.bos_token_id])
+    with torch.no_grad():
+        prompt = torch.cat([backbone.get_input_embeddings()(torch.tensor(ahead, dtype=torch.long)), prompt])
     ids, mask, _ = batch_for(backbone, batch=3, length=6, seed=2, padding="left")
     kw = dict(max_new_tokens=6, do_sample=False, pad_token_id=0)
     ours = model.generate(ids, mask, **kw)
@@ -47,7 +53,7 @@ def test_the_transformers_recipe_generates_softprompt_s_tokens(method, tmp_path)
     assert torch.equal(ours, theirs)
     # the prompt matters: without it the tokens differ
     with torch.no_grad():
-        bare = backbone.generate(inputs_embeds=embeds[:, 5:], attention_mask=full_mask[:, 5:], **kw)
+        bare = backbone.generate(inputs_embeds=embeds[:, len(prompt):], attention_mask=full_mask[:, len(prompt):], **kw)
     assert not torch.equal(bare, theirs)
 
 
@@ -62,6 +68,7 @@ def test_metadata_and_refusals(tmp_path, capsys):
     assert prompt.shape == (4, 32) and prompt.dtype == torch.float32
     assert meta["name"] == "tiny/llama" and meta["embed_dim"] == "32" and meta["kind"] == "decoder-only"
     assert meta["method"] == "ulpt" and meta["length"] == "4" and meta["vocab_size"] == "128"
+    assert meta["sink_token_ids"] == "[]"
     assert main(["export", str(tmp_path / "p"), str(out), "--to", "embeds"]) == 2  # exists
     assert "pass --overwrite" in capsys.readouterr().err
     assert main(["export", str(tmp_path / "p"), str(out), "--to", "embeds", "--overwrite"]) == 0
@@ -76,3 +83,9 @@ def test_metadata_and_refusals(tmp_path, capsys):
     with pytest.raises(PromptFileError, match="dept also changes the input token embeddings"):
         softprompt.export_embeds(tmp_path / "d", tmp_path / "d.safetensors")
     assert not (tmp_path / "d.safetensors").exists()
+    softprompt.attach(backbone, "prompt", length=2, sink="bos").save(tmp_path / "s")
+    assert main(["export", str(tmp_path / "s"), str(tmp_path / "s.safetensors"), "--to", "embeds"]) == 0
+    assert "after the embeddings of token ids [1]" in capsys.readouterr().out
+    with pytest.raises(PromptFileError, match="a PEFT prompt-tuning adapter puts its prompt first"):
+        softprompt.export_peft(tmp_path / "s", tmp_path / "s_peft")
+    assert not (tmp_path / "s_peft").exists()

@@ -25,7 +25,7 @@ def test_config_record(saved):
     record = json.loads((path / "prompt_config.json").read_text())
     assert record["method"] == "ulpt"
     assert record["config"] == {"length": 4, "rank": 2, "projection": "xavier", "projection_seed": 7,
-                                "init": "paper", "embed_std": None, "lr_align": None}
+                                "init": "paper", "embed_std": None, "lr_align": None, "sink": "none"}
     assert record["backbone"]["embed_dim"] == 32 and record["backbone"]["vocab_size"] == 128
     assert record["backbone"]["kind"] == "decoder-only"
     assert record["softprompt_version"] == softprompt.__version__
@@ -34,15 +34,17 @@ def test_config_record(saved):
 
 
 def test_a_record_from_before_a_config_field_existed_loads_with_its_default(saved):
-    """ULPT's lr_align, init and embed_std came after prompts were saved without them; those
-    prompts still load, as the paper's ULPT."""
+    """ULPT's lr_align, init and embed_std, and every method's sink, came after prompts were saved
+    without them; those prompts still load, as the paper's ULPT with the prompt first."""
     model, path = saved
     record = json.loads((path / "prompt_config.json").read_text())
-    for key in ("lr_align", "init", "embed_std"):
+    for key in ("lr_align", "init", "embed_std", "sink"):
         del record["config"][key]
+    del record["backbone"]["bos_token_id"]
     (path / "prompt_config.json").write_text(json.dumps(record))
     loaded = softprompt.load(tiny_llama(), path)
     assert (loaded.prompt.config.lr_align, loaded.prompt.config.init, loaded.prompt.config.embed_std) == (None, "paper", None)
+    assert loaded.prompt.config.sink == "none"
     torch.testing.assert_close(loaded.prompt(), model.prompt(), rtol=0, atol=0)
 
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from . import io
-from .backbones import RowPrompts, backbone_info, join_for
+from .backbones import RowPrompts, backbone_info, join_for, sink_ids
 from .model import PromptedModel, SoftPromptModel
 from .prompts import PromptMethod
 
@@ -77,6 +77,10 @@ class PromptBank(PromptedModel):
         if module.embed_dim != self.backbone.get_input_embeddings().weight.shape[1]:
             raise ValueError(f"prompt {name!r} has embedding size {module.embed_dim}; this backbone has "
                              f"{self.backbone.get_input_embeddings().weight.shape[1]}")
+        try:
+            sink_ids(self.backbone, module.config.sink)
+        except ValueError as err:
+            raise ValueError(f"prompt {name!r}: {err}") from None
         self.prompts[name] = module.to(self.backbone.get_input_embeddings().weight.device)
 
     @property
@@ -129,7 +133,8 @@ class PromptBank(PromptedModel):
         distinct = list(dict.fromkeys(names))  # first-seen order
         index = {name: i for i, name in enumerate(distinct)}
         which = torch.tensor([index[name] for name in names], dtype=torch.long, device=input_ids.device)  # [B]
-        tensors = [self._frozen[name] if self._frozen is not None else self.prompts[name]() for name in distinct]
+        tensors = [self._ahead(self.prompts[name], self._frozen[name] if self._frozen is not None else self.prompts[name]())
+                   for name in distinct]
         embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, T, d]
         for i, name in enumerate(distinct):
             rows = (which == i).nonzero().squeeze(1)

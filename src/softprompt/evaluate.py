@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
@@ -32,6 +33,8 @@ MODES = ("rank", "generate")
 
 class _Empty(nn.Module):
     """A prompt of zero tokens ``[0, d]``; the text's embeddings stay as they are."""
+
+    config = SimpleNamespace(sink="none")  # the text alone: nothing ahead of it either
 
     def __init__(self, embed_dim: int):
         super().__init__()

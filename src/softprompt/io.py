@@ -314,6 +314,11 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     from peft import PromptTuningConfig
 
     prompt, record = _materialized_prompt(prompt_dir, "a PEFT prompt-tuning adapter can only hold a prompt")
+    if record["config"].get("sink", "none") != "none":
+        raise PromptFileError(
+            f"{prompt_dir}: the prompt was trained after the model's BOS token (sink={record['config']['sink']!r}); "
+            "a PEFT prompt-tuning adapter puts its prompt first (export --to embeds keeps the token)"
+        )
     kind = record["backbone"].get("kind", "decoder-only")
     config = PromptTuningConfig(
         task_type=PEFT_TASK_TYPES[kind],
@@ -342,10 +347,19 @@ EMBEDS_FORMAT = "softprompt-embeds"
 def export_embeds(prompt_dir: str | Path, out_file: str | Path) -> Path:
     """Write the materialized prompt of ``prompt_dir`` as ``out_file`` (safetensors, atomically):
     one float32 tensor ``prompt_embeds [n, d]`` and, in the file's metadata, the backbone's name,
-    kind, embedding and vocabulary size, the method and the prompt's length. Fed as input
-    embeddings right before a row's first token, it gives softprompt's outputs (README: Serving)."""
+    kind, embedding and vocabulary size, the method, the prompt's length and ``sink_token_ids``
+    (JSON: the tokens read before the prompt, ``[]`` or ``[BOS]``). Fed as input embeddings right
+    before a row's first token, after those tokens' embeddings, it gives softprompt's outputs
+    (README: Serving)."""
     prompt, record = _materialized_prompt(prompt_dir, "prompt embeddings alone cannot reproduce it")
     backbone = record["backbone"]
+    sink = record["config"].get("sink", "none")
+    if sink == "none":
+        ahead = []
+    elif backbone.get("bos_token_id") is not None:
+        ahead = [int(backbone["bos_token_id"])]
+    else:
+        raise PromptFileError(f"{Path(prompt_dir) / CONFIG_NAME}: sink={sink!r} but the backbone record names no bos_token_id")
     metadata = {
         "format": EMBEDS_FORMAT,
         "name": str(backbone.get("name") or ""),
@@ -354,6 +368,7 @@ def export_embeds(prompt_dir: str | Path, out_file: str | Path) -> Path:
         "vocab_size": str(backbone["vocab_size"]),
         "length": str(prompt.shape[0]),
         "method": record["method"],
+        "sink_token_ids": json.dumps(ahead),
         "softprompt_version": __version__,
     }
     out_file = Path(out_file)

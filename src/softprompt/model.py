@@ -18,7 +18,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from . import io
-from .backbones import as_rows, backbone_info, backbone_record, join_for
+from .backbones import as_rows, backbone_info, backbone_record, join_for, sink_ids
 from .prompts import PromptConfig, PromptMethod, build_method, config_from_dict, make_config
 
 
@@ -41,6 +41,17 @@ class PromptedModel(nn.Module):
     @staticmethod
     def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
         return torch.ones_like(input_ids) if attention_mask is None else attention_mask
+
+    def _ahead(self, module: PromptMethod, rows: torch.Tensor) -> torch.Tensor:
+        """``rows [n, d]`` of ``module``'s prompt -> what the text is read after, ``[s + n, d]``:
+        the frozen tokens its config puts ahead of the prompt (``sink``, embedded by the
+        backbone as text is), then the prompt. ``s = 0`` for ``sink="none"``."""
+        ids = sink_ids(self.backbone, module.config.sink)
+        if not ids:
+            return rows
+        with torch.no_grad():
+            ahead = self.backbone.get_input_embeddings()(torch.tensor(ids, device=rows.device))  # [s, d]
+        return torch.cat([ahead.to(rows.dtype), rows])
 
     def clear_prompt_cache(self) -> None:
         """Forget the prompts' kept keys and values (they are checked before every reuse, so
@@ -147,6 +158,7 @@ class SoftPromptModel(PromptedModel):
     def __init__(self, backbone: nn.Module, prompt: PromptMethod):
         super().__init__()
         self.join = join_for(backbone)  # fails early, naming the class, for unsupported models
+        sink_ids(backbone, prompt.config.sink)  # and for a sink this backbone cannot have
         backbone.requires_grad_(False)
         self.backbone = backbone
         self.prompt = prompt
@@ -207,7 +219,7 @@ class SoftPromptModel(PromptedModel):
     def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: Any = None):
         if prompt is not None:
             raise TypeError("a SoftPromptModel has one prompt; softprompt.PromptBank takes a prompt per row")
-        rows = as_rows(self._prompt(), input_ids.shape[0], slot=self.SLOT)
+        rows = as_rows(self._ahead(self.prompt, self._prompt()), input_ids.shape[0], slot=self.SLOT)
         return rows, self._text_embeds(input_ids, attention_mask)
 
     # -- saving ---------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from .join import (
     backbone_info,
     backbone_name,
     backbone_record,
+    bos_token_id,
     join_for,
+    sink_ids,
 )
 from .load import ModelLoadError, backbone_kind, default_model_available, load_backbone
 
@@ -30,7 +32,9 @@ __all__ = [
     "backbone_kind",
     "backbone_name",
     "backbone_record",
+    "bos_token_id",
     "default_model_available",
     "join_for",
     "load_backbone",
+    "sink_ids",
 ]

@@ -76,6 +76,32 @@ def backbone_info(backbone: nn.Module, tokenizer: Any = None) -> BackboneInfo:
     return BackboneInfo(embed_dim=table.shape[1], vocab_size=table.shape[0], embeddings=table.detach(), tokenizer=tokenizer, embed=embed)
 
 
+def bos_token_id(backbone: nn.Module) -> int | None:
+    """The id of the BOS token the model was trained with (its config's, else its generation
+    config's), or None."""
+    for config in (getattr(backbone, "config", None), getattr(backbone, "generation_config", None)):
+        value = getattr(config, "bos_token_id", None)
+        if isinstance(value, list):  # some configs list several; the first is the one tokenizers add
+            value = value[0] if value else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def sink_ids(backbone: nn.Module, sink: str) -> list[int]:
+    """The token ids a prompt with ``PromptConfig.sink == sink`` is read after: ``[]`` for
+    ``none``, ``[BOS]`` for ``bos``; a one-line error where the backbone cannot have one."""
+    if sink == "none":
+        return []
+    kind = join_for(backbone).kind
+    if kind != DECODER_ONLY:
+        raise ValueError(f"sink={sink!r} is for decoder-only models; this backbone ({type(backbone).__name__}) is {kind}")
+    bos = bos_token_id(backbone)
+    if bos is None:
+        raise ValueError(f"sink='bos': this backbone ({type(backbone).__name__}) names no bos_token_id in its config; use sink='none'")
+    return [bos]
+
+
 def backbone_name(backbone: nn.Module) -> str | None:
     return getattr(backbone, "name_or_path", None) or getattr(getattr(backbone, "config", None), "_name_or_path", None) or None
 
@@ -90,6 +116,7 @@ def backbone_record(backbone: nn.Module) -> dict[str, Any]:
         "kind": join_for(backbone).kind,
         "embed_dim": int(table.shape[1]),
         "vocab_size": int(table.shape[0]),
+        "bos_token_id": bos_token_id(backbone),  # what a prompt with sink="bos" is read after
     }
 
 

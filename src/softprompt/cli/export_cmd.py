@@ -66,6 +66,8 @@ def run(args) -> int:
         prompt, meta = read_embeds(out)
         print(f"exported the {meta['length']}-token prompt of {args.source} as prompt embeddings "
               f"[{prompt.shape[0]}, {prompt.shape[1]}] for {meta['name'] or 'its backbone'}: {out}")
+        if meta.get("sink_token_ids", "[]") != "[]":  # older files have no such key
+            print(f"feed it after the embeddings of token ids {meta['sink_token_ids']} (the prompt's sink; README: Serving)")
         return 0
     check_replaceable(out, "prompt" if args.from_format == "peft" else "peft")  # never a user's other files
     if args.from_format == "peft":

@@ -21,6 +21,10 @@ the 5,000 most frequent tokens: SentencePiece and BPE vocabularies are roughly o
 by frequency, so low ids are common words rather than rare byte pieces."""
 
 
+SINKS = ("none", "bos")
+"""What may precede a prompt (``PromptConfig.sink``)."""
+
+
 class ConfigError(ValueError):
     """A config field has an invalid value. The message names the field."""
 
@@ -37,6 +41,11 @@ class PromptConfig:
 
     Attributes:
         length: number of prompt tokens ``n`` (for DePT, the prompt part ``m``).
+        sink: what a decoder reads before the prompt: ``none`` (the papers' and PEFT's layout,
+            the prompt first) or ``bos`` (the backbone's BOS token, frozen and not counted in
+            ``n``). A decoder turns its first position into an attention sink; there a prompt
+            row's gradient is the largest of all rows, and under bf16 autocast it points the
+            wrong way for ULPT (benchmarks/README.md). With ``bos`` the sink is a real token.
     """
 
     method: ClassVar[str] = ""
@@ -45,12 +54,14 @@ class PromptConfig:
     ``{'decoder-only': {'lr': 0.03, 'init': 'scaled'}}``; the values are filled in from
     measured sweeps. A subclass assigns a new dict, never mutates this one."""
     length: int = option(100, "prompt length n (number of prompt tokens)", "N")
+    sink: str = option("none", "decoder-only: none (the prompt first, as the papers and PEFT) or bos (the model's BOS token, frozen, ahead of the prompt: the attention sink falls on a real token, not on the first prompt row)", "KIND")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
         _positive_int(self, "length")
+        _choice(self, "sink", SINKS)
 
     def with_run_seed(self, seed: int) -> "PromptConfig":
         """This config with whatever it takes from the run's seed made concrete (ULPT's
