@@ -135,7 +135,35 @@ def test_decoder_only_recipes_are_the_measured_ones():
 
     assert {m: recipe_for(m, "decoder-only") for m in methods()} == {
         "prompt": {"init": "text"}, "residual": {"lr": 1e-2}, "dpt": {"init": "scaled"},
-        "ulpt": {"lr": 0.1, "init": "scaled"}, "dept": {"lr_update": 1e-3}, "rank_probe": {},
+        "ulpt": {"lr": 0.1, "init": "scaled", "sink": "bos"}, "dept": {"lr_update": 1e-3}, "rank_probe": {},
     }
     assert all(recipe_for(m, "encoder-decoder") == {} for m in methods())
     assert TrainConfig(method="residual", length=20).resolved("decoder-only").lr == 1e-2
+
+
+def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):
+    from softprompt.backbones import backbone_has_bos
+
+    config_cls = REGISTRY["prompt"][0]
+    monkeypatch.setattr(config_cls, "recipes", {"decoder-only": {"sink": "bos"}}, raising=False)
+    assert TrainConfig(method="prompt").resolved("decoder-only").method_options["sink"] == "bos"
+    assert "sink" not in TrainConfig(method="prompt").resolved("decoder-only", bos=False).method_options
+    # what the user set stands (attach then names the problem)
+    assert TrainConfig(method="prompt", sink="bos").resolved("decoder-only", bos=False).method_options["sink"] == "bos"
+    # read from the model's config before loading it
+    with_bos, without = tiny_llama(), tiny_llama()
+    without.config.bos_token_id = None
+    with_bos.config.save_pretrained(tmp_path / "a")
+    without.config.save_pretrained(tmp_path / "b")
+    assert backbone_has_bos(tmp_path / "a") and not backbone_has_bos(tmp_path / "b")
+    # a run on a backbone that names no BOS trains with the prompt first instead of failing
+    without.generation_config.bos_token_id = None
+    data = str(write_sst2(tmp_path / "data"))
+    config = TrainConfig(task="sst2", label_words="names", method="prompt", length=2, data_dir=data, max_steps=1,
+                         batch_size=4, eval_every=1, zero_shot=False, output_dir=str(tmp_path / "run"))
+    train(config, without, tiny_tokenizer(bos=True))
+    saved = json.loads((tmp_path / "run" / "prompt" / "prompt_config.json").read_text())
+    assert saved["config"]["sink"] == "none"
+    train(config.replace(output_dir=str(tmp_path / "run2")), tiny_llama(), tiny_tokenizer(bos=True))
+    saved = json.loads((tmp_path / "run2" / "prompt" / "prompt_config.json").read_text())
+    assert saved["config"]["sink"] == "bos"

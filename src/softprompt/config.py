@@ -238,13 +238,15 @@ class TrainConfig:
         except ValueError as err:
             raise ValueError(f"TrainConfig: {err}") from None
 
-    def resolved(self, kind: str, classification: bool = True, label_words: Sequence[str] | None = None) -> "TrainConfig":
+    def resolved(self, kind: str, classification: bool = True, label_words: Sequence[str] | None = None,
+                 bos: bool = True) -> "TrainConfig":
         """A copy with every unset setting filled for a backbone of ``kind``: first the method's
         recipe for that kind, then ``KIND_DEFAULTS``. What the user set is never changed; a
         method option the recipe names is set only where the user gave none. The class
         objective applies to classification tasks only (others train on the target text). A
         recipe's text init without a text starts from "Answer with <word> or <word>." over the
-        task's ``label_words`` (vocabulary init when the task has none)."""
+        task's ``label_words`` (vocabulary init when the task has none). ``bos``: whether the
+        backbone names a BOS token; a recipe's ``sink`` needs one and is left out otherwise."""
         from .prompts import method_fields, recipe_for
 
         recipe = {**KIND_DEFAULTS[kind], **recipe_for(self.method, kind)}
@@ -252,6 +254,8 @@ class TrainConfig:
         for key, value in recipe.items():
             if key == "warmup_steps" and self.warmup_ratio is not None:
                 continue  # the warmup is a fraction of the run (DPT): the loop computes the steps
+            if key == "sink" and value != "none" and not bos:
+                continue  # the prompt then comes first, the papers' layout
             if key in self.__dataclass_fields__:
                 if getattr(self, key) is None:
                     changes[key] = value

@@ -268,15 +268,17 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
         return run.read_metrics()  # finished already
     # The backbone's kind picks the task's template style and the recipe for unset settings;
     # it is read from the model's config, before the slow load.
-    from .backbones import backbone_kind, join_for
+    from .backbones import backbone_has_bos, backbone_kind, bos_token_id, join_for
 
-    kind = join_for(getattr(model, "backbone", model)).kind if model is not None else backbone_kind(config.model)
+    backbone = getattr(model, "backbone", model)
+    kind = join_for(backbone).kind if model is not None else backbone_kind(config.model)
+    bos = bos_token_id(backbone) is not None if model is not None else backbone_has_bos(config.model)
     if task is None:
         style = config.style or KIND_DEFAULTS[kind]["style"]
         task = config.build_task(style)
     # per-row choices (COPA's options): no fixed words to start a text init from
     words = None if task.choice_fields else task.label_words
-    config = config.resolved(kind, classification=task.kind == "classification", label_words=words)
+    config = config.resolved(kind, classification=task.kind == "classification", label_words=words, bos=bos)
     # One config per seed (the few-shot sample depends on the seed); data before the model, so
     # a missing file fails fast.
     seeds = {None: config} if not config.seeds else {

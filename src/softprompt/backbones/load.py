@@ -260,20 +260,34 @@ def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype = to
     return _load_hub(str(spec), dtype)
 
 
+def _peek_config(spec: str | os.PathLike | None) -> Any:
+    """The transformers config of what ``load_backbone(spec)`` would load, read without the
+    weights; None for the embedded default and GGUF files (known only once converted) and where
+    it cannot be read (``load_backbone`` will say why)."""
+    from transformers import AutoConfig
+
+    if spec is None or str(spec).lower() in DEFAULT_NAMES or Path(spec).suffix.lower() == ".gguf":
+        return None
+    path = Path(spec).expanduser()
+    try:
+        if path.is_dir():
+            return AutoConfig.from_pretrained(str(path))
+        return AutoConfig.from_pretrained(str(spec), local_files_only=not _hub_reachable())
+    except (OSError, ValueError):
+        return None
+
+
 def backbone_kind(spec: str | os.PathLike | None = None) -> str:
     """``"decoder-only"`` or ``"encoder-decoder"`` for what ``load_backbone(spec)`` would load,
     from the model's config alone (no weights are read), so a run can pick its task template
     and recipe before the slow load. GGUF files and the embedded default are causal LMs."""
-    from transformers import AutoConfig
-
-    if spec is None or str(spec).lower() in DEFAULT_NAMES or Path(spec).suffix.lower() == ".gguf":
-        return "decoder-only"
-    path = Path(spec).expanduser()
-    try:
-        if path.is_dir():
-            config = AutoConfig.from_pretrained(str(path))
-        else:
-            config = AutoConfig.from_pretrained(str(spec), local_files_only=not _hub_reachable())
-    except (OSError, ValueError):
-        return "decoder-only"  # load_backbone will say what is wrong; the kind does not matter then
+    config = _peek_config(spec)
     return "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder-only"
+
+
+def backbone_has_bos(spec: str | os.PathLike | None = None) -> bool:
+    """Whether what ``load_backbone(spec)`` would load names a BOS token in its config (what a
+    recipe's ``sink="bos"`` needs), from the config alone. True where the config is unknown
+    before loading (the embedded SmolLM2 names one; for a GGUF file ``attach`` says if not)."""
+    config = _peek_config(spec)
+    return config is None or getattr(config, "bos_token_id", None) is not None
