@@ -42,18 +42,24 @@ def test_two_training_steps_on_smollm2(smollm2, method):
         assert torch.equal(backbone.state_dict()[k], v)
 
 
-def test_exported_embeds_generate_softprompt_s_tokens_on_smollm2(smollm2, tmp_path):
-    """The README's transformers recipe (prompt embeddings before each row's first token, left
-    padding) gives softprompt's greedy tokens on the real model."""
+@pytest.mark.parametrize("sink", ["none", "bos"])
+def test_exported_embeds_generate_softprompt_s_tokens_on_smollm2(smollm2, sink, tmp_path):
+    """The README's transformers recipe (the sink tokens' and prompt's embeddings before each
+    row's first token, left padding) gives softprompt's greedy tokens on the real model."""
+    import json
+
+    from softprompt.io import read_embeds
     from test_export_embeds import with_prompt
 
     backbone, tokenizer = smollm2
-    model = softprompt.attach(backbone, method="prompt", length=10, seed=0).eval()
+    model = softprompt.attach(backbone, method="prompt", length=10, seed=0, sink=sink).eval()
     model.save(tmp_path / "p")
     softprompt.export_embeds(tmp_path / "p", tmp_path / "p.safetensors")
-    from safetensors.torch import load_file
-
-    prompt = load_file(str(tmp_path / "p.safetensors"))["prompt_embeds"]
+    prompt, meta = read_embeds(tmp_path / "p.safetensors")
+    ahead = torch.tensor(json.loads(meta["sink_token_ids"]), dtype=torch.long)
+    assert ahead.tolist() == ([] if sink == "none" else [1])  # SmolLM2's BOS, <|im_start|>
+    with torch.no_grad():
+        prompt = torch.cat([backbone.get_input_embeddings()(ahead).float(), prompt])
     texts = ["Review: a gripping, funny film\nSentiment:", "Question: what is the capital of France?\nAnswer:"]
     token_rows = [tokenizer(t)["input_ids"] for t in texts]
     T = max(len(r) for r in token_rows)
