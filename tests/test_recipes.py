@@ -142,7 +142,7 @@ def test_decoder_only_recipes_are_the_measured_ones():
 
 
 def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):
-    from softprompt.backbones import backbone_has_bos
+    from softprompt.backbones import backbone_facts
 
     config_cls = REGISTRY["prompt"][0]
     monkeypatch.setattr(config_cls, "recipes", {"decoder-only": {"sink": "bos"}}, raising=False)
@@ -155,7 +155,8 @@ def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):
     without.config.bos_token_id = None
     with_bos.config.save_pretrained(tmp_path / "a")
     without.config.save_pretrained(tmp_path / "b")
-    assert backbone_has_bos(tmp_path / "a") and not backbone_has_bos(tmp_path / "b")
+    assert backbone_facts(tmp_path / "a") == ("decoder-only", True)
+    assert backbone_facts(tmp_path / "b") == ("decoder-only", False)
     # a run on a backbone that names no BOS trains with the prompt first instead of failing
     without.generation_config.bos_token_id = None
     data = str(write_sst2(tmp_path / "data"))

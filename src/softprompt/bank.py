@@ -78,7 +78,7 @@ class PromptBank(PromptedModel):
             raise ValueError(f"prompt {name!r} has embedding size {module.embed_dim}; this backbone has "
                              f"{self.backbone.get_input_embeddings().weight.shape[1]}")
         try:
-            sink_ids(self.backbone, module.config.sink)
+            sink_ids(self.backbone, self.join.kind, module.config.sink)
         except ValueError as err:
             raise ValueError(f"prompt {name!r}: {err}") from None
         self.prompts[name] = module.to(self.backbone.get_input_embeddings().weight.device)

@@ -46,7 +46,7 @@ class PromptedModel(nn.Module):
         """``rows [n, d]`` of ``module``'s prompt -> what the text is read after, ``[s + n, d]``:
         the frozen tokens its config puts ahead of the prompt (``sink``, embedded by the
         backbone as text is), then the prompt. ``s = 0`` for ``sink="none"``."""
-        ids = sink_ids(self.backbone, module.config.sink)
+        ids = sink_ids(self.backbone, self.join.kind, module.config.sink)
         if not ids:
             return rows
         with torch.no_grad():
@@ -158,7 +158,7 @@ class SoftPromptModel(PromptedModel):
     def __init__(self, backbone: nn.Module, prompt: PromptMethod):
         super().__init__()
         self.join = join_for(backbone)  # fails early, naming the class, for unsupported models
-        sink_ids(backbone, prompt.config.sink)  # and for a sink this backbone cannot have
+        sink_ids(backbone, self.join.kind, prompt.config.sink)  # and for a sink this backbone cannot have
         backbone.requires_grad_(False)
         self.backbone = backbone
         self.prompt = prompt

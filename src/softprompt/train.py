@@ -268,11 +268,13 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
         return run.read_metrics()  # finished already
     # The backbone's kind picks the task's template style and the recipe for unset settings;
     # it is read from the model's config, before the slow load.
-    from .backbones import backbone_has_bos, backbone_kind, bos_token_id, join_for
+    from .backbones import backbone_facts, bos_token_id, join_for
 
-    backbone = getattr(model, "backbone", model)
-    kind = join_for(backbone).kind if model is not None else backbone_kind(config.model)
-    bos = bos_token_id(backbone) is not None if model is not None else backbone_has_bos(config.model)
+    if model is not None:
+        backbone = getattr(model, "backbone", model)
+        kind, bos = join_for(backbone).kind, bos_token_id(backbone) is not None
+    else:
+        kind, bos = backbone_facts(config.model)
     if task is None:
         style = config.style or KIND_DEFAULTS[kind]["style"]
         task = config.build_task(style)

@@ -17,7 +17,7 @@ from .join import (
     join_for,
     sink_ids,
 )
-from .load import ModelLoadError, backbone_has_bos, backbone_kind, default_model_available, load_backbone
+from .load import ModelLoadError, backbone_facts, backbone_kind, default_model_available, load_backbone
 
 __all__ = [
     "DECODER_ONLY",
@@ -28,7 +28,7 @@ __all__ = [
     "RowPrompts",
     "UnsupportedModelError",
     "as_rows",
-    "backbone_has_bos",
+    "backbone_facts",
     "backbone_info",
     "backbone_kind",
     "backbone_name",

@@ -88,12 +88,12 @@ def bos_token_id(backbone: nn.Module) -> int | None:
     return None
 
 
-def sink_ids(backbone: nn.Module, sink: str) -> list[int]:
-    """The token ids a prompt with ``PromptConfig.sink == sink`` is read after: ``[]`` for
-    ``none``, ``[BOS]`` for ``bos``; a one-line error where the backbone cannot have one."""
+def sink_ids(backbone: nn.Module, kind: str, sink: str) -> list[int]:
+    """The token ids a prompt with ``PromptConfig.sink == sink`` is read after on ``backbone``
+    (of ``kind``, its join's): ``[]`` for ``none``, ``[BOS]`` for ``bos``; a one-line error
+    where the backbone cannot have one."""
     if sink == "none":
         return []
-    kind = join_for(backbone).kind
     if kind != DECODER_ONLY:
         raise ValueError(f"sink={sink!r} is for decoder-only models; this backbone ({type(backbone).__name__}) is {kind}")
     bos = bos_token_id(backbone)

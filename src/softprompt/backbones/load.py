@@ -277,17 +277,18 @@ def _peek_config(spec: str | os.PathLike | None) -> Any:
         return None
 
 
+def backbone_facts(spec: str | os.PathLike | None = None) -> tuple[str, bool]:
+    """``(kind, has_bos)`` for what ``load_backbone(spec)`` would load, from one read of the
+    model's config (no weights), so a run can pick its task template and recipe before the slow
+    load. ``kind``: ``"decoder-only"`` or ``"encoder-decoder"`` (GGUF files and the embedded
+    default are causal LMs). ``has_bos``: whether the config names a BOS token (what a recipe's
+    ``sink="bos"`` needs); True where the config is unknown before loading (the embedded SmolLM2
+    names one; for a GGUF file ``attach`` says if not)."""
+    config = _peek_config(spec)
+    kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder-only"
+    return kind, config is None or getattr(config, "bos_token_id", None) is not None
+
+
 def backbone_kind(spec: str | os.PathLike | None = None) -> str:
-    """``"decoder-only"`` or ``"encoder-decoder"`` for what ``load_backbone(spec)`` would load,
-    from the model's config alone (no weights are read), so a run can pick its task template
-    and recipe before the slow load. GGUF files and the embedded default are causal LMs."""
-    config = _peek_config(spec)
-    return "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder-only"
-
-
-def backbone_has_bos(spec: str | os.PathLike | None = None) -> bool:
-    """Whether what ``load_backbone(spec)`` would load names a BOS token in its config (what a
-    recipe's ``sink="bos"`` needs), from the config alone. True where the config is unknown
-    before loading (the embedded SmolLM2 names one; for a GGUF file ``attach`` says if not)."""
-    config = _peek_config(spec)
-    return config is None or getattr(config, "bos_token_id", None) is not None
+    """The ``kind`` of ``backbone_facts``."""
+    return backbone_facts(spec)[0]
