@@ -10,7 +10,10 @@ train on). For each layout, in one process, alternating after warm-up:
 * floor: the frozen model's forward and input-gradient backward on the text tokens alone (no
   prompt), the head only where labels are: ``inputs_embeds`` requiring grad, the body, the head
   at the labeled positions' predictors, cross-entropy, backward. Nothing a prompt could avoid.
-* softprompt: ``model(ids, mask, labels, return_logits=False).loss.backward()`` and AdamW.
+* softprompt: ``model(ids, mask, labels, return_logits=False).loss.backward()`` and AdamW (the
+  packed layout: prompt and text rows as one sequence).
+* softprompt-prefix (``--prefix``): the same step on the prompt's cached keys and values (a
+  batch-1 pass over the prompt, then the text on top), what the step ran before the packed layout.
 * PEFT: ``PeftModel`` prompt tuning with the same labels (full logits), backward, AdamW.
 
 Prints medians and ``softprompt / floor``; the prompt's own cost is its 100 tokens run once
@@ -108,6 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--text-len", type=int, default=48)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--skip-peft", action="store_true")
+    parser.add_argument("--prefix", action="store_true", help="also time the step on the prompt's cached keys and values (the layout before packing)")
     parser.add_argument("--profile", action="store_true", help="profile three steps of each: where softprompt spends more than the floor, by op and shape")
     add_thread_option(parser)
     args = parser.parse_args(argv)
@@ -117,10 +121,17 @@ def main(argv=None) -> int:
     backbone, _ = load_smollm2()
     ids, mask = random_batch(args.batch, args.text_len, backbone.config.vocab_size)
     model = softprompt.attach(backbone, method="prompt", length=args.length, seed=0).eval()
+    assert model.join.use_shared(model.prompt_embeddings().detach()) and model.join.packs, "the packed layout is not in use"
+    prefix = None
+    if args.prefix:
+        prefix = softprompt.attach(backbone, method="prompt", length=args.length, seed=0).eval()
+        prefix.join.verified, prefix.join.packs = True, False  # the probe passed above, on the same backbone
     peft = None if args.skip_peft else attach_peft(backbone, args.length, "CAUSAL_LM").eval()
     result = {"batch": args.batch, "text_len": args.text_len, "length": args.length, "threads": torch.get_num_threads()}
     for layout, labels in layouts(ids).items():
         fns = {"floor": floor_step(backbone, ids, mask, labels), "softprompt": softprompt_step(model, ids, mask, labels)}
+        if prefix is not None:
+            fns["softprompt-prefix"] = softprompt_step(prefix, ids, mask, labels)
         if peft is not None:
             fns["peft"] = peft_step(peft, ids, mask, labels)
         times = alternate(fns, rounds=args.rounds, warmup=2)
@@ -132,8 +143,12 @@ def main(argv=None) -> int:
         print(f"  softprompt / floor, median of per-round ratios: {paired:.3f}")
         result[layout] = {"seconds": times, "ratio_to_floor": {k: median(v) / floor for k, v in times.items()},
                           "paired_softprompt_floor": paired}
+        if prefix is not None:
+            gain = median([p / s for p, s in zip(times["softprompt-prefix"], times["softprompt"])])
+            print(f"  softprompt-prefix / softprompt, median of per-round ratios: {gain:.3f}")
+            result[layout]["paired_prefix_softprompt"] = gain
         if args.profile:
-            profile({k: v for k, v in fns.items() if k != "peft"})
+            profile({k: fns[k] for k in ("floor", "softprompt")})
     print(f"\n  load average at the end: {load_average()}")
     result["load_average"] = load_average()
     write_json(RESULTS / f"step_floor_threads{torch.get_num_threads()}.json", result)

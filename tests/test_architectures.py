@@ -99,10 +99,12 @@ def test_logit_scaling_models_keep_the_shared_path():
 def test_common_architectures_keep_the_shared_path(model_type):
     """The once-per-batch prompt is the fast path; falling back is safe but slow, so the
     architectures most users run must keep it (transformers 5.2x renamed ``past_key_values`` to
-    ``cache``, and a join that looked only for the old name fell back everywhere)."""
+    ``cache``, and a join that looked only for the old name fell back everywhere), and train on
+    the packed layout."""
     model = softprompt.attach(build(model_type, ARCHITECTURES.get(model_type, {})), "prompt", length=3, seed=0, init="normal")
     ids, _, _ = batch("left")
     assert model.join.use_shared(model.prompt_embeddings(), ids.shape[1]), model_type
+    assert model.join.packs, model_type
 
 
 def test_a_model_whose_shared_path_differs_falls_back(monkeypatch):

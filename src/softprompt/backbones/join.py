@@ -12,6 +12,9 @@ Two kinds of backbone, chosen by the model's config, never by the prompt method:
   recomputation cannot replay a cache), for generation, and as the reference in tests.
   The text's attention over the prompt's cached keys runs through ``attention.grouped_attention``
   (the same numbers as transformers' sdpa, without repeating grouped key/value heads on the CPU).
+  When the prompt's keys cannot be kept (a training step), the prompt and the text rows run as
+  one packed sequence instead (``attention.packed_attention``): the same numbers, one matrix
+  product per layer where there were two.
 
 Padding: whatever side the tokenizer pads on, a row is laid out as
 ``[pads, prompt, text]`` (left padding) or ``[prompt, text, pads]`` (right padding): a pad
@@ -43,7 +46,7 @@ from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from ..prompts import BackboneInfo
-from .attention import grouped_attention
+from .attention import Layout, Unpackable, can_pack, grouped_attention, packed_attention
 
 IGNORE_INDEX = -100
 """Label value of positions that are not scored (transformers' convention)."""
@@ -345,6 +348,7 @@ class DecoderOnlyJoin(Join):
             and _accepts(self.body.forward, "inputs_embeds")
         )
         self.verified: bool | None = None  # the shared path checked against the naive one (first use)
+        self.packs: bool | None = None  # and the packed layout (set with ``verified``)
         self._kept: dict[Hashable, _Kept] = {}  # slot -> the prompt's keys and values (inference)
         self.prefix_runs = 0  # how many times a prompt's keys and values were computed (tests, benchmarks)
 
@@ -373,13 +377,14 @@ class DecoderOnlyJoin(Join):
         if self.window is not None and width + length > self.window:
             return False
         if self.verified is None:
-            self.verified = self._probe(rows.prompts[0] if rows is not None else prompt)
+            self.verified, self.packs = self._probe(rows.prompts[0] if rows is not None else prompt)
         return self.verified
 
     @torch.no_grad()
-    def _probe(self, prompt: torch.Tensor) -> bool:
-        """Shared and naive logits agree on two rows of four tokens, one left-padded, behind a
-        two-token prompt (eval mode, so no dropout; float32 to 1e-4, half precision to 2e-2)."""
+    def _probe(self, prompt: torch.Tensor) -> tuple[bool, bool]:
+        """Whether the shared path's logits, and the packed layout's, agree with the naive ones on
+        two rows of four tokens, one left-padded, behind a two-token prompt (eval mode, so no
+        dropout; float32 to 1e-4, half precision to 2e-2)."""
         table = self.backbone.get_input_embeddings()
         ids = torch.arange(4, 12, device=prompt.device).remainder(table.weight.shape[0]).view(2, 4)
         embeds = table(ids)
@@ -389,12 +394,20 @@ class DecoderOnlyJoin(Join):
         was_training = self.backbone.training
         self.backbone.eval()
         try:
-            shared = self._labeled_logits(probe, embeds, mask, labels)[0]
             naive = self.labeled_logits(probe, embeds, mask, labels, shared=False)[0]
+            tol = 1e-4 if embeds.dtype == torch.float32 else 2e-2
+
+            def agree(got: torch.Tensor) -> bool:
+                return bool(torch.allclose(got, naive, rtol=tol, atol=tol * max(1.0, float(naive.abs().max()))))
+
+            shared = agree(self._labeled_logits(probe, embeds, mask, labels, packed=False)[0])
+            try:
+                packed = shared and self.takes_positions and can_pack(self.backbone) and agree(self._labeled_logits(probe, embeds, mask, labels, packed=True)[0])
+            except Unpackable:  # the model asks attention for something the packed layout does not do
+                packed = False
         finally:
             self.backbone.train(was_training)
-        tol = 1e-4 if embeds.dtype == torch.float32 else 2e-2
-        return bool(torch.allclose(shared, naive, rtol=tol, atol=tol * max(1.0, float(naive.abs().max()))))
+        return shared, packed
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
         logits = self.head(hidden)
@@ -406,9 +419,10 @@ class DecoderOnlyJoin(Join):
             logits = torch.tanh(logits / self.softcap) * self.softcap
         return logits
 
-    def _shared_hidden(self, prompt, embeds, attention_mask):
+    def _shared_hidden(self, prompt, embeds, attention_mask, packed: bool | None = None):
         """Run each distinct prompt once (batch 1, or take its kept keys and values), then the
-        text of every row on top of its own prompt's cache.
+        text of every row on top of its own prompt's cache; or, for one prompt whose keys cannot
+        be kept (``packed``, by default when the probe allowed it), both in one packed sequence.
 
         Returns ``(prompt_last [P, d] or None, which [B], hidden [B, T, d])``: the final hidden
         state of each prompt's last token (it predicts the first text token of the rows that
@@ -423,6 +437,11 @@ class DecoderOnlyJoin(Join):
             out = self.body(inputs_embeds=embeds, attention_mask=attention_mask, use_cache=False, **extra)
             return None, rows.which, out.last_hidden_state
         slots = rows.slots or [None] * len(rows.prompts)
+        if packed is None:
+            packed = bool(self.packs) and len(rows.prompts) == 1 and not self._keeps(rows.prompts[0], slots[0])
+        if packed:
+            last, hidden = self._packed_hidden(rows.prompts[0], embeds, attention_mask)
+            return last, rows.which, hidden
         prefixes = [self._prefix(p, embeds.dtype, slot) for p, slot in zip(rows.prompts, slots)]
         cache = _rows_cache([getattr(prefix, self.cache_arg) for prefix in prefixes], rows.which)
         N, n = rows.width, rows.lengths.unsqueeze(1)  # the longest prompt; each row's [B, 1]
@@ -435,6 +454,26 @@ class DecoderOnlyJoin(Join):
             out = self.body(inputs_embeds=embeds, attention_mask=mask, use_cache=True, **extra)
         last = torch.stack([prefix.last_hidden_state[0, -1] for prefix in prefixes])  # [P, d]
         return last, rows.which, out.last_hidden_state
+
+    def _packed_hidden(self, prompt: torch.Tensor, embeds: torch.Tensor, attention_mask: torch.Tensor):
+        """The prompt ``[n, d]`` and the text rows ``embeds [B, T, d]`` as one sequence
+        ``[1, n + B·T]`` through the body. Returns ``(prompt_last [1, d], hidden [B, T, d])``."""
+        (B, T, d), n = embeds.shape, prompt.shape[0]
+        real = attention_mask.bool()
+        causal = torch.ones(T, T, dtype=torch.bool, device=embeds.device).tril()
+        mask = torch.cat([real.new_ones(B, T, n), causal & real.unsqueeze(1)], dim=2).unsqueeze(1)  # [B, 1, T, n+T]
+        positions = torch.cat([torch.arange(n, device=embeds.device), positions_from_mask(attention_mask, offset=n).flatten()])
+        packed = torch.cat([prompt.to(embeds.dtype), embeds.reshape(B * T, d)]).unsqueeze(0)  # [1, n+B·T, d]
+        with packed_attention(self.backbone, Layout(n, B, T, mask)):
+            hidden = self.body(inputs_embeds=packed, position_ids=positions.unsqueeze(0), use_cache=False).last_hidden_state[0]
+        self.prefix_runs += 1
+        return hidden[n - 1 : n], hidden[n:].view(B, T, d)
+
+    def _keeps(self, prompt: torch.Tensor, slot: Hashable | None) -> bool:
+        """Whether the prompt's keys and values may be kept for later calls: inference (no
+        gradient to the prompt, the backbone in eval mode) of a prompt with a slot."""
+        needs_grad = prompt.requires_grad and torch.is_grad_enabled()
+        return slot is not None and not needs_grad and not self.backbone.training
 
     def _backbone_key(self) -> tuple:
         """The backbone's parameters as they are now: each tensor's storage and version counter
@@ -450,8 +489,7 @@ class DecoderOnlyJoin(Join):
         changes a prompt (an optimizer step, ``load``, an edit through ``.data``) can meet a
         stale cache.
         """
-        needs_grad = prompt.requires_grad and torch.is_grad_enabled()
-        keep = slot is not None and not needs_grad and not self.backbone.training
+        keep = self._keeps(prompt, slot)
         if keep:
             kept = self._kept.get(slot)
             key = (self._backbone_key(), dtype)
@@ -467,13 +505,13 @@ class DecoderOnlyJoin(Join):
             self._kept[slot] = _Kept(prompt.detach().clone(), key, prefix)
         return prefix
 
-    def _labeled_logits(self, prompt, embeds, attention_mask, labels):
+    def _labeled_logits(self, prompt, embeds, attention_mask, labels, packed: bool | None = None):
         """Logits only where a label is, ``([N, V] float32, targets [N], rows [N])``.
 
         A label at text position ``t`` is predicted from the previous real token, or from
         the prompt's last token when ``t`` is the row's first real token.
         """
-        prompt_last, which, hidden = self._shared_hidden(prompt, embeds, attention_mask)
+        prompt_last, which, hidden = self._shared_hidden(prompt, embeds, attention_mask, packed)
         rows, cols, prev, from_text = _predictors(labels, attention_mask)
         if prompt_last is None:  # no prompt: a row's first token is predicted by nothing (as in the naive layout)
             rows, cols, prev = rows[from_text], cols[from_text], prev[from_text]
