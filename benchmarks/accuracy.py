@@ -192,7 +192,7 @@ def table(runs: list[dict], zero: dict[str, float], tasks: list[str]) -> str:
 
     names = list(dict.fromkeys(r["method"] for r in runs))
     lines = ["| method | params | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
-    lines.append("| zero-shot (template only) | 0 | " + " | ".join(f"{100 * zero[t]:.1f}" for t in tasks) + " |")
+    lines.append("| zero-shot (template only) | 0 | " + " | ".join(f"{100 * zero[t]:.1f}" if t in zero else "-" for t in tasks) + " |")
     for name in names:
         rows = [r for r in runs if r["method"] == name]
         params = f"{rows[0]['trainable_parameters']:,}"
@@ -300,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     lrs = [float(x) for x in args.peft_lrs.split(",") if x.strip()]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     output = Path(args.output)
+    lock = None if args.shard is not None else hold(output)  # noqa: F841 (held until the process ends)
     done = json.loads(output.read_text()) if output.is_file() else {"runs": [], "zero_shot": {}}
     finished = {r["job"] for r in done["runs"] if "job" in r} | {json.dumps(["zero", t, None, None]) for t in done["zero_shot"]}
     todo = [j for j in jobs_for(args, tasks, seeds, methods, lrs) if job_key(j) not in finished]
@@ -338,6 +339,23 @@ def main(argv: list[str] | None = None) -> int:
     if any(r["method"] == peft_name for r in runs):
         print("\n" + against(runs, tasks, peft_name))
     return 0
+
+
+def hold(output: Path):
+    """Take the output file's lock (``.NAME.lock`` beside it) for this process's life, or stop:
+    a second launch onto the same file would run the first's pending jobs beside it and
+    overwrite its records (the file is read once, at the start). Workers (``--shard``) write
+    nothing and take no lock."""
+    import fcntl
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(output.with_name(f".{output.name}.lock"), "w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SystemExit(f"{output}: another benchmark is writing this file; wait for it to finish or give another --output")
+    return handle
 
 
 def run_jobs(args, jobs, record) -> int:
