@@ -32,7 +32,7 @@ from typing import Any, Iterator, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
@@ -107,7 +107,7 @@ def packed_sdpa(module: nn.Module, query, key, value, attention_mask, dropout: f
     gqa = query.device.type in GQA_DEVICES and key.shape[1] != H
 
     def heads(x):  # key/value [1, Hkv, L, hd] in the form the kernel takes
-        return x if gqa or x.shape[1] == H else x.repeat_interleave(H // x.shape[1], dim=1)
+        return x if gqa else repeat_kv(x, H // x.shape[1])
 
     def text(x):  # [1, h, n+B·T, hd] -> [B, h, T, hd] (a view)
         return x[0, :, n:].unflatten(1, (B, T)).transpose(0, 1)
