@@ -264,3 +264,25 @@ def test_predict_bad_input_is_one_line(tiny_run, capsys):
     assert main(argv) == 2
     assert "bad.jsonl:2: malformed JSON (" in capsys.readouterr().err
     assert not (tiny_run / "preds.jsonl").exists()
+
+
+def test_help_and_parsing_do_not_import_the_modeling_code():
+    """`softprompt --help` and the commands that need no model (here `params`) load no transformers
+    code (seconds on a small machine); the public API still resolves from the package on first
+    use (PEP 562)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, softprompt.cli as cli\n"
+        "assert cli.main(['params', '--method', 'ulpt', '--length', '100', '--rank', '2', '--embed-dim', '768']) == 0\n"
+        "assert not [m for m in sys.modules if m.startswith('transformers')], 'transformers imported'\n"
+        "assert 'softprompt.model' not in sys.modules\n"
+        "import softprompt\n"
+        "assert softprompt.attach is softprompt.model.attach and softprompt.load is softprompt.model.load\n"
+        "assert set(softprompt.__all__) <= set(dir(softprompt))\n"
+        "try:\n    softprompt.no_such_name\nexcept AttributeError:\n    pass\nelse:\n    raise AssertionError('no AttributeError')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-1] == "1736"

@@ -8,11 +8,39 @@ model.save("my-prompt"); model = softprompt.load(backbone, "my-prompt")
 ```
 """
 
-from .version import __version__  # noqa: E402
+from typing import TYPE_CHECKING
 
-from .io import export_embeds, export_peft  # noqa: E402
-from .model import SoftPromptModel, attach, import_peft, load  # noqa: E402
-from .prompts import METHODS, make_config  # noqa: E402
-from .bank import PromptBank  # noqa: E402
+from .version import __version__
 
-__all__ = ["METHODS", "PromptBank", "SoftPromptModel", "attach", "export_embeds", "export_peft", "import_peft", "load", "make_config", "__version__"]
+# Where each public name lives. They are imported on first use (PEP 562), so that `softprompt
+# --help` and the commands that need no model (params, recipes, tasks) do not pay for importing
+# transformers' modeling code, several seconds on a small machine.
+_EXPORTS = {
+    "export_embeds": "io", "export_peft": "io",
+    "SoftPromptModel": "model", "attach": "model", "import_peft": "model", "load": "model",
+    "METHODS": "prompts", "make_config": "prompts",
+    "PromptBank": "bank",
+}
+
+if TYPE_CHECKING:  # what static tools and IDEs see
+    from .bank import PromptBank
+    from .io import export_embeds, export_peft
+    from .model import SoftPromptModel, attach, import_peft, load
+    from .prompts import METHODS, make_config
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'softprompt' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
