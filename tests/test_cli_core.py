@@ -267,14 +267,17 @@ def test_predict_bad_input_is_one_line(tiny_run, capsys):
 
 
 def test_help_and_parsing_do_not_import_the_modeling_code():
-    """`softprompt --help` and the commands that need no model (here `params`) load no transformers
+    """`softprompt --help` and the commands that need no model (recipes, tasks, params) load no transformers
     code (seconds on a small machine); the public API still resolves from the package on first
     use (PEP 562)."""
     import subprocess
     import sys
 
     code = (
-        "import sys, softprompt.cli as cli\n"
+        "import contextlib, io, sys, softprompt.cli as cli\n"
+        "for argv in (['recipes'], ['tasks']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()):\n"
+        "        assert cli.main(argv) == 0, argv\n"
         "assert cli.main(['params', '--method', 'ulpt', '--length', '100', '--rank', '2', '--embed-dim', '768']) == 0\n"
         "assert not [m for m in sys.modules if m.startswith('transformers')], 'transformers imported'\n"
         "assert 'softprompt.model' not in sys.modules\n"

@@ -8,6 +8,7 @@ model.save("my-prompt"); model = softprompt.load(backbone, "my-prompt")
 ```
 """
 
+import importlib
 from typing import TYPE_CHECKING
 
 from .version import __version__
@@ -35,8 +36,6 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'softprompt' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
     globals()[name] = value  # the next lookup is a plain attribute
     return value
