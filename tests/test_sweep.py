@@ -94,6 +94,10 @@ def read_csv(directory: Path) -> list[dict]:
     return list(csv.DictReader(io.StringIO((directory / "report" / "table.csv").read_text())))
 
 
+def read_trials_csv(directory: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO((directory / "report" / "trials.csv").read_text())))
+
+
 def trials_of(directory: Path, storage: str | None = None) -> list:
     sweep = Sweep.open(directory, storage)
     (plan, study), = sweep.studies()
@@ -349,6 +353,10 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(assets, tmp_path, capsys
     assert record["error"] == states["rte"].user_attrs["error"]
     failed = Path(states["rte"].user_attrs["dir"]).name
     assert f"failed: `{failed}` (task=rte): FileNotFoundError" in (directory / "report" / "table.md").read_text()
+    lines = {r["task"]: r for r in read_trials_csv(directory)}
+    assert (lines["rte"]["state"], lines["rte"]["trial"], lines["rte"]["validation"]) == ("failed", failed, "")
+    assert lines["rte"]["error"] == states["rte"].user_attrs["error"]
+    assert lines["sst2"]["state"] == "finished" and float(lines["sst2"]["validation"]) == states["sst2"].value
     # a failed trial is a finished grid point: running again does not retry it
     assert main(["sweep", str(spec), "--dir", str(directory)]) == 0
     assert len(trials_of(directory)) == 2
@@ -372,6 +380,16 @@ def test_searched_learning_rate(assets, tmp_path):
     metrics = json.loads((directory / best.user_attrs["dir"] / "metrics.json").read_text())
     assert json.loads(row["chosen"]) == {"lr": best.params["lr"]}
     assert float(row["mean"]) == metrics["test"]["accuracy"] and float(row["validation_mean"]) == best.value
+    # trials.csv: every trial's numbers, checked against Optuna's record and the run's own files
+    lines = read_trials_csv(directory)
+    assert len(lines) == 3 and {line["state"] for line in lines} == {"finished"}
+    for t in complete:
+        line = next(x for x in lines if x["trial"] == Path(t.user_attrs["dir"]).name)
+        own = json.loads((directory / t.user_attrs["dir"] / "metrics.json").read_text())
+        assert (float(line["lr"]), float(line["validation"])) == (t.params["lr"], t.value)
+        assert (line["method"], line["task"], line["metric"], line["split"]) == ("rank_probe", "sst2", "accuracy", "validation")
+        assert float(line["reported"]) == own["test"]["accuracy"] and int(line["best_step"]) == own["best_step"]
+        assert float(line["wall_seconds"]) == own["wall_seconds"] and line["error"] == ""
     plots = directory / "report" / "plots"
     assert (plots / "lr-rank_probe.png").stat().st_size > 0 and (plots / "positive-sigma-sst2.png").stat().st_size > 0
     # the budget is spent: running again adds no trial

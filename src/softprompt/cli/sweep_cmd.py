@@ -3,7 +3,7 @@
     softprompt sweep sweeps/smollm2-lr.yaml --workers 2            # runs/sweeps/smollm2-lr
     softprompt sweep SPEC.yaml --storage postgresql://user@host/db --dir /shared/sweep   # on each machine
     softprompt sweep SPEC.yaml --launcher slurm --workers 16 --storage postgresql://...
-    softprompt sweep report runs/sweeps/smollm2-lr                   # table.md, table.csv, plots/
+    softprompt sweep report runs/sweeps/smollm2-lr                   # table.md, table.csv, trials.csv, plots/
 
 Running the same command again continues a sweep: finished trials are kept, a trial a killed
 worker left resumes from its checkpoint, and only what is missing runs.
@@ -24,7 +24,8 @@ def register(subparsers) -> None:
         "sweep", help="run a grid or search of training runs (Optuna), or report one",
         description="Run the trials of SPEC.yaml, each an ordinary `softprompt train` run in DIR/trials/;\n"
                     "the same command again continues the sweep. `softprompt sweep report DIR` writes the table\n"
-                    "(rows methods, columns tasks, mean ± std over seeds) as Markdown and CSV, and plots.\n"
+                    "(rows methods, columns tasks, mean ± std over seeds) as Markdown and CSV, every trial's\n"
+                    "numbers (trials.csv), and plots.\n"
                     "Specs: sweeps/ in the repository; the format: softprompt/sweep/spec.py.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -7,7 +7,9 @@ varies a chosen axis (``select``: the searched ranges and ``lr`` by default), ea
 value whose mean *validation* score over seeds is best; the test split never chooses.
 
 Written to ``DIR/report/``: ``table.md`` (values × 100), ``table.csv`` (values as the runs
-report them, one line per cell, plus each row's average), and ``plots/``: the validation metric
+report them, one line per cell, plus each row's average), ``trials.csv`` (one line per trial:
+its axis values, state, validation score, reported metric, best step and wall time: the numbers
+behind every choice, for a table of metric against learning rate), and ``plots/``: the validation metric
 against the learning rate for each method, and for ``rank_probe`` runs the number of positive
 σ over training steps (the DPT paper's Figure 3). Only files are read (``trial.json``,
 ``config.json``, ``metrics.json``, ``log.jsonl``): no database is needed.
@@ -228,6 +230,28 @@ def csv_text(table: Table) -> str:
     return out.getvalue()
 
 
+def trials_csv_text(spec: SweepSpec, results: list[TrialResult]) -> str:
+    """One line per trial directory, in the directories' order: ``state`` is finished, failed
+    or unfinished (as in table.md); ``validation`` is the score the sweep maximized, ``reported``
+    the task's metric on the reported split with the prompt that validation chose."""
+    axes = spec.axes()
+    names = axes + sorted({k for r in results for k in r.params} - set(axes))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["trial", "state", *names, "validation", "metric", "split", "reported", "best_step", "wall_seconds", "error"])
+    for r in results:
+        m = r.metrics
+        state = "finished" if m is not None else "failed" if r.error else "unfinished"
+        params = [r.params.get(k, "") for k in names]
+        if m is None:
+            writer.writerow([r.dir.name, state, *params, "", "", "", "", "", "", r.error or ""])
+            continue
+        metric = m["selection_metric"]
+        writer.writerow([r.dir.name, state, *params, repr(validation_score(spec, m)), metric, m.get("test_split", "test"),
+                         repr(float(m["test"][metric])), m.get("best_step", ""), m.get("wall_seconds", ""), ""])
+    return out.getvalue()
+
+
 def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
     """``lr-<method>.png`` for each method run at several learning rates, and
     ``positive-sigma-<task>.png`` for ``rank_probe`` runs; returns the files written."""
@@ -288,7 +312,7 @@ def _save(fig, path: Path) -> Path:
 
 
 def write_report(path: str | Path) -> dict[str, Any]:
-    """Write ``DIR/report/`` (table.md, table.csv, plots/); returns the table, the Markdown and
+    """Write ``DIR/report/`` (table.md, table.csv, trials.csv, plots/); returns the table, the Markdown and
     the files written."""
     path = Path(path)
     spec, results = collect(path)
@@ -299,5 +323,7 @@ def write_report(path: str | Path) -> dict[str, Any]:
         tmp.write_text(text)
     with atomic_file(out / "table.csv") as tmp:
         tmp.write_text(csv_text(table))
+    with atomic_file(out / "trials.csv") as tmp:
+        tmp.write_text(trials_csv_text(spec, results))
     plots = plot(spec, table, out / "plots")
-    return {"table": table, "markdown": text, "files": [out / "table.md", out / "table.csv", *plots]}
+    return {"table": table, "markdown": text, "files": [out / "table.md", out / "table.csv", out / "trials.csv", *plots]}
