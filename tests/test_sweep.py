@@ -26,6 +26,7 @@ import pytest
 
 from softprompt.cli import main
 from softprompt.sweep import Range, Sweep, SweepSpec
+from softprompt.sweep.engine import progress
 from conftest import ROOT, tiny_llama
 from test_batching import tiny_tokenizer
 from test_train import write_sst2
@@ -127,6 +128,7 @@ def uninterrupted(assets, tmp_path_factory):
     result = subprocess.run(sweep_command(spec, folder / "sweep"), env=env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| method | sst2 (accuracy) | cb (accuracy) | average |" in result.stdout
+    assert "softprompt sweep: 8/8 trials done\n" in result.stderr  # the launcher's last progress line
     return folder / "sweep", spec
 
 
@@ -239,6 +241,9 @@ def test_killed_worker_then_restart_gives_the_same_table(assets, uninterrupted, 
     directory = tmp_path / "sweep"
     victim, _ = kill_mid_trial(sweep_command(spec, directory), directory, everything=True)
     assert not (victim / "metrics.json").exists() and (victim / "checkpoint").is_dir()
+    # the dead trial still reads RUNNING in the storage; progress shows it at its logged step
+    logged = [json.loads(line)["step"] for line in (victim / "log.jsonl").read_text().splitlines()]
+    assert re.search(rf"^\d/8 trials done; running: (.*, )?{victim.name} at step {logged[-1]}(,|$)", progress(Sweep.open(directory)))
     capfd.readouterr()
     restart_here(spec, directory)
     assert re.search(rf"softprompt sweep: trials/{victim.name} [^\n\r]*: resuming", capfd.readouterr().err)
@@ -353,6 +358,7 @@ def test_failed_trial_is_recorded_and_the_sweep_goes_on(assets, tmp_path, capsys
     assert record["error"] == states["rte"].user_attrs["error"]
     failed = Path(states["rte"].user_attrs["dir"]).name
     assert f"failed: `{failed}` (task=rte): FileNotFoundError" in (directory / "report" / "table.md").read_text()
+    assert progress(Sweep.open(directory)) == "2/2 trials done (1 failed)"
     lines = {r["task"]: r for r in read_trials_csv(directory)}
     assert (lines["rte"]["state"], lines["rte"]["trial"], lines["rte"]["validation"]) == ("failed", failed, "")
     assert lines["rte"]["error"] == states["rte"].user_attrs["error"]

@@ -214,6 +214,50 @@ def work(sweep: Sweep, worker: int = 0, poll: float | None = None) -> dict[str, 
                 reap_stale(sweep, study)
 
 
+def progress(sweep: Sweep) -> str:
+    """One line on where the sweep stands, from the storage: trials done (a failed trial is a
+    done point) out of the spec's total, how many failed, and the running trials with the step
+    their run has logged, e.g. ``34/108 trials done (1 failed); running: 05-0002 at step 40``."""
+    import optuna
+
+    total = done = failed = 0
+    running = []
+    for plan in sweep.spec.studies():
+        total += plan.size
+        try:
+            study = optuna.load_study(study_name=plan.name, storage=sweep.storage())
+        except KeyError:  # not created yet
+            continue
+        trials = study.get_trials(deepcopy=False)
+        retried = _retried(trials)
+        for t in trials:
+            if not _holds(t, retried):
+                continue
+            if t.state.is_finished():
+                done += 1
+                failed += t.state == optuna.trial.TrialState.FAIL
+            elif t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("dir"):
+                running.append(t.user_attrs["dir"])
+    parts = [f"{done}/{total} trials done" + (f" ({failed} failed)" if failed else "")]
+    if running:
+        parts.append("running: " + ", ".join(f"{Path(d).name} at step {_logged_step(sweep.path / d)}" for d in sorted(running)))
+    return "; ".join(parts)
+
+
+def _logged_step(run_dir: Path) -> int:
+    """The last step a run's log.jsonl records (0 before its first line)."""
+    try:
+        lines = (run_dir / "log.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line).get("step", 0))
+        except (ValueError, AttributeError):  # a line being written, or not a record
+            continue
+    return 0
+
+
 def _done_by(worker: str, studies) -> dict[str, int]:
     counts = {"complete": 0, "failed": 0, "skipped": 0}
     for _, study in studies:

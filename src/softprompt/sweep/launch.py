@@ -11,12 +11,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from typing import Any
 
-from .engine import STORAGE_ENV, Sweep, exit_on_signals, work
+from .engine import STORAGE_ENV, Sweep, exit_on_signals, progress, work
 
 # sbatch settings of a worker unless the spec's `slurm:` mapping says otherwise (submitit names).
 SLURM_DEFAULTS: dict[str, Any] = {"timeout_min": 24 * 60, "cpus_per_task": 4, "nodes": 1, "tasks_per_node": 1}
+# the launcher of local workers prints where the sweep stands when a trial ends, and at least
+# this often (seconds) while trials run: a sweep runs for hours, its workers write to logs/
+PROGRESS_EVERY = 120.0
 
 
 def run_local(sweep: Sweep, workers: int = 1) -> int:
@@ -39,7 +43,7 @@ def run_local(sweep: Sweep, workers: int = 1) -> int:
                 procs.append(subprocess.Popen([sys.executable, "-m", "softprompt.sweep.worker", str(sweep.path), str(i)],
                                               env=env, stdout=log, stderr=subprocess.STDOUT))
         try:
-            codes = [p.wait() for p in procs]
+            codes = _wait_showing_progress(sweep, procs)
         except KeyboardInterrupt:
             for p in procs:
                 p.terminate()  # each exits at once; its trial resumes on the next run
@@ -52,6 +56,25 @@ def run_local(sweep: Sweep, workers: int = 1) -> int:
               "to finish what it left", file=sys.stderr)
         return 1
     return 0
+
+
+def _wait_showing_progress(sweep: Sweep, procs: list, poll: float = 5.0) -> list[int]:
+    """Wait for the worker processes; print ``progress`` when the count of done trials
+    changes, and every ``PROGRESS_EVERY`` seconds. Returns their exit codes."""
+    shown, last = None, time.monotonic()
+    while any(p.poll() is None for p in procs):
+        time.sleep(poll)
+        try:
+            line = progress(sweep)
+        except Exception as err:  # a busy or unreachable database must not stop the launcher
+            line = f"progress unavailable ({type(err).__name__})"
+        done = line.split(";")[0]
+        if done != shown or time.monotonic() - last >= PROGRESS_EVERY:
+            print(f"softprompt sweep: {line}", file=sys.stderr, flush=True)
+            shown, last = done, time.monotonic()
+    codes = [p.wait() for p in procs]
+    print(f"softprompt sweep: {progress(sweep)}", file=sys.stderr, flush=True)
+    return codes
 
 
 def _exit_reason(code: int) -> str:
