@@ -289,11 +289,15 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
     probes = [r for r in finished if r.method == "rank_probe" and (r.dir / "log.jsonl").is_file()]
     for task in dict.fromkeys(r.task for r in probes):
         fig, ax = plt.subplots(figsize=(6, 4))
-        for r in (p for p in probes if p.task == task):
+        mine = [p for p in probes if p.task == task]
+        varied = [k for k in dict.fromkeys(k for r in mine for k in r.params)  # what tells the lines apart
+                  if k != "task" and len({repr(r.params.get(k)) for r in mine}) > 1]
+        for r in mine:
             records = [json.loads(line) for line in (r.dir / "log.jsonl").read_text().splitlines() if line.strip()]
             points = [(rec["step"], rec["positive_sigma"]) for rec in records if "positive_sigma" in rec]
             if points:
-                ax.plot(*zip(*points), label=_values({k: v for k, v in r.params.items() if k != "task"}) or r.dir.name)
+                label = ", ".join(f"{k}={_short(r.params.get(k))}" for k in varied) or r.dir.name
+                ax.plot(*zip(*points), marker=".", label=label)
         ax.set_xlabel("step")
         ax.set_ylabel("positive σ entries")
         ax.set_title(f"rank_probe on {task}: positive σ over training")
@@ -302,6 +306,11 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
         written.append(_save(fig, folder / f"positive-sigma-{task}.png"))
         plt.close(fig)
     return written
+
+
+def _short(value: Any) -> str:
+    """A legend's value: floats to 3 significant digits (a searched lr has 17)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _save(fig, path: Path) -> Path:
