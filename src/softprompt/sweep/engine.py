@@ -245,7 +245,8 @@ def progress(sweep: Sweep) -> str:
 
 
 def _logged_step(run_dir: Path) -> int:
-    """The last step a run's log.jsonl records (0 before its first line)."""
+    """The step of the last record in a run's log.jsonl (0 before its first). Read here, not
+    through ``RunDir.records``, so that the launcher never imports torch and the model code."""
     try:
         lines = (run_dir / "log.jsonl").read_text().splitlines()
     except OSError:
@@ -253,7 +254,7 @@ def _logged_step(run_dir: Path) -> int:
     for line in reversed(lines):
         try:
             return int(json.loads(line).get("step", 0))
-        except (ValueError, AttributeError):  # a line being written, or not a record
+        except (ValueError, AttributeError):  # a torn last line, or not a record
             continue
     return 0
 

@@ -64,17 +64,21 @@ def _wait_showing_progress(sweep: Sweep, procs: list, poll: float = 5.0) -> list
     shown, last = None, time.monotonic()
     while any(p.poll() is None for p in procs):
         time.sleep(poll)
-        try:
-            line = progress(sweep)
-        except Exception as err:  # a busy or unreachable database must not stop the launcher
-            line = f"progress unavailable ({type(err).__name__})"
+        line = _progress_line(sweep)
         done = line.split(";")[0]
         if done != shown or time.monotonic() - last >= PROGRESS_EVERY:
-            print(f"softprompt sweep: {line}", file=sys.stderr, flush=True)
+            print(line, file=sys.stderr, flush=True)
             shown, last = done, time.monotonic()
     codes = [p.wait() for p in procs]
-    print(f"softprompt sweep: {progress(sweep)}", file=sys.stderr, flush=True)
+    print(_progress_line(sweep), file=sys.stderr, flush=True)
     return codes
+
+
+def _progress_line(sweep: Sweep) -> str:
+    try:
+        return f"softprompt sweep: {progress(sweep)}"
+    except Exception as err:  # a busy or unreachable database must not stop the launcher
+        return f"softprompt sweep: progress unavailable ({type(err).__name__})"
 
 
 def _exit_reason(code: int) -> str:

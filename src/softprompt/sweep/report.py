@@ -49,6 +49,11 @@ class TrialResult:
     def task(self) -> str:
         return (self.metrics or self.config or {}).get("task", self.params.get("task", "?"))
 
+    @property
+    def state(self) -> str:
+        """failed (it recorded an error), finished (it wrote metrics.json) or unfinished."""
+        return "failed" if self.error else "finished" if self.metrics is not None else "unfinished"
+
 
 @dataclass
 class Cell:
@@ -194,8 +199,8 @@ def markdown(spec: SweepSpec, table: Table) -> str:
                 cell = table.cells.get((row, task))
                 parts.append("–" if cell is None else f"{_values(cell.chosen)} ({100 * cell.validation:.2f})")
             lines.append(f"| {row} | " + " | ".join(parts) + " |")
-    failed = [r for r in table.trials if r.error]
-    unfinished = [r for r in table.trials if r.metrics is None and not r.error]
+    failed = [r for r in table.trials if r.state == "failed"]
+    unfinished = [r for r in table.trials if r.state == "unfinished"]
     finished = sum(r.metrics is not None for r in table.trials)
     lines += ["", f"Trials: {finished} finished, {len(failed)} failed, {len(unfinished)} unfinished."]
     for r in failed:
@@ -231,8 +236,8 @@ def csv_text(table: Table) -> str:
 
 
 def trials_csv_text(spec: SweepSpec, results: list[TrialResult]) -> str:
-    """One line per trial directory, in the directories' order: ``state`` is finished, failed
-    or unfinished (as in table.md); ``validation`` is the score the sweep maximized, ``reported``
+    """One line per trial directory, in the directories' order: ``state`` is
+    ``TrialResult.state`` (as in table.md); ``validation`` is the score the sweep maximized, ``reported``
     the task's metric on the reported split with the prompt that validation chose."""
     axes = spec.axes()
     names = axes + sorted({k for r in results for k in r.params} - set(axes))
@@ -241,14 +246,12 @@ def trials_csv_text(spec: SweepSpec, results: list[TrialResult]) -> str:
     writer.writerow(["trial", "state", *names, "validation", "metric", "split", "reported", "best_step", "wall_seconds", "error"])
     for r in results:
         m = r.metrics
-        state = "finished" if m is not None else "failed" if r.error else "unfinished"
-        params = [r.params.get(k, "") for k in names]
-        if m is None:
-            writer.writerow([r.dir.name, state, *params, "", "", "", "", "", "", r.error or ""])
-            continue
-        metric = m["selection_metric"]
-        writer.writerow([r.dir.name, state, *params, repr(validation_score(spec, m)), metric, m.get("test_split", "test"),
-                         repr(float(m["test"][metric])), m.get("best_step", ""), m.get("wall_seconds", ""), ""])
+        numbers = ["", "", "", "", "", ""]
+        if m is not None:
+            metric = m["selection_metric"]
+            numbers = [repr(validation_score(spec, m)), metric, m.get("test_split", "test"), repr(float(m["test"][metric])),
+                       m.get("best_step", ""), m.get("wall_seconds", "")]
+        writer.writerow([r.dir.name, r.state, *(r.params.get(k, "") for k in names), *numbers, r.error or ""])
     return out.getvalue()
 
 
@@ -296,7 +299,7 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
             records = [json.loads(line) for line in (r.dir / "log.jsonl").read_text().splitlines() if line.strip()]
             points = [(rec["step"], rec["positive_sigma"]) for rec in records if "positive_sigma" in rec]
             if points:
-                label = ", ".join(f"{k}={_short(r.params.get(k))}" for k in varied) or r.dir.name
+                label = _values({k: _short(r.params.get(k)) for k in varied}) or r.dir.name
                 ax.plot(*zip(*points), marker=".", label=label)
         ax.set_xlabel("step")
         ax.set_ylabel("positive σ entries")
