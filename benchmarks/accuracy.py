@@ -17,6 +17,8 @@ loss of the label word + EOS (its usual recipe), AdamW, the same warmup and line
 softprompt's recipe, the same batch order (softprompt's length-grouped stream, same seed).
 
 Results: ``benchmarks/results/accuracy.json`` (every run) and a Markdown table on stdout.
+``--report --include OTHER.json`` prints one table of runs from several launches, paired by seed;
+``--rename VARIANT:NAME`` counts a variant's runs as a method's.
 """
 
 from __future__ import annotations
@@ -275,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated methods, each optionally with config overrides: "
                              "prompt,ulpt@objective=lm;lr=0.05")
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--peft-lrs", default="3e-3,1e-2,3e-2", help="PEFT's learning-rate grid")
+    parser.add_argument("--peft-lrs", default="3e-3,1e-2,3e-2",
+                        help="PEFT's learning-rate grid (with --report: the lrs its choice is made among)")
     parser.add_argument("--model", default=None, help="backbone (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--data-dir", default="../shared/data", help="folder holding glue/ and superglue/")
     parser.add_argument("--steps", type=int, default=150)
@@ -289,10 +292,18 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker processes sharing the runs (one device; useful on a GPU, where one "
                              "small model leaves most of it idle)")
     parser.add_argument("--report", action="store_true", help="only print the table of the runs in --output")
+    parser.add_argument("--include", action="append", default=[], metavar="FILE",
+                        help="with --report: another results file whose runs join --output's in the table "
+                             "(read only; repeat for more)")
+    parser.add_argument("--rename", action="append", default=[], metavar="VARIANT:NAME",
+                        help="with --report: count VARIANT's runs as NAME's, e.g. 'ulpt@sink=bos:ulpt' for a "
+                             "variant whose overrides the recipe has since adopted")
     parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/N: a worker's share
     parser.add_argument("--work", default="/tmp/softprompt-accuracy", help="where the runs go")
     parser.add_argument("--output", default=str(RESULTS / "accuracy.json"))
     args = parser.parse_args(argv)
+    if (args.include or args.rename) and not args.report:
+        parser.error("--include and --rename only shape a --report")
     set_threads(args.threads)
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -324,21 +335,59 @@ def main(argv: list[str] | None = None) -> int:
     else:
         run_jobs(args, todo, record)
 
+    merged = merge_results([(output, done), *((Path(f), json.loads(Path(f).read_text())) for f in args.include)],
+                           dict(parse_rename(r) for r in args.rename))
     # PEFT: the learning rate with the best mean validation score, per task
-    runs = [r for r in done["runs"] if r["library"] == "softprompt" and r["task"] in tasks and r["seed"] in seeds]
+    runs = [r for r in merged["runs"] if r["library"] == "softprompt" and r["task"] in tasks and r["seed"] in seeds]
     peft_name = "PEFT prompt tuning (lr: best on validation)"
+    chosen = {}
     for task_name in tasks:
-        peft = [r for r in done["runs"] if r["library"] == "peft" and r["task"] == task_name and r["seed"] in seeds]
+        peft = [r for r in merged["runs"]
+                if r["library"] == "peft" and r["task"] == task_name and r["seed"] in seeds and r["lr"] in lrs]
         if peft:
             by_lr = {lr: [r for r in peft if r["lr"] == lr] for lr in {r["lr"] for r in peft}}
             best_lr = max(by_lr, key=lambda lr: statistics.fmean(r["validation"] for r in by_lr[lr]))
             runs += [{**r, "method": peft_name} for r in by_lr[best_lr]]
-            done.setdefault("peft_best_lr", {})[task_name] = best_lr
-    write_json(output, done)
-    print(table(runs, done["zero_shot"], tasks))
+            chosen[task_name] = best_lr
+            print(f"PEFT on {task_name}: lr {best_lr:g} (mean validation by lr: "
+                  + ", ".join(f"{lr:g} {100 * statistics.fmean(r['validation'] for r in rows):.1f} (n={len(rows)})"
+                              for lr, rows in sorted(by_lr.items())) + ")", file=sys.stderr)
+    if not args.include and not args.rename:  # the choice belongs to --output's own runs only
+        if chosen:
+            done.setdefault("peft_best_lr", {}).update(chosen)
+        write_json(output, done)
+    print(table(runs, merged["zero_shot"], tasks))
     if any(r["method"] == peft_name for r in runs):
         print("\n" + against(runs, tasks, peft_name))
     return 0
+
+
+def parse_rename(spec: str) -> tuple[str, str]:
+    """``ulpt@sink=bos:ulpt`` → ``("ulpt@sink=bos", "ulpt")``: the last colon splits."""
+    variant, sep, name = spec.rpartition(":")
+    if not sep or not variant.strip() or not name.strip():
+        raise SystemExit(f"--rename: {spec!r}: expected VARIANT:NAME, e.g. 'ulpt@sink=bos:ulpt'")
+    return variant.strip(), name.strip()
+
+
+def merge_results(files: list[tuple[Path, dict]], rename: dict[str, str]) -> dict:
+    """The runs and zero-shot figures of several results files as one, for a table that pairs
+    records measured in separate launches. ``rename`` maps a softprompt variant's name to the one
+    its runs count as. Two records of one (library, method, task, seed, lr) are an error that names
+    both files: silently keeping either would choose a figure."""
+    runs, zero, seen = [], {}, {}
+    for path, data in files:
+        for task_name, value in data.get("zero_shot", {}).items():
+            zero.setdefault(task_name, value)
+        for r in data.get("runs", []):
+            r = {**r, "method": rename.get(r["method"], r["method"])} if r["library"] == "softprompt" else r
+            key = (r["library"], r["method"], r["task"], r["seed"], r["lr"] if r["library"] == "peft" else None)
+            if key in seen:
+                what = f"{r['method']} on {r['task']}, seed {r['seed']}" + (f", lr {r['lr']:g}" if key[4] is not None else "")
+                raise SystemExit(f"{path}: {what} is also in {seen[key]}; give each run to the report once")
+            seen[key] = path
+            runs.append(r)
+    return {"runs": runs, "zero_shot": zero}
 
 
 def hold(output: Path):
