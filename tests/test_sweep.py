@@ -386,6 +386,8 @@ def test_searched_learning_rate(assets, tmp_path):
     metrics = json.loads((directory / best.user_attrs["dir"] / "metrics.json").read_text())
     assert json.loads(row["chosen"]) == {"lr": best.params["lr"]}
     assert float(row["mean"]) == metrics["test"]["accuracy"] and float(row["validation_mean"]) == best.value
+    # table.md, read by people, gives the searched lr to 3 significant digits; the CSV keeps all 17
+    assert f"| rank_probe | lr={best.params['lr']:.3g} (" in (directory / "report" / "table.md").read_text()
     # trials.csv: every trial's numbers, checked against Optuna's record and the run's own files
     lines = read_trials_csv(directory)
     assert len(lines) == 3 and {line["state"] for line in lines} == {"finished"}

@@ -215,7 +215,9 @@ def _chosen_on_text(table: Table) -> str:
 
 
 def _values(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in values.items())
+    """``lr=0.00206, seed=1``: floats to 3 significant digits (a searched lr has 17; the CSVs keep
+    every digit)."""
+    return ", ".join(f"{k}={_short(v)}" for k, v in values.items())
 
 
 def csv_text(table: Table) -> str:
@@ -299,7 +301,7 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
             records = [json.loads(line) for line in (r.dir / "log.jsonl").read_text().splitlines() if line.strip()]
             points = [(rec["step"], rec["positive_sigma"]) for rec in records if "positive_sigma" in rec]
             if points:
-                label = _values({k: _short(r.params.get(k)) for k in varied}) or r.dir.name
+                label = _values({k: r.params.get(k) for k in varied}) or r.dir.name
                 ax.plot(*zip(*points), marker=".", label=label)
         ax.set_xlabel("step")
         ax.set_ylabel("positive σ entries")
@@ -312,7 +314,7 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
 
 
 def _short(value: Any) -> str:
-    """A legend's value: floats to 3 significant digits (a searched lr has 17)."""
+    """A value as a reader wants it: floats to 3 significant digits."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
