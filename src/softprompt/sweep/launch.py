@@ -43,7 +43,7 @@ def run_local(sweep: Sweep, workers: int = 1) -> int:
                 procs.append(subprocess.Popen([sys.executable, "-m", "softprompt.sweep.worker", str(sweep.path), str(i)],
                                               env=env, stdout=log, stderr=subprocess.STDOUT))
         try:
-            codes = _wait_showing_progress(sweep, procs)
+            codes = _wait_showing_progress(sweep, procs, logs)
         except KeyboardInterrupt:
             for p in procs:
                 p.terminate()  # each exits at once; its trial resumes on the next run
@@ -58,12 +58,19 @@ def run_local(sweep: Sweep, workers: int = 1) -> int:
     return 0
 
 
-def _wait_showing_progress(sweep: Sweep, procs: list, poll: float = 5.0) -> list[int]:
+def _wait_showing_progress(sweep: Sweep, procs: list, logs, poll: float = 5.0) -> list[int]:
     """Wait for the worker processes; print ``progress`` when the count of done trials
-    changes, and every ``PROGRESS_EVERY`` seconds. Returns their exit codes."""
-    shown, last = None, time.monotonic()
+    changes, and every ``PROGRESS_EVERY`` seconds, and say at once when a worker dies (the
+    others go on; a sweep of hours would otherwise run on short-handed unnoticed). Returns
+    their exit codes."""
+    shown, last, dead = None, time.monotonic(), set()
     while any(p.poll() is None for p in procs):
         time.sleep(poll)
+        for i, p in enumerate(procs):
+            if p.poll() not in (None, 0) and i not in dead:
+                dead.add(i)
+                print(f"softprompt sweep: worker {i} died ({_exit_reason(p.returncode)}){_last_words(logs / f'worker-{i}.log')}; "
+                      "the others go on, and its trial resumes when the sweep is run again", file=sys.stderr, flush=True)
         line = _progress_line(sweep)
         done = line.split(";")[0]
         if done != shown or time.monotonic() - last >= PROGRESS_EVERY:
@@ -72,6 +79,15 @@ def _wait_showing_progress(sweep: Sweep, procs: list, poll: float = 5.0) -> list
     codes = [p.wait() for p in procs]
     print(_progress_line(sweep), file=sys.stderr, flush=True)
     return codes
+
+
+def _last_words(log) -> str:
+    """``: LAST LINE (see LOG)`` from a dead worker's log, or ``(see LOG)`` if it is empty."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return (f": {lines[-1].strip()[:200]}" if lines else "") + f" (see {log})"
 
 
 def _progress_line(sweep: Sweep) -> str:
