@@ -111,12 +111,13 @@ class Sweep:
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
             warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-            engine = {"connect_args": {"timeout": 60}} if self.storage_url.startswith("sqlite") else {"pool_pre_ping": True}
+            sqlite = self.storage_url.startswith("sqlite")
+            engine = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
             self._storage = RDBStorage(
                 self.storage_url, engine_kwargs=engine, heartbeat_interval=self.spec.heartbeat,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=self.spec.retries),
             )
-            if self.storage_url.startswith("sqlite"):
+            if sqlite:
                 _lock_on_begin(self._storage.engine)
         return self._storage
 
