@@ -1,7 +1,4 @@
 """Batching: exact token layouts for both backbone kinds, truncation, padding, length grouping.
-
-Also home of ``tiny_tokenizer`` (an offline word-level tokenizer whose special ids match the
-tiny models in conftest: pad 0, bos 1, eos 2), used by the evaluation and training tests.
 """
 
 from __future__ import annotations
@@ -21,29 +18,10 @@ from softprompt.batching import (
     special_affixes,
 )
 from softprompt.tasks import Example
-
-WORDS = (
-    "sentence : a the film movie was is great good fun bad awful dull boring plot acting "
-    "and but not very really 0 1 2 positive negative premise hypothesis"
-).split()
+from helpers import tiny_tokenizer
 
 
-def tiny_tokenizer(bos: bool = False, eos_suffix: bool = False, pad: bool = True):
-    """Word-level tokenizer, built offline. ``bos``: prepends ``<s>`` (Llama style);
-    ``eos_suffix``: appends ``</s>`` (T5 style); ``pad=False``: no pad token (GPT-2 style)."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
-    specials = ["<pad>", "<s>", "</s>", "<unk>"]
-    vocab = {w: i for i, w in enumerate(specials + list(dict.fromkeys(WORDS)))}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    single = " ".join((["<s>"] if bos else []) + ["$A"] + (["</s>"] if eos_suffix else []))
-    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<s>", 1), ("</s>", 2)])
-    kwargs = dict(bos_token="<s>", eos_token="</s>", unk_token="<unk>")
-    if pad:
-        kwargs["pad_token"] = "<pad>"
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **kwargs)
 
 
 def ids(tokenizer, text):

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 from conftest import batch_for, tiny_llama, tiny_t5
-from test_batching import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 import softprompt
 from softprompt.cli import main

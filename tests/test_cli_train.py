@@ -9,8 +9,7 @@ import pytest
 
 from softprompt.cli import main
 from conftest import tiny_llama
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 
 @pytest.fixture(scope="module")

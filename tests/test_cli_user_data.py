@@ -13,7 +13,7 @@ import pytest
 
 from conftest import tiny_llama
 from softprompt.cli import main
-from test_batching import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 POSITIVE = ["great fun", "a really good film", "very good acting", "fun and great", "good plot", "really great movie"]

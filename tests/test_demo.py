@@ -8,8 +8,7 @@ import os
 
 import pytest
 from conftest import tiny_llama
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 from softprompt.backbones import load as loading
 from softprompt.cli import main

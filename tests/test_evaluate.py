@@ -10,7 +10,7 @@ import softprompt
 from softprompt.evaluate import NoPrompt, evaluate, generate_texts, rank_predictions
 from softprompt.tasks import Example, get_task
 from conftest import tiny_llama, tiny_t5
-from test_batching import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 TASK = get_task("sst2", label_words="names")  # label words: negative, positive
 TEXTS = ["great fun", "a very dull plot", "the acting was awful", "really good film", "boring and bad",

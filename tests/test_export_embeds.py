@@ -13,19 +13,7 @@ import softprompt
 from softprompt.cli import main
 from softprompt.io import PromptFileError, read_embeds
 from conftest import batch_for, tiny_llama
-
-
-def with_prompt(model, prompt, token_rows):
-    """The README recipe: left-padded rows ``[pads, prompt, text]``, the prompt right before each
-    row's first token. ``token_rows``: each row's token ids (a list of lists)."""
-    rows = [model.get_input_embeddings()(torch.tensor(ids)) for ids in token_rows]
-    T = max(len(r) for r in rows) + len(prompt)
-    embeds = torch.zeros(len(rows), T, prompt.shape[1], dtype=rows[0].dtype)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        row = torch.cat([prompt.to(r.dtype), r])
-        embeds[i, T - len(row):], mask[i, T - len(row):] = row, 1
-    return embeds, mask
+from helpers import with_prompt
 
 
 @pytest.mark.parametrize("sink", ["none", "bos"])

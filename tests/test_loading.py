@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 from conftest import tiny_llama, tiny_t5
-from test_batching import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 from softprompt.backbones import load as loading
 from softprompt.backbones.load import ModelLoadError, load_backbone

@@ -16,8 +16,7 @@ from softprompt.cli import main
 from softprompt.prompts import REGISTRY, PromptConfig, PromptMethod
 from softprompt.prompts.base import option
 from conftest import tiny_llama
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 
 @dataclass

@@ -18,8 +18,7 @@ from softprompt.prompts.ulpt import make_projection
 from softprompt.tasks import get_task
 from softprompt.train import lr_at, train
 from conftest import tiny_llama, tiny_t5
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

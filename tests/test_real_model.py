@@ -49,7 +49,7 @@ def test_exported_embeds_generate_softprompt_s_tokens_on_smollm2(smollm2, sink, 
     import json
 
     from softprompt.io import read_embeds
-    from test_export_embeds import with_prompt
+    from helpers import with_prompt
 
     backbone, tokenizer = smollm2
     model = softprompt.attach(backbone, method="prompt", length=10, seed=0, sink=sink).eval()

@@ -13,8 +13,7 @@ from softprompt.progress import Progress
 from softprompt.prompts import REGISTRY, recipe_for
 from softprompt.train import load_data, train
 from conftest import tiny_llama
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 
 def test_encoder_decoder_resolves_to_the_papers_setting():

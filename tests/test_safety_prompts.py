@@ -19,8 +19,7 @@ from softprompt.config import TrainConfig
 from softprompt.io import PromptFileError
 from softprompt.train import TrainingDiverged, train
 from conftest import tiny_llama
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 
 def config(tmp_path: Path, **over) -> TrainConfig:

@@ -23,8 +23,7 @@ from softprompt.config import TrainConfig
 from softprompt.rundir import CheckpointError, RunDir, RunLockedError
 from softprompt.train import train
 from conftest import tiny_llama
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 TESTS = str(Path(__file__).parent)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -150,8 +149,8 @@ KILLER = textwrap.dedent(
     from softprompt.config import TrainConfig
     from softprompt.train import train
     from conftest import tiny_llama
-    from test_batching import tiny_tokenizer
-    from test_train import write_sst2
+    from helpers import tiny_tokenizer
+    from helpers import write_sst2
 
     root = Path(sys.argv[1])
     base = dict(task="sst2", label_words="names", method="ulpt", length=4, rank=2, data_dir=str(write_sst2(root / "data", 16)),

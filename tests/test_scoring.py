@@ -13,7 +13,7 @@ from softprompt.batching import ChoiceSet, encode_choice_set
 from softprompt.evaluate import NoPrompt, rank_predictions
 from softprompt.tasks import Example, get_task
 from conftest import tiny_gpt2, tiny_llama, tiny_t5
-from test_batching import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 TASK = get_task("sst2", label_words="names")  # negative, positive: one token each here
 TEXTS = ["great fun", "a very dull plot", "the acting was awful", "really good film", "boring and bad",

@@ -28,8 +28,7 @@ from softprompt.cli import main
 from softprompt.sweep import Range, Sweep, SweepSpec
 from softprompt.sweep.engine import progress
 from conftest import ROOT, tiny_llama
-from test_batching import tiny_tokenizer
-from test_train import write_sst2
+from helpers import tiny_tokenizer, write_sst2
 
 WORDS = "the film movie was great good fun bad awful dull boring plot acting".split()
 # 8 trials: 2 methods x 2 tasks x 2 seeds (choosing a learning rate per cell: test_searched_learning_rate

@@ -12,7 +12,7 @@ from softprompt.batching import apply_chat_template, encode_pairs
 from softprompt.cli import main
 from softprompt.tasks import Example, get_task
 from conftest import DATA_DIR
-from test_batching import tiny_tokenizer
+from helpers import tiny_tokenizer
 
 GLUE = DATA_DIR / "glue"
 SUPERGLUE = DATA_DIR / "superglue"
@@ -94,7 +94,7 @@ def test_train_cli_template_escapes_and_records_the_resolved_recipe(tmp_path):
     import json
 
     from conftest import tiny_llama
-    from test_train import write_sst2
+    from helpers import write_sst2
 
     tiny_llama().save_pretrained(tmp_path / "tiny")
     tiny_tokenizer(bos=True).save_pretrained(tmp_path / "tiny")

@@ -22,21 +22,10 @@ from softprompt.config import TrainConfig
 from softprompt.rundir import RunExistsError
 from softprompt.train import TrainingDiverged, lr_at, total_steps_for, train
 from conftest import tiny_llama, tiny_t5
-from test_batching import tiny_tokenizer
-
-POSITIVE = ["great fun", "really good film", "the movie is fun", "good acting", "a great plot", "very good"]
-NEGATIVE = ["a very dull plot", "the acting was awful", "boring and bad", "not good", "dull", "really bad film"]
+from helpers import tiny_tokenizer, write_sst2
 
 
-def write_sst2(root: Path, n_train: int = 24) -> Path:
-    """A tiny SST-2 folder in GLUE's layout (``SST-2/train.tsv``, ``SST-2/dev.tsv``)."""
-    folder = root / "SST-2"
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [(POSITIVE[i % 6], 1) if i % 2 else (NEGATIVE[i % 6], 0) for i in range(n_train)]
-    (folder / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{l}\n" for s, l in rows))
-    dev = [(s, 1) for s in POSITIVE[:3]] + [(s, 0) for s in NEGATIVE[:3]]
-    (folder / "dev.tsv").write_text("sentence\tlabel\n" + "".join(f"{s}\t{l}\n" for s, l in dev))
-    return root
+
 
 
 def config(tmp_path: Path, **over) -> TrainConfig:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-accuracy = pytest.importorskip("benchmarks.accuracy", reason="the benchmarks package is importable from the repository's root only")
+from benchmarks import accuracy
 
 
 def test_a_second_launch_onto_the_same_output_stops(tmp_path):

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-accuracy = pytest.importorskip("benchmarks.accuracy", reason="the benchmarks package is importable from the repository's root only")
+from benchmarks import accuracy
 
 
 def softprompt_run(method, seed, test, validation=0.8):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-sweep_table = pytest.importorskip("benchmarks.sweep_table", reason="the benchmarks package is importable from the repository's root only")
+from benchmarks import sweep_table
 
 
 def test_records_give_the_reports_table(tmp_path, capsys):
