@@ -21,6 +21,7 @@ def register(subparsers) -> None:
                     "(‖P‖_F²/σ_max²), norms, and the method's diagnostics. No backbone is loaded.")
     parser.add_argument("prompt_dir", metavar="PROMPT_DIR", help="a directory written by model.save / softprompt train")
     parser.add_argument("--plot", metavar="PNG", help="also write a spectrum plot (σ_i/σ_max, log scale) to this file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --plot file")
     parser.add_argument("--tolerances", default=",".join(str(t) for t in TOLERANCES), metavar="LIST",
                         help="comma-separated relative tolerances for the numerical rank (default: %(default)s)")
     parser.set_defaults(func=run)
@@ -43,7 +44,11 @@ def run(args) -> int:
     from softprompt.plots import plot_spectrum
     from softprompt.spectrum import spectrum
 
+    from .outputs import output_file
+
     tolerances = _parse_tolerances(args.tolerances)
+    if args.plot:
+        output_file(args.plot, "--plot", args.overwrite, inputs=[args.prompt_dir])
     module, record = load_prompt_module(args.prompt_dir)
     module.eval()
     with torch.no_grad():

@@ -46,9 +46,10 @@ def register(subparsers) -> None:
     parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
                         help="generate text (default) or pick the best label word (classification tasks)")
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--max-length", type=positive_int, default=256, help="input tokens kept (cut from the left)")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=16)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (never the input or a run's files)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, metavar="B", help="rows per batch (default: %(default)s)")
+    parser.add_argument("--max-length", type=positive_int, default=256, metavar="T", help="input tokens kept (cut from the left; default: %(default)s)")
+    parser.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N", help="tokens generated per row (default: %(default)s)")
     add_task_options(parser, PREDICT_OPTIONS)  # without --task, --template alone: free generation
     parser.set_defaults(func=run)
 
@@ -159,7 +160,10 @@ def run(args) -> int:
     from softprompt.io import write_jsonl_atomically
     from softprompt.tasks import Example
 
+    from .outputs import output_file
+
     dirs = prompt_dirs(args.prompt_dirs)
+    output_file(args.output, "--output", args.overwrite, inputs=[args.input, *dirs.values()])
     names = list(dirs)
     tasks = _tasks(args, names)
     if args.mode == "rank":
