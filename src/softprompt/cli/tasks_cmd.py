@@ -1,5 +1,6 @@
 """`softprompt tasks`: every named task with its kind, metrics and label words; ``--show NAME``
-prints one as a task file (YAML) to start your own from."""
+prints its task file (tasks/builtin/NAME.yaml, as it is) to start your own from; with
+``--style`` or ``--protocol``, the task those give, written out as a file of its own."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def register(subparsers) -> None:
     parser.add_argument("--protocol", default=None, metavar="NAME",
                         help="show a paper's task details (dpt, dept, ulpt): its templates and checkpoint metrics")
     parser.add_argument("--show", "--task", dest="show", metavar="NAME|FILE",
-                        help="print this task (a name, or a task file to check) as a task file")
+                        help="print this task's file (a built-in task's as it is; a task file to "
+                             "check as it reads, every field written out)")
     parser.add_argument("--style", choices=STYLES, default=None,
                         help="with --show: the template and label words of this style (default "
                              "text-to-text, the papers'; train picks instruction on decoder-only models)")
@@ -28,7 +30,13 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from softprompt.tasks import get_task, list_tasks, resolve_task, write_task_file
+    from softprompt.tasks.registry import task_file
+    from softprompt.tasks.taskfile import is_task_file
 
+    if args.show and not is_task_file(args.show) and args.style in (None, "text-to-text") and not args.protocol:
+        # a built-in task's file is the task: print it as it is (its comments too)
+        print(task_file(args.show).read_text(encoding="utf-8"), end="")
+        return 0
     if args.show:
         task = resolve_task(task_argument(args.show), style=args.style, protocol=args.protocol)
         style = args.style or "text-to-text"

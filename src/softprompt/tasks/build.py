@@ -1,25 +1,28 @@
-"""Rows -> Examples: read a split (local files or hub), apply the protocol, format each row."""
+"""Rows -> Examples: read a split (local files or hub), apply the protocol, format each row.
+
+``task`` is a `Task` (tasks/spec.py, which imports this module: ``Task.load`` is
+`load_examples`); only its fields are read here.
+"""
 
 from __future__ import annotations
 
+import string
+
+from softprompt.tasks import hub, local
 from softprompt.tasks.preprocess import TRANSFORMS
-from softprompt.tasks.spec import Example, Task, template_fields
+from softprompt.tasks.rows import Example, template_fields
 from softprompt.tasks.splits import select_rows
 
 
-def load_examples(task: Task, split: str = "train", data_dir=None, protocol: str = "paper",
+def load_examples(task, split: str = "train", data_dir=None, protocol: str = "paper",
                   seed: int = 42) -> list[Example]:
     """See `Task.load`."""
     if data_dir is None and task.hub is None and task.local is not None:
         data_dir = ""  # a custom task: its file paths are complete
     if data_dir is None:
-        from softprompt.tasks import hub
-
         def read(official):
             return hub.read_rows(task, official)
     else:
-        from softprompt.tasks import local
-
         def read(official):
             return local.read_rows(task, official, data_dir or ".")
 
@@ -35,18 +38,16 @@ def load_examples(task: Task, split: str = "train", data_dir=None, protocol: str
     return examples
 
 
-def format_input(task: Task, row: dict, where: str) -> str:
+def format_input(task, row: dict, where: str) -> str:
     """Fill the template from the row; a missing field is a one-line error naming it."""
     return format_with_cut(task, row, where)[0]
 
 
-def format_with_cut(task: Task, row: dict, where: str) -> tuple[str, tuple[int, int]]:
+def format_with_cut(task, row: dict, where: str) -> tuple[str, tuple[int, int]]:
     """The filled template and the characters that may be cut when it is too long: the value
     of ``task.truncate_field`` (the passage), else everything before the template's closing
     text (T5 templates end with a field; instruction ones with a cue such as ``\nAnswer:``,
     which must survive)."""
-    import string
-
     for name in template_fields(task.template):
         if name not in row:
             fields = ", ".join(k for k in row if not k.startswith("_"))
@@ -69,7 +70,7 @@ def format_with_cut(task: Task, row: dict, where: str) -> tuple[str, tuple[int, 
     return text, cut
 
 
-def row_to_examples(task: Task, row: dict, is_train: bool) -> list[Example]:
+def row_to_examples(task, row: dict, is_train: bool) -> list[Example]:
     """One row becomes one Example (ReCoRD's training rows: one per gold answer; T5's WSC
     training drops the rows whose candidate is not the referent). A task with
     ``choice_fields`` (COPA in the instruction style) is answered with the row's own text."""
@@ -119,7 +120,7 @@ def _field(row: dict, name: str, where: str):
     return row[name]
 
 
-def _label(task: Task, row: dict, where: str):
+def _label(task, row: dict, where: str):
     """The row's class index / float (already normalized by the source), checked."""
     if task.label_field is None or (task.kind == "generation" and task.label_names is None):
         return None

@@ -15,8 +15,10 @@ import os
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from softprompt.tasks.local import label_text
-from softprompt.tasks.spec import LocalFormat, Task
+from softprompt.metrics import METRIC_NAMES
+from softprompt.tasks import local as local_files
+from softprompt.tasks.rows import LocalFormat, label_text
+from softprompt.tasks.spec import Task
 
 SPLIT_STEMS = {"train": ("train",), "validation": ("validation", "val", "dev"), "test": ("test",)}
 EXTENSIONS = (".jsonl", ".json", ".csv", ".tsv", ".jsonl.gz", ".json.gz", ".csv.gz", ".tsv.gz")
@@ -58,8 +60,6 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
         metrics: metric names; the first selects the best checkpoint.
         size: ``small`` or ``large`` to re-split with the attempt protocol (None: keep files).
     """
-    from softprompt.metrics import METRIC_NAMES
-
     if isinstance(data, Mapping):
         files = {str(k): str(v) for k, v in data.items()}
     elif Path(data).is_dir():
@@ -108,8 +108,6 @@ def custom_task(data: str | os.PathLike | Mapping[str, str | os.PathLike], templ
 def _infer_labels(local: LocalFormat, label_field: str, name: str) -> tuple[tuple, dict]:
     """Sorted distinct label values over every labeled file (numbers sort numerically), and
     for each value its row count and the first place it occurs."""
-    from softprompt.tasks import local as local_files
-
     probe = Task(name=name, kind="generation", template="", metrics=("em",), benchmark="custom",
                  label_field=None, answers_field=label_field, local=local)
     seen: dict[str, tuple[int, str]] = {}

@@ -3,22 +3,22 @@
 Hub rows already carry the field names the templates use; only labels need normalizing:
 ClassLabel integers are class indices (-1 = unlabeled), string labels (SciTail, WinoGrande) map
 through the task's raw labels, and ReCoRD's entities/answers become sorted sets as the local
-reader makes them.
+reader makes them. ``task`` is a `Task` (tasks/spec.py, above this module); only its fields are
+read here.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from softprompt.tasks.local import label_text, normalize_label
-from softprompt.tasks.spec import Task
+from softprompt.tasks.rows import label_text, normalize_label
 
 
 def load_hub_dataset(path: str, config: str | None, split: str):
     """One split through `datasets`: ``load_dataset(path, config, split=split)`` for a hub name
     or a folder in the hub's layout (data files, a ``README.md`` card with ``configs``), and
     ``load_from_disk`` for a folder that ``save_to_disk`` wrote. (Also a seam for tests.)"""
-    import datasets
+    import datasets  # here, not at the top: a heavy import that only hub reads need
 
     folder = Path(path)
     if folder.is_dir() and ((folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()):
@@ -38,7 +38,7 @@ def load_hub_dataset(path: str, config: str | None, split: str):
         raise kind(f"{path}" + (f" ({config})" if config else "") + f": {first}") from None
 
 
-def read_rows(task: Task, split: str) -> list[dict]:
+def read_rows(task, split: str) -> list[dict]:
     """Rows of one official split from the hub, labels mapped to class indices."""
     if task.hub is None:
         raise ValueError(f"task {task.name} is not on the hub; pass a data dir")

@@ -14,7 +14,8 @@ and `datasets` give the same examples in the same order:
   writes it), each optionally gzipped (``.gz``); UTF-8 with or without a byte-order mark, LF or
   CRLF line ends. No row is skipped but blank lines.
 
-Errors name the file, the line and the field, on one line.
+Errors name the file, the line and the field, on one line. ``task`` is a `Task` (tasks/spec.py,
+above this module); only its fields are read here.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from softprompt.tasks.spec import LocalFormat, Task
+from softprompt.tasks.rows import LocalFormat, normalize_label
 
 # Folders that may hold a benchmark's task folders, when data_dir is their parent.
 BENCHMARK_DIRS = {
@@ -37,7 +38,7 @@ BENCHMARK_DIRS = {
 }
 
 
-def find_file(task: Task, split: str, data_dir: str | os.PathLike) -> Path:
+def find_file(task, split: str, data_dir: str | os.PathLike) -> Path:
     """The file holding `split` (an official split name) of `task` under `data_dir`.
 
     Looks in ``data_dir/<folder>``, ``data_dir/<benchmark>/<folder>`` and ``data_dir`` itself.
@@ -75,7 +76,7 @@ def find_file(task: Task, split: str, data_dir: str | os.PathLike) -> Path:
         f"no {split} file for task {task.name} under {root} (expected {folder}/{names[0]})")
 
 
-def read_rows(task: Task, split: str, data_dir: str | os.PathLike) -> list[dict]:
+def read_rows(task, split: str, data_dir: str | os.PathLike) -> list[dict]:
     """Rows of one official split, labels mapped to class indices (None where unlabeled)."""
     path = find_file(task, split, data_dir)
     fmt = task.local
@@ -121,7 +122,7 @@ def read_file(path: str | os.PathLike) -> list[tuple[str, dict]]:
         raise ValueError(_not_utf8(path, err)) from None
 
 
-def _rows(task: Task, path: Path, records: Iterator[tuple[str, dict]], split: str) -> list[dict]:
+def _rows(task, path: Path, records: Iterator[tuple[str, dict]], split: str) -> list[dict]:
     fmt = task.local
     rows = []
     for where, row in records:
@@ -148,52 +149,6 @@ def _not_utf8(path: Path, err: UnicodeDecodeError) -> str:
         except UnicodeDecodeError as bad:
             return f"{path}:{number}: not UTF-8 text (byte 0x{line[bad.start]:02x} at column {bad.start + 1}); save the file as UTF-8"
     return f"{path}: not UTF-8 text ({err.reason}); save the file as UTF-8"
-
-
-def normalize_label(task: Task, row: dict, split: str, where: str) -> None:
-    """Replace the raw label in `row` by a class index (or float); None for unlabeled splits."""
-    key = task.label_field
-    if key is None or (task.kind == "generation" and task.raw_labels is None):
-        return
-    unlabeled = split.startswith("test")
-    value = row.get(key)
-    if value is None or value == "":
-        if unlabeled:
-            row[key] = None
-            return
-        raise ValueError(f"{where}: missing field '{key}'")
-    if task.kind == "regression":
-        try:
-            row[key] = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{where}: field '{key}': not a number: {value!r}") from None
-        return
-    raw = task.raw_labels
-    if raw is None:
-        raise ValueError(f"{where}: field '{key}': label {value!r} is not a class index and the "
-                         f"task lists no label values (give labels)")
-    for i, known in enumerate(raw):
-        # bool is an int in Python: compare types too, so JSON true never matches 1.
-        if value == known and type(value) is type(known):
-            row[key] = i
-            return
-    if not isinstance(value, (dict, list)):
-        # The same value written as text or as a JSON number/boolean: "1" and 1, "true" and
-        # true (TSV/CSV files, a task file's labels); never "1.0" and 1.
-        text = label_text(value)
-        for i, known in enumerate(raw):
-            if text == label_text(known) or (isinstance(value, bool) and isinstance(known, str)
-                                           and text == known.lower()):
-                row[key] = i
-                return
-    raise ValueError(f"{where}: field '{key}': unknown label {value!r} (expected one of "
-                     f"{', '.join(repr(r) for r in raw)})")
-
-
-def label_text(value: Any) -> str:
-    """A label value as text, the form files' values are compared in: ``1`` -> ``"1"``,
-    ``True`` -> ``"true"``."""
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 # ----------------------------------------------------------------------------- readers

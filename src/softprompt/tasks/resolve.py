@@ -17,9 +17,10 @@ import dataclasses
 from pathlib import Path
 
 from softprompt.tasks.custom import custom_task
-from softprompt.tasks.local import label_text
+from softprompt.tasks.local import read_file
 from softprompt.tasks.registry import get_task
-from softprompt.tasks.spec import LocalFormat, Task
+from softprompt.tasks.rows import LocalFormat, label_text
+from softprompt.tasks.spec import Task
 from softprompt.tasks.taskfile import is_task_file, read_task_file
 
 CUSTOM = "custom"  # the task name that means "the files of --train-file etc."
@@ -38,10 +39,10 @@ def resolve_task(task: str | None = None, *, style: str | None = None, protocol:
     Args:
         task: a task name or alias, a task file (``.yaml``/``.yml``/``.json``), or None /
             ``"custom"`` for the files given below.
-        style: ``text-to-text`` or ``instruction`` (built-in tasks only; a file's template is
-            its own).
+        style: ``text-to-text`` or ``instruction``: a built-in task's or a task file's
+            ``styles:`` entry of that name, if it has one (else its top-level template).
         protocol: a paper's protocol (``dpt``, ``dept``, ``ulpt``) applies that paper's details
-            to a built-in task (``get_task``); a task file's details are its own.
+            (the task's or file's ``protocols:`` entry of that name, if any).
         template: the input template, overriding the task's.
         label_words: comma-separated words (one per class), ``names``, ``digits``, or
             ``VALUE=WORD`` pairs (``neg=negative,pos=positive``: the label values as written in
@@ -61,7 +62,7 @@ def resolve_task(task: str | None = None, *, style: str | None = None, protocol:
         return _from_files(files, template, label_words, label_field, target_field)
 
     if is_task_file(task):
-        spec = read_task_file(task)
+        spec = read_task_file(task, style=style, protocol=protocol)
         spec = spec.with_overrides(label_words=_words(label_words, spec), template=template)
     elif "/" in task or "\\" in task or Path(task).is_file():
         raise ValueError(f"--task {task}: a task file's name ends in .yaml, .yml or .json "
@@ -153,8 +154,6 @@ def _from_files(files: dict[str, str], template: str | None, label_words: str | 
 
 def _first_row_fields(files: dict[str, str]) -> str:
     """The field names of the first row of the first file (for an error message)."""
-    from softprompt.tasks.local import read_file
-
     path = next(iter(files.values()))
     for _, row in read_file(path):
         return ", ".join(row)

@@ -1,85 +1,35 @@
 """What a task is: data (fields, template, label words, metric names), never code paths.
 
 A `Task` says where its rows come from (`LocalFormat` for the benchmark's own files, `HubSource`
-for `datasets`), how a row becomes model text (`template`, an optional named `preprocess` step),
-what the target is (label words, a regression value, or answer strings) and how it is scored
-(`metrics`). Loading, splitting and scoring live in the sibling modules; the methods here only
-delegate, so a reader sees the whole contract in this file.
+for `datasets`; tasks/rows.py), how a row becomes model text (`template`, an optional named
+`preprocess` step), what the target is (label words, a regression value, or answer strings) and
+how it is scored (`metrics`). Loading, splitting and scoring live in the modules below this one
+(build, splits, softprompt.metrics); the methods here only delegate, so a reader sees the whole
+contract in this file. Tasks are built from task files (tasks/taskfile.py) or `custom_task`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
+
+from softprompt import metrics
+from softprompt.tasks.build import load_examples
+from softprompt.tasks.rows import Example, HubSource, LocalFormat, template_fields
+from softprompt.tasks.splits import few_shot
+
+# Example, HubSource, LocalFormat and template_fields are part of this module's interface.
+__all__ = ["KINDS", "SPLITS", "Example", "HubSource", "LocalFormat", "Task", "template_fields"]
 
 KINDS = ("classification", "regression", "generation")
 SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
-class Example:
-    """One text-to-text example, exactly as the model sees it.
-
-    input_text: the model input (T5-style field tags, e.g. ``premise: ... hypothesis: ...``).
-    target_text: the training target (a label word, a rounded number, or an answer).
-    label: the gold value: class index (classification, and T5-style WSC's true/false), float
-        (regression), answer string (generation); None when the split is unlabeled.
-    choices: candidate targets for rank-mode evaluation (label words, ReCoRD entities, COPA's
-        options as text), or None.
-    answers: every gold answer (ReCoRD, MRQA, WSC referent); () otherwise.
-    group: the id that grouped metrics aggregate over (MultiRC question, ReCoRD query).
-    cut: the characters ``(start, end)`` of ``input_text`` that lose tokens when the input is
-        too long: the field the task names (``Task.truncate_field``, the passage), else all but
-        the template's closing text; None: anywhere (batching.py cuts the right end).
-    """
-
-    input_text: str
-    target_text: str
-    label: int | float | str | None
-    choices: tuple[str, ...] | None = None
-    answers: tuple[str, ...] = ()
-    group: str | None = None
-    # Not part of equality: it says how to shorten the text, not what the example is.
-    cut: tuple[int, int] | None = field(default=None, compare=False)
-
-
-@dataclass(frozen=True)
-class LocalFormat:
-    """Where a task's rows live in the benchmark's own distribution layout.
-
-    folders: candidate task folder names under the data dir (``CB``, ``SST-2``, ...).
-    files: official split name -> candidate file names inside that folder.
-    reader: ``jsonl`` | ``tsv`` | ``csv`` | ``multirc`` | ``record`` | ``mrqa`` (see tasks/local.py).
-    rename: file column -> row field, so rows carry the field names of the hub version.
-    columns: official split -> column names, for files that have no header line.
-    flatten: nested object fields whose keys are lifted into the row (WSC's ``target``).
-    """
-
-    folders: tuple[str, ...]
-    files: Mapping[str, tuple[str, ...]]
-    reader: str = "jsonl"
-    rename: Mapping[str, str] = field(default_factory=dict)
-    columns: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    flatten: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class HubSource:
-    """The same rows on the Hugging Face hub: ``datasets.load_dataset(path, config, split=...)``.
-
-    splits: official split name -> hub split name where they differ.
-    """
-
-    path: str
-    config: str | None = None
-    splits: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class Task:
-    """A task as data. Build one with `get_task` or `custom_task`; see the module docstring."""
+    """A task as data. Build one with `get_task`, `read_task_file` or `custom_task`; see the
+    module docstring."""
 
     name: str
     kind: str
@@ -204,16 +154,12 @@ class Task:
         Returns:
             list[Example], in a deterministic order (the same from local files and the hub).
         """
-        from softprompt.tasks.build import load_examples
-
         return load_examples(self, split=split, data_dir=data_dir, protocol=protocol, seed=seed)
 
     def sample(self, examples: Sequence[Example], shots: int | None = None,
                shots_per_class: int | None = None, seed: int = 0) -> list[Example]:
         """Few-shot subset: `shots` examples drawn without balancing, or `shots_per_class`
         examples of every class; deterministic given `seed`. Neither: all examples."""
-        from softprompt.tasks.splits import few_shot
-
         return few_shot(examples, shots=shots, shots_per_class=shots_per_class, seed=seed,
                         num_classes=self.num_classes)
 
@@ -250,26 +196,5 @@ class Task:
 
         predictions: what `parse` returns (or a class index from rank mode); None is wrong.
         """
-        from softprompt import metrics
-
         return metrics.score(self.metrics, predictions, examples, kind=self.kind,
                              num_classes=self.num_classes, scoring=self.scoring)
-
-
-def template_fields(template: str) -> tuple[str, ...]:
-    """The row fields a ``str.format`` template names, e.g. ``("premise", "hypothesis")``."""
-    names = []
-    try:
-        for _, name, _, _ in string.Formatter().parse(template):
-            if name is None:
-                continue
-            if name == "" or name.isdigit():
-                raise ValueError(f"template {template!r}: fields must be named, like {{premise}}")
-            base = name.split(".")[0].split("[")[0]
-            if base not in names:
-                names.append(base)
-    except ValueError as err:
-        if str(err).startswith("template"):
-            raise
-        raise ValueError(f"malformed template {template!r}: {err}") from None
-    return tuple(names)

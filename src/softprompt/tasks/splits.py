@@ -1,8 +1,8 @@
 """Split protocols and few-shot sampling.
 
 A protocol names a split rule and, for ``dpt``, ``dept`` and ``ulpt``, one paper's task details
-(templates, filters, checkpoint metric, training-row caps; ``PROTOCOL_DETAILS`` in
-tasks/registry.py, where each is documented):
+(templates, filters, checkpoint metric, training-row caps: the ``protocols:`` of each task file
+in tasks/builtin/, where each is documented):
 
 - ``paper``: the official splits with T5's task details (Lester et al., Residual PT).
 - ``dpt``: the official splits with the DPT code's task details (XYaoooo/DPT).
@@ -13,13 +13,14 @@ tasks/registry.py, where each is documented):
 
 ``attempt``: the re-split of ATTEMPT, which DePT and ULPT reuse (DePT's src/tasks.py,
 ``AbstractTask.get`` with ``split_validation_test``):
-- small datasets: train is the official train; the official validation set is shuffled with
-  ``torch.randperm`` seeded with 42 and halved: first half validation, second half test;
-- large datasets: the official train is shuffled the same way; its first 1,000 rows are the
-  validation set, the rest (in shuffled order) the training set; the official validation set
-  (Yelp: test) is the test set;
+- small datasets (a task's ``size: small``: DePT's small_datasets_without_all_splits): train is
+  the official train; the official validation set is shuffled with ``torch.randperm`` seeded
+  with 42 and halved: first half validation, second half test;
+- large datasets (``size: large``: DePT's large_data_without_all_splits): the official train is
+  shuffled the same way; its first 1,000 rows are the validation set, the rest (in shuffled
+  order) the training set; the official validation set (Yelp: test) is the test set;
 - MNLI (in neither list): validation_mismatched is validation, validation_matched is test;
-- any other task (PAWS) keeps its official splits.
+- any other task (no ``size``: PAWS) keeps its official splits.
 """
 
 from __future__ import annotations
@@ -31,38 +32,10 @@ PROTOCOLS = ("paper", "attempt", "dpt", "dept", "ulpt")
 SPLIT_RULE = {"paper": "paper", "attempt": "attempt", "dpt": "paper", "dept": "attempt", "ulpt": "attempt"}
 ATTEMPT_VALIDATION_SIZE = 1000
 
-# DePT's partition, verbatim (AbstractTask.small_datasets_without_all_splits and
-# large_data_without_all_splits); names are DePT's own.
-DEPT_SMALL = (
-    "cola", "wnli", "rte", "superglue-cb", "superglue-copa", "superglue-multirc", "superglue-wic",
-    "superglue-wsc.fixed", "superglue-rte", "mrpc", "stsb", "superglue-boolq", "xsum", "scitail",
-)
-DEPT_LARGE = (
-    "qqp", "qnli", "superglue-record", "sst2", "squad", "snli", "anli", "amazon_polarity",
-    "yelp_polarity", "winogrande", "newsqa", "searchqa", "triviaqa", "nq", "hotpotqa",
-)
-# Our task name -> DePT's, where they differ.
-DEPT_NAMES = {
-    "boolq": "superglue-boolq", "cb": "superglue-cb", "copa": "superglue-copa",
-    "multirc": "superglue-multirc", "record": "superglue-record", "rte": "superglue-rte",
-    "wic": "superglue-wic", "wsc": "superglue-wsc.fixed", "wsc_bool": "superglue-wsc.fixed",
-    "glue_rte": "rte", "yelp2": "yelp_polarity",
-}
-
-
-def attempt_size(name: str) -> str | None:
-    """``small``, ``large`` or None (official splits kept) for one of our task names."""
-    dept = DEPT_NAMES.get(name, name)
-    if dept in DEPT_SMALL:
-        return "small"
-    if dept in DEPT_LARGE:
-        return "large"
-    return None
-
 
 def shuffled_indices(n: int, seed: int) -> list[int]:
     """DePT's ``shuffled_indices``: ``torch.randperm`` with a generator seeded with `seed`."""
-    import torch
+    import torch  # here, not at the top: a heavy import that only the re-splits need
 
     generator = torch.Generator()
     generator.manual_seed(seed)
@@ -72,6 +45,7 @@ def shuffled_indices(n: int, seed: int) -> list[int]:
 def select_rows(task, split: str, protocol: str, seed: int,
                 read: Callable[[str], list]) -> list:
     """The rows of `split` under `protocol`; `read(official_split)` reads one official split.
+    ``task``: a `Task` (tasks/spec.py); only its split fields are read.
     A task's ``max_train_rows`` caps the training rows (DePT's and ULPT's Yelp: 100,000)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (expected one of {', '.join(PROTOCOLS)})")

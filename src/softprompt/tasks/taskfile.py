@@ -16,10 +16,21 @@ config: ..., splits: {validation: dev}}``. Files in a benchmark's own layout und
 ``local: {folders, files, reader, rename, columns, flatten}``. The split protocol: ``size``
 (``small``/``large``: DePT's re-split), ``paper_splits``, ``attempt_splits``,
 ``attempt_test_split``. Every other key is a `Task` field of the same name
-(`softprompt tasks --show NAME` prints a built-in task with all of them).
+(`softprompt tasks --show NAME` prints a built-in task's file, tasks/builtin/NAME.yaml).
+
+One file may hold variants of its task: ``styles: {instruction: {...}}`` changes fields for the
+instruction style (decoder-only models; the top-level fields are the text-to-text style), and
+``protocols: {dpt: {...}, dept: ..., ulpt: ...}`` a paper's task details (its template, filters,
+checkpoint metric). Each variant lists only the fields it changes; a protocol's changes apply
+first, then the style's, then ``--template`` / ``--label-words``.
+
+    styles:
+      instruction: {template: "Review: {sentence}\\nSentiment:", label_words: [negative, positive]}
+    protocols:
+      dpt: {metrics: [accuracy, f1]}
 
 `task_to_dict` and `task_from_dict` are inverses: ``task_from_dict(task_to_dict(t)) == t``.
-Errors are one line naming ``file:field``.
+Errors are one line naming ``file:field`` (``file:styles.instruction.template``).
 """
 
 from __future__ import annotations
@@ -29,20 +40,34 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from softprompt.tasks.local import label_text
+import yaml
+
+from softprompt.metrics import METRIC_NAMES
+from softprompt.tasks.custom import find_split_files
+from softprompt.tasks.local import READERS
+from softprompt.tasks.preprocess import TRANSFORMS
+from softprompt.tasks.rows import label_text
 from softprompt.tasks.spec import KINDS, HubSource, LocalFormat, Task, template_fields
+from softprompt.tasks.splits import PROTOCOLS
 from softprompt.yamlfile import dump_yaml, load_yaml
 
 SUFFIXES = (".yaml", ".yml", ".json")
 DEFAULT_METRICS = {"classification": ("accuracy",), "regression": ("pearson", "spearman"),
                    "generation": ("em", "f1")}
-# The file's keys in the order `task_to_dict` writes them; `target_field` is Task.answers_field.
-KEYS = ("name", "kind", "description", "benchmark", "aliases", "data", "local", "hub", "template",
-        "preprocess", "truncate_field", "label_field", "labels", "label_names", "label_words",
-        "choice_fields", "target_field", "choices_field", "group_field", "train_filter",
-        "eval_filter", "max_train_rows", "expand_answers", "scoring", "round_step", "round_gold",
-        "metrics", "size",
-        "paper_splits", "attempt_splits", "attempt_test_split")
+# The task's keys in the order `task_to_dict` writes them; `target_field` is Task.answers_field.
+FIELD_KEYS = ("name", "kind", "description", "benchmark", "aliases", "data", "local", "hub", "template",
+              "preprocess", "truncate_field", "label_field", "labels", "label_names", "label_words",
+              "choice_fields", "target_field", "choices_field", "group_field", "train_filter",
+              "eval_filter", "max_train_rows", "expand_answers", "scoring", "round_step", "round_gold",
+              "metrics", "size", "paper_splits", "attempt_splits", "attempt_test_split")
+KEYS = (*FIELD_KEYS, "styles", "protocols")
+# What a style or a protocol may change: how a row becomes text, its target, how it is scored
+# and split; never which task it is or where its rows live.
+VARIANT_KEYS = tuple(k for k in FIELD_KEYS if k not in ("name", "description", "benchmark", "aliases",
+                                                         "data", "local", "hub"))
+# Template styles: text-to-text (the papers' T5 templates) is a file's top-level fields;
+# instruction (decoder-only models) is its ``styles: {instruction: ...}`` changes.
+STYLES = ("text-to-text", "instruction")
 LOCAL_KEYS = tuple(f.name for f in dataclasses.fields(LocalFormat))
 HUB_KEYS = tuple(f.name for f in dataclasses.fields(HubSource))
 SCORINGS = ("wsc_referent",)  # generation scored by referent matching; metrics.py
@@ -55,22 +80,27 @@ def is_task_file(name: str | os.PathLike) -> bool:
     return str(name).lower().endswith(SUFFIXES)
 
 
-def read_task_file(path: str | os.PathLike) -> Task:
-    """The task a YAML/JSON file describes; relative paths are relative to the file's folder."""
-    import yaml
+def read_task_file(path: str | os.PathLike, style: str | None = None, protocol: str | None = None) -> Task:
+    """The task a YAML/JSON file describes, in `style` under `protocol` (their changes when the
+    file has them); relative paths are relative to the file's folder."""
+    path = Path(path)
+    return task_from_dict(read_task_document(path), where=str(path), base=path.parent,
+                          default_name=path.name.split(".")[0], style=style, protocol=protocol)
 
+
+def read_task_document(path: str | os.PathLike) -> Any:
+    """A task file's content as read (YAML 1.2 numbers; JSON is YAML), before any checks."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such task file")
     try:
-        data = load_yaml(path.read_text(encoding="utf-8-sig"))
+        return load_yaml(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ValueError(f"{where}: invalid YAML ({getattr(err, 'problem', None) or err})") from None
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not UTF-8 text; save the file as UTF-8") from None
-    return task_from_dict(data, where=str(path), base=path.parent, default_name=path.name.split(".")[0])
 
 
 def write_task_file(task: Task) -> str:
@@ -83,7 +113,7 @@ def task_to_dict(task: Task) -> dict[str, Any]:
     """Every field that differs from `Task`'s default (kind, template, label fields, label words
     and metrics always), in `KEYS` order, as plain YAML values."""
     out: dict[str, Any] = {}
-    for key in KEYS:
+    for key in FIELD_KEYS:
         if key == "data":
             if _is_plain_files(task.local):
                 out["data"] = {split: names[0] for split, names in task.local.files.items()}
@@ -144,24 +174,31 @@ def _names_from(raw: tuple | None) -> tuple[str, ...] | None:
 
 # ----------------------------------------------------------------------------- dict -> Task
 def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | None = None,
-                   default_name: str = "custom") -> Task:
+                   default_name: str = "custom", style: str | None = None,
+                   protocol: str | None = None) -> Task:
     """Build a Task from a task file's mapping; errors name ``where:field``.
 
     base: the folder relative ``data`` paths (and a relative local ``hub`` folder) start from.
+    style, protocol: apply the file's ``styles`` / ``protocols`` entry of that name, if any
+    (``text-to-text`` and None: the top-level fields).
     """
-    from softprompt.metrics import METRIC_NAMES
-    from softprompt.tasks.custom import find_split_files
-
+    if style not in (None, *STYLES):
+        raise ValueError(f"style must be {' or '.join(STYLES)}, got {style!r}")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r} (expected one of {', '.join(PROTOCOLS)})")
     if not isinstance(data, Mapping):
         raise ValueError(f"{where}: expected a mapping of field: value, got {type(data).__name__}")
-    data = {str(k).replace("-", "_"): v for k, v in data.items()}
+    data = _keys(data)
     unknown = [k for k in data if k not in KEYS]
     if unknown:
         raise ValueError(f"{where}:{unknown[0]}: unknown field (known: {', '.join(KEYS)})")
     base = Path(base) if base is not None else Path(".")
+    origin: dict[str, str] = {}  # a field a variant changed -> where it is written
 
     def fail(key: str, message: str) -> ValueError:
-        return ValueError(f"{where}:{key}: {message}")
+        return ValueError(f"{where}:{origin.get(key, key)}: {message}")
+
+    data = _with_variant(data, style, protocol, origin, fail)
 
     def text(key: str, optional: bool = True) -> str | None:
         value = data.get(key)
@@ -243,7 +280,7 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
         raise fail("data", "give data (your files) or local (a benchmark's layout), not both")
     local = None
     if "data" in data:
-        local = _data_files(data["data"], base, fail, find_split_files)
+        local = _data_files(data["data"], base, fail)
     elif "local" in data:
         local = _local_format(data["local"], fail)
     hub = _hub_source(data["hub"], base, fail) if "hub" in data else None
@@ -280,15 +317,43 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
         raise ValueError(f"{where}: {err}") from None
 
 
-def _preprocess(name: str | None, fail) -> str | None:
-    from softprompt.tasks.preprocess import TRANSFORMS
+def _keys(data: Mapping) -> dict[str, Any]:
+    """A file's keys as field names (``label-words`` is ``label_words``)."""
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
+
+def _with_variant(data: dict, style: str | None, protocol: str | None, origin: dict, fail) -> dict:
+    """The file's fields with the protocol's changes and then the style's applied; `origin`
+    records where each changed field is written. Every variant's field names are checked, the
+    chosen ones' values then as any field's."""
+    merged = {k: v for k, v in data.items() if k not in ("styles", "protocols")}
+    # text-to-text is the top level, so instruction is the one style a file lists
+    for section, known, chosen in (("protocols", PROTOCOLS, protocol), ("styles", ("instruction",), style)):
+        variants = data.get(section) or {}
+        if not isinstance(variants, Mapping):
+            raise fail(section, f"expected a mapping of name: changed fields ({', '.join(known)}), got {variants!r}")
+        for name, changes in variants.items():
+            if name not in known:
+                raise fail(f"{section}.{name}", f"unknown name (known: {', '.join(known)})")
+            if not isinstance(changes, Mapping) or not changes:
+                raise fail(f"{section}.{name}", f"expected a mapping of the fields it changes, got {changes!r}")
+            bad = [k for k in _keys(changes) if k not in VARIANT_KEYS]
+            if bad:
+                raise fail(f"{section}.{name}.{bad[0]}", f"not a field a variant changes (those: {', '.join(VARIANT_KEYS)})")
+        if chosen in variants:
+            for key, value in _keys(variants[chosen]).items():
+                merged[key] = value
+                origin[key] = f"{section}.{chosen}.{key}"
+    return merged
+
+
+def _preprocess(name: str | None, fail) -> str | None:
     if name is not None and name not in TRANSFORMS:
         raise fail("preprocess", f"unknown {name!r} (known: {', '.join(TRANSFORMS)})")
     return name
 
 
-def _data_files(value: Any, base: Path, fail, find_split_files) -> LocalFormat:
+def _data_files(value: Any, base: Path, fail) -> LocalFormat:
     if isinstance(value, str):
         folder = base / value
         if folder.is_dir():
@@ -312,8 +377,6 @@ def _data_files(value: Any, base: Path, fail, find_split_files) -> LocalFormat:
 
 
 def _local_format(value: Any, fail) -> LocalFormat:
-    from softprompt.tasks.local import READERS
-
     if not isinstance(value, Mapping):
         raise fail("local", f"expected a mapping with {', '.join(LOCAL_KEYS)}, got {value!r}")
     unknown = [k for k in value if k not in LOCAL_KEYS]
