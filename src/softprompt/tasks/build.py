@@ -52,19 +52,19 @@ def format_with_cut(task, row: dict, where: str) -> tuple[str, tuple[int, int]]:
         if name not in row:
             fields = ", ".join(k for k in row if not k.startswith("_"))
             raise ValueError(f"{where}: template field '{name}' not in the row (fields: {fields})")
-    formatter = string.Formatter()
     text, cut = "", None
-    for literal, name, spec, conversion in formatter.parse(task.template):
+    for literal, name, _, _ in string.Formatter().parse(task.template):  # plain fields only (template_fields)
         text += literal
         if name is None:
             continue
-        value = formatter.convert_field(formatter.get_field(name, (), row)[0], conversion)
-        value = formatter.format_field(value, formatter.vformat(spec or "", (), row))
-        if cut is None and task.truncate_field is not None and name.split(".")[0].split("[")[0] == task.truncate_field:
+        if row[name] is None:  # JSON null: never the text "None"
+            raise ValueError(f"{where}: field '{name}' is null; give it a value or drop the row")
+        value = format(row[name])
+        if cut is None and task.truncate_field is not None and name == task.truncate_field:
             cut = (len(text), len(text) + len(value))
         text += value
     if cut is None:
-        parts = list(formatter.parse(task.template))
+        parts = list(string.Formatter().parse(task.template))
         closing = parts[-1][0] if parts and parts[-1][1] is None else ""
         cut = (0, len(text) - len(closing))
     return text, cut

@@ -25,6 +25,8 @@ import gzip
 import io
 import json
 import os
+import zlib
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -85,10 +87,8 @@ def read_rows(task, split: str, data_dir: str | os.PathLike) -> list[dict]:
         reader = READERS.get(_reader_for(file) if fmt.reader == "auto" else fmt.reader)
         if reader is None:
             raise ValueError(f"task {task.name}: unknown reader {fmt.reader!r}")
-        try:
+        with _broken_file(file):
             rows += _rows(task, file, reader(file, fmt, split), split)
-        except UnicodeDecodeError as err:
-            raise ValueError(_not_utf8(file, err)) from None
     if not rows:
         raise ValueError(f"{path}: the {split} split is empty (no rows)")
     return rows
@@ -116,10 +116,19 @@ def read_file(path: str | os.PathLike) -> list[tuple[str, dict]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     reader = READERS[_reader_for(path)]
-    try:
+    with _broken_file(path):
         return list(reader(path, LocalFormat(folders=(), files={}), "input"))
+
+
+@contextmanager
+def _broken_file(path: Path) -> Iterator[None]:
+    """What a damaged file raises deep inside a reader, as one line naming the file."""
+    try:
+        yield
     except UnicodeDecodeError as err:
         raise ValueError(_not_utf8(path, err)) from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:  # a truncated or corrupt .gz
+        raise ValueError(f"{path}: a damaged gzip file ({err or 'it ends early'}); `gunzip -t` checks it") from None
 
 
 def _rows(task, path: Path, records: Iterator[tuple[str, dict]], split: str) -> list[dict]:
@@ -142,7 +151,8 @@ def _rows(task, path: Path, records: Iterator[tuple[str, dict]], split: str) -> 
 
 def _not_utf8(path: Path, err: UnicodeDecodeError) -> str:
     """One line naming the file, the line and the byte that is not UTF-8."""
-    data = gzip.open(path, "rb").read() if path.suffix == ".gz" else path.read_bytes()
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        data = f.read()
     for number, line in enumerate(data.split(b"\n"), 1):
         try:
             line.decode("utf-8")
@@ -186,10 +196,7 @@ def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
             if not line.strip():
                 continue
             where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{where}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
+            obj = _decode(line, len(line) - len(line.lstrip()), where, whole=True)[0]
             if not isinstance(obj, dict):
                 raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
             yield where, obj
@@ -198,21 +205,55 @@ def _json_lines(path: Path) -> Iterator[tuple[str, dict]]:
 def _json_array(path: Path, text: str) -> Iterator[tuple[str, dict]]:
     """The objects of a JSON array, each named by the line it starts on."""
     try:
-        items = json.loads(text)
+        count = len(json.loads(text))
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}:{err.lineno}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
-    decoder, pos, number = json.JSONDecoder(), text.index("[") + 1, 1 + text.count("\n", 0, text.index("["))
-    for item in items:
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply") from None
+    pos, number = text.index("[") + 1, 1 + text.count("\n", 0, text.index("["))
+    for _ in range(count):
         while text[pos] in " \t\r\n,":
             number += text[pos] == "\n"
             pos += 1
         where = f"{path}:{number}"
+        item, end = _decode(text, pos, where)
         if not isinstance(item, dict):
             raise ValueError(f"{where}: expected a JSON object, got {type(item).__name__}")
-        _, end = decoder.raw_decode(text, pos)
         number += text.count("\n", pos, end)
         pos = end
         yield where, item
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:  # a dict would keep the last of the two values, silently
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
+def _decode(text: str, pos: int, where: str, whole: bool = False) -> tuple[Any, int]:
+    """The JSON value at ``text[pos:]`` and where it ends (``whole``: nothing may follow it);
+    one-line errors naming ``where``."""
+    try:
+        value, end = _DECODER.raw_decode(text, pos)
+    except _DuplicateKey as err:
+        raise ValueError(f"{where}: field '{err.args[0]}' appears twice in one object") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where}: malformed JSON ({err.msg.removesuffix(' at')} at column {err.colno})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply") from None
+    if whole and text[end:].strip():
+        raise ValueError(f"{where}: malformed JSON (Extra data at column {end + 1})")
+    return value, end
 
 
 def _get(obj: dict, key: str, where: str, path: str = "") -> Any:
@@ -277,6 +318,11 @@ def read_mrqa(path: Path, fmt: LocalFormat, split: str) -> Iterator[tuple[str, d
             yield where, {"context": context, "question": _get(qa, "question", where, "qas[]."),
                           "answers": list(_get(qa, "answers", where, "qas[].")),
                           "qid": qa.get("qid")}
+
+
+# csv's default field limit (128 KiB) calls a legitimate long passage "malformed"; the limit
+# only guards memory, and a whole file is read into memory anyway.
+csv.field_size_limit(2**31 - 1)
 
 
 def _delimited(path: Path, fmt: LocalFormat, split: str, delimiter: str) -> Iterator[tuple[str, dict]]:

@@ -76,14 +76,19 @@ def template_fields(template: str) -> tuple[str, ...]:
     """The row fields a ``str.format`` template names, e.g. ``("premise", "hypothesis")``."""
     names = []
     try:
-        for _, name, _, _ in string.Formatter().parse(template):
+        for _, name, spec, conversion in string.Formatter().parse(template):
             if name is None:
                 continue
             if name == "" or name.isdigit():
                 raise ValueError(f"template {template!r}: fields must be named, like {{premise}}")
-            base = name.split(".")[0].split("[")[0]
-            if base not in names:
-                names.append(base)
+            # Only plain fields: a format spec ('{text:>99999999999}' asks for a 100 GB string),
+            # indexing ('{text[999]}') or a conversion turn a row into an exception or an
+            # allocation, never into a better input. Nested fields are flattened by the task.
+            if spec or conversion or "." in name or "[" in name:
+                raise ValueError(f"template {template!r}: write plain fields like {{{name.split('.')[0].split('[')[0]}}} "
+                                 "(no format specs, conversions, indexing or attributes)")
+            if name not in names:
+                names.append(name)
     except ValueError as err:
         if str(err).startswith("template"):
             raise
