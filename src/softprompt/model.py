@@ -90,7 +90,7 @@ class PromptedModel(nn.Module):
     def frozen_prompt(self) -> Iterator[None]:
         """Evaluate with every prompt ``[n, d]`` computed once: inside, every call reuses it (and,
         decoder-only, its kept keys and values). Nothing can train inside (no gradients reach
-        the prompts); leaving the block forgets them."""
+        the prompts, nor their methods' text adjustments); leaving the block forgets them."""
         with torch.no_grad():
             self._frozen = {name: module().detach() for name, module in self.prompts.items()}
         try:
@@ -135,16 +135,19 @@ class PromptedModel(nn.Module):
         return torch.cat([ahead.to(rows.dtype), rows])
 
     def _embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, distinct: list[str], which: torch.Tensor) -> torch.Tensor:
-        """The text's embeddings ``[B, T, d]``, each row's adjusted by its own prompt's method."""
+        """The text's embeddings ``[B, T, d]``, each row's adjusted by its own prompt's method
+        (``which [B]``: each row's index into ``distinct``)."""
         embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, T, d]
-        if len(distinct) == 1:  # one prompt for every row (training): the whole batch, no gather
-            return self.prompts[distinct[0]].adjust_input_embeds(embeds, attention_mask)
-        for i, name in enumerate(distinct):
-            rows = (which == i).nonzero().squeeze(1)
-            own = embeds[rows]
-            adjusted = self.prompts[name].adjust_input_embeds(own, attention_mask[rows])
-            if adjusted is not own:  # a method that changes the text's embeddings (DePT)
-                embeds = embeds.index_copy(0, rows, adjusted)
+        # Inside frozen_prompt no gradient reaches a prompt, its text adjustment (DePT's update) included.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._frozen is None):
+            if len(distinct) == 1:  # one prompt for every row (training): the whole batch, no gather
+                return self.prompts[distinct[0]].adjust_input_embeds(embeds, attention_mask)
+            for i, name in enumerate(distinct):
+                rows = (which == i).nonzero().squeeze(1)
+                own = embeds[rows]
+                adjusted = self.prompts[name].adjust_input_embeds(own, attention_mask[rows])
+                if adjusted is not own:  # a method that changes the text's embeddings (DePT)
+                    embeds = embeds.index_copy(0, rows, adjusted)
         return embeds
 
     def _text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: RowNames = None) -> torch.Tensor:
