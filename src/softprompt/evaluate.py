@@ -10,53 +10,30 @@
 * ``generate``: greedy decoding, then ``task.parse`` maps the text to a prediction; text that
   maps to no label is *invalid* and counts as wrong.
 
-``NoPrompt`` is a ``SoftPromptModel`` whose prompt has zero tokens, so the zero-shot baseline
-(the task's template, no prompt) runs through the same code. With a ``PromptBank``,
+``NoPrompt`` is a ``PromptedModel`` holding no prompt, so the zero-shot baseline (the task's
+template, no prompt) runs through the same code as a ``SoftPromptModel``. With a ``PromptBank``,
 ``prompts`` names each example's prompt and the batches mix them.
 """
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from .backbones import DECODER_ONLY, IGNORE_INDEX, join_for
+from .backbones import DECODER_ONLY, IGNORE_INDEX
 from .batching import collate, encode_choice_set, encode_pairs, eos_id, pad_id, report_truncated
-from .model import SoftPromptModel
+from .model import PromptedModel
 from .progress import Progress
 
 MODES = ("rank", "generate")
 
 
-class _Empty(nn.Module):
-    """A prompt of zero tokens ``[0, d]``; the text's embeddings stay as they are."""
-
-    config = SimpleNamespace(sink="none")  # the text alone: nothing ahead of it either
-
-    def __init__(self, embed_dim: int):
-        super().__init__()
-        self.register_buffer("empty", torch.zeros(0, embed_dim), persistent=False)
-
-    def forward(self) -> torch.Tensor:  # [0, d]
-        return self.empty
-
-    def adjust_input_embeds(self, embeds: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return embeds
-
-
-class NoPrompt(SoftPromptModel):
-    """The backbone on the text alone, with the interface of a ``SoftPromptModel`` (``score``,
-    ``choice_scores``, ``generate``). It leaves the backbone's ``requires_grad`` as it finds it."""
-
-    def __init__(self, backbone: nn.Module):
-        nn.Module.__init__(self)
-        self.join = join_for(backbone)
-        self.backbone = backbone
-        self.prompt = _Empty(backbone.get_input_embeddings().weight.shape[1]).to(backbone.get_input_embeddings().weight.device)
-        self._frozen = None
+NoPrompt = PromptedModel
+"""``NoPrompt(backbone)``: the backbone on the text alone, a ``PromptedModel`` holding no prompt
+(so with the interface of a ``SoftPromptModel``: ``score``, ``choice_scores``, ``generate``). It
+leaves the backbone's ``requires_grad`` as it finds it."""
 
 
 def default_mode(task: Any, examples: Sequence[Any] = ()) -> str:
@@ -81,7 +58,8 @@ def evaluate(
     separator: str = " ",
     truncation_side: str = "right",
 ) -> dict[str, float]:
-    """Score ``model`` (a ``SoftPromptModel`` or ``NoPrompt``) on ``examples``.
+    """Score ``model`` (a ``SoftPromptModel``, ``NoPrompt``, or anything with their ``choice_scores``,
+    ``generate`` and ``frozen_prompt``) on ``examples``.
 
     Returns:
         ``{metric: value for metric in task.metrics}`` (fractions in [0, 1]) plus

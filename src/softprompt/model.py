@@ -1,16 +1,21 @@
-"""``SoftPromptModel``: a frozen backbone plus one prompt method.
+"""Prompted models: one frozen backbone with 0…n named prompts (``PromptedModel``).
 
-The wrapper knows nothing about any particular method: it asks the method for the prompt
-``[n, d]`` (and lets it adjust the text embeddings, a no-op for all but DePT) and hands
-both to the join chosen for the backbone's architecture (``backbones/join.py``).
-``PromptedModel`` is what it shares with ``PromptBank`` (many prompts, one per row).
+* ``SoftPromptModel`` is its one-prompt case: what ``attach``, ``load`` and ``import_peft``
+  return, what training trains.
+* ``PromptBank`` (``bank.py``) is its many-prompt case: every call names each row's prompt.
+* With no prompt it is the backbone on the text alone (the zero-shot baseline,
+  ``evaluate.NoPrompt``), run by the same code.
+
+The class knows no method by name: it asks each prompt module for its ``[n, d]`` (and to adjust
+its rows' text embeddings, a no-op for all but DePT) and hands both to the join chosen for the
+backbone's architecture (``softprompt.backbones``).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,34 +23,110 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from . import io
-from .backbones import as_rows, backbone_info, backbone_record, join_for, sink_ids
+from .backbones import RowPrompts, backbone_info, backbone_record, join_for, sink_ids
 from .prompts import PromptConfig, PromptMethod, build_method, config_from_dict, make_config
+
+RowNames = str | Sequence[str] | None  # ``prompt=``: a name per row, one name for all, or none
 
 
 class PromptedModel(nn.Module):
-    """What a frozen backbone with prompts runs, whichever prompt each row takes: the forward
-    pass, scores, choice scores and generation. A subclass says which prompt each row gets and
-    what the text embeddings are (``_inputs``); it knows no method by name.
+    """A frozen backbone with named prompts, none, one or many: row ``b`` of a batch is read
+    after the prompt it names (``prompt=``), or after the model's only prompt, or alone.
 
     Attributes:
-        backbone: the frozen transformers model.
+        backbone: the transformers model; frozen once a prompt is put on it (only prompts
+            train). Holding no prompt, the model leaves its ``requires_grad`` as it finds it.
         join: how a prompt joins the input (``join.kind`` is "encoder-decoder" or "decoder-only").
+        prompts: ``nn.ModuleDict`` name -> ``PromptMethod``, each on the backbone's device.
+
+    In inference (no gradient, eval mode) a decoder's prompt keys and values are kept under the
+    prompt's name and reused by later batches and calls until its values change
+    (``softprompt.backbones``).
     """
 
-    backbone: nn.Module
+    def __init__(self, backbone: nn.Module, prompts: Mapping[str, PromptMethod] | None = None):
+        super().__init__()
+        self.join = join_for(backbone)  # fails early, naming the class, for unsupported models
+        self.backbone = backbone
+        self.prompts = nn.ModuleDict()
+        self._frozen: dict[str, torch.Tensor] | None = None  # name -> [n, d] while frozen_prompt() holds them
+        for name, module in (prompts or {}).items():
+            self._put(name, module)
 
-    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: Any):
-        """``(prompt [n, d] or RowPrompts, text embeddings [B, T, d])`` for a batch."""
-        raise NotImplementedError
+    # -- the prompts -----------------------------------------------------------------------
 
-    @staticmethod
-    def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        return torch.ones_like(input_ids) if attention_mask is None else attention_mask
+    @property
+    def names(self) -> list[str]:
+        return list(self.prompts.keys())
 
-    def _ahead(self, module: PromptMethod, rows: torch.Tensor) -> torch.Tensor:
-        """``rows [n, d]`` of ``module``'s prompt -> what the text is read after, ``[s + n, d]``:
-        the frozen tokens its config puts ahead of the prompt (``sink``, embedded by the
-        backbone as text is), then the prompt. ``s = 0`` for ``sink="none"``."""
+    @property
+    def device(self) -> torch.device:
+        """Where the backbone reads its input embeddings: every prompt is kept there."""
+        return self.backbone.get_input_embeddings().weight.device
+
+    def _put(self, name: str, module: PromptMethod) -> None:
+        """Hold ``module`` as the prompt ``name`` (replacing any of that name): checked against
+        the backbone, moved to its device, and the backbone frozen."""
+        if not isinstance(name, str) or not name or "." in name:  # ModuleDict keys are attribute paths
+            raise ValueError(f"prompt {name!r}: give a non-empty name without dots")
+        embed_dim = self.backbone.get_input_embeddings().weight.shape[1]
+        if module.embed_dim != embed_dim:
+            raise ValueError(f"prompt {name!r} has embedding size {module.embed_dim}; this backbone has {embed_dim}")
+        try:
+            sink_ids(self.backbone, self.join.kind, module.config.sink)  # a sink this backbone cannot have
+        except ValueError as err:
+            raise ValueError(f"prompt {name!r}: {err}") from None
+        self.backbone.requires_grad_(False)
+        self.prompts[name] = module.to(self.device)
+
+    def _check(self, name: str) -> str:
+        if name not in self.prompts:
+            raise KeyError(f"no prompt named {name!r} in the bank (it has {', '.join(self.names) or 'none'})")
+        return name
+
+    # -- what each row reads ---------------------------------------------------------------
+
+    @contextmanager
+    def frozen_prompt(self) -> Iterator[None]:
+        """Evaluate with every prompt ``[n, d]`` computed once: inside, every call reuses it (and,
+        decoder-only, its kept keys and values). Nothing can train inside (no gradients reach
+        the prompts, nor their methods' text adjustments); leaving the block forgets them."""
+        with torch.no_grad():
+            self._frozen = {name: module().detach() for name, module in self.prompts.items()}
+        try:
+            yield
+        finally:
+            self._frozen = None
+
+    def _row_names(self, prompt: RowNames, batch_size: int) -> list[str]:
+        """Each row's prompt name, ``B`` names; ``[]`` when the model holds no prompt."""
+        if prompt is None:
+            if len(self.prompts) > 1:
+                raise ValueError(f"give prompt= (a name per row, or one for all); the bank has {', '.join(self.names)}")
+            return self.names * batch_size  # the only prompt for every row, or none
+        names = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
+        if len(names) != batch_size:
+            raise ValueError(f"prompt= gives {len(names)} names for {batch_size} rows")
+        for name in dict.fromkeys(names):
+            self._check(name)
+        return names
+
+    def _which(self, prompt: RowNames, input_ids: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        """The batch's distinct prompt names (first-seen order) and each row's index among them,
+        ``which [B]`` (zeros when the model holds no prompt)."""
+        names = self._row_names(prompt, input_ids.shape[0])
+        distinct = list(dict.fromkeys(names))
+        index = {name: i for i, name in enumerate(distinct)}
+        which = [index[name] for name in names] if names else [0] * input_ids.shape[0]
+        return distinct, torch.tensor(which, dtype=torch.long, device=input_ids.device)
+
+    def _ahead(self, name: str) -> torch.Tensor:
+        """The prompt ``name`` as the text reads it, ``[s + n, d]``: the frozen tokens its config
+        puts ahead of it (``sink``, embedded by the backbone as text is), then its rows ``[n, d]``
+        (the frozen ones inside ``frozen_prompt``). ``s = 0`` for ``sink="none"``."""
+        module = self.prompts[name]
+        frozen = (self._frozen or {}).get(name)
+        rows = frozen if frozen is not None else module()
         ids = sink_ids(self.backbone, self.join.kind, module.config.sink)
         if not ids:
             return rows
@@ -53,10 +134,46 @@ class PromptedModel(nn.Module):
             ahead = self.backbone.get_input_embeddings()(torch.tensor(ids, device=rows.device))  # [s, d]
         return torch.cat([ahead.to(rows.dtype), rows])
 
+    def _embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, distinct: list[str], which: torch.Tensor) -> torch.Tensor:
+        """The text's embeddings ``[B, T, d]``, each row's adjusted by its own prompt's method
+        (``which [B]``: each row's index into ``distinct``)."""
+        embeds = self.backbone.get_input_embeddings()(input_ids)  # [B, T, d]
+        # Inside frozen_prompt no gradient reaches a prompt, its text adjustment (DePT's update) included.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and self._frozen is None):
+            if len(distinct) == 1:  # one prompt for every row (training): the whole batch, no gather
+                return self.prompts[distinct[0]].adjust_input_embeds(embeds, attention_mask)
+            for i, name in enumerate(distinct):
+                rows = (which == i).nonzero().squeeze(1)
+                own = embeds[rows]
+                adjusted = self.prompts[name].adjust_input_embeds(own, attention_mask[rows])
+                if adjusted is not own:  # a method that changes the text's embeddings (DePT)
+                    embeds = embeds.index_copy(0, rows, adjusted)
+        return embeds
+
+    def _text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: RowNames = None) -> torch.Tensor:
+        """The text's embeddings ``[B, T, d]`` as the join receives them (``prompt=`` as in ``forward``)."""
+        return self._embeds(input_ids, attention_mask, *self._which(prompt, input_ids))
+
+    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: RowNames = None):
+        """``(RowPrompts, text embeddings [B, T, d])`` for a batch: each distinct prompt
+        ``[n_p, d]`` once, kept under its name, and which row reads which. With no prompt, an
+        empty one ``[0, d]`` for every row: the join then runs the text alone."""
+        distinct, which = self._which(prompt, input_ids)
+        embeds = self._embeds(input_ids, attention_mask, distinct, which)
+        if not distinct:
+            return RowPrompts([torch.zeros(0, embeds.shape[-1], device=embeds.device)], which), embeds
+        return RowPrompts([self._ahead(name) for name in distinct], which, distinct), embeds
+
     def clear_prompt_cache(self) -> None:
         """Forget the prompts' kept keys and values (they are checked before every reuse, so
         this only frees memory)."""
         self.join.clear_cache()
+
+    # -- running ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _mask(input_ids: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+        return torch.ones_like(input_ids) if attention_mask is None else attention_mask
 
     def forward(
         self,
@@ -67,7 +184,7 @@ class PromptedModel(nn.Module):
         choice_tokens: torch.Tensor | None = None,
         choice_rows: torch.Tensor | None = None,
         choice_labels: torch.Tensor | None = None,
-        prompt: Any = None,
+        prompt: RowNames = None,
         **kwargs: Any,
     ):
         """Args:
@@ -81,7 +198,8 @@ class PromptedModel(nn.Module):
                 output's ``logits`` are the choice scores ``[E, C]`` and, with
                 ``choice_labels [E]`` (the right choice), ``loss`` is the cross-entropy over the
                 choices, the class objective.
-            prompt: ``PromptBank`` only: the prompt's name for each row (or one for all).
+            prompt: the prompt's name for each row, or one name for all; a model holding one
+                prompt or none needs none (``SoftPromptModel`` takes none).
         Returns:
             a transformers ``ModelOutput`` with ``loss`` and ``logits`` (text positions only).
         """
@@ -93,7 +211,7 @@ class PromptedModel(nn.Module):
         prompts, embeds = self._inputs(input_ids, mask, prompt)
         return self.join.forward(prompts, embeds, mask, labels=labels, return_logits=return_logits, **kwargs)
 
-    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, prompt: Any = None, **kwargs) -> torch.Tensor:
+    def score(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor, prompt: RowNames = None, **kwargs) -> torch.Tensor:
         """Sum of the log-probabilities of each row's labeled tokens, ``[B]`` (rank evaluation)."""
         mask = self._mask(input_ids, attention_mask)
         prompts, embeds = self._inputs(input_ids, mask, prompt)
@@ -106,7 +224,7 @@ class PromptedModel(nn.Module):
         labels: torch.Tensor,
         choice_tokens: torch.Tensor | None = None,
         choice_rows: torch.Tensor | None = None,
-        prompt: Any = None,
+        prompt: RowNames = None,
     ) -> torch.Tensor:
         """Log-likelihood of every choice of every example, ``[E, C]`` (-inf where an example
         has fewer than C choices): what rank evaluation compares and the class objective trains.
@@ -118,7 +236,7 @@ class PromptedModel(nn.Module):
                 forward per example, not one per choice). -1 marks no choice.
             choice_rows: ``[E, C]`` batch rows, otherwise: each choice is a row of the batch
                 and its score is the sum over that row's labeled tokens. -1 marks no choice.
-            prompt: ``PromptBank`` only: the prompt's name for each batch row.
+            prompt: the prompt's name for each batch row (as in ``forward``).
         """
         mask = self._mask(input_ids, attention_mask)
         prompts, embeds = self._inputs(input_ids, mask, prompt)
@@ -134,7 +252,7 @@ class PromptedModel(nn.Module):
         return row_scores[choice_rows.clamp(min=0)].masked_fill(choice_rows < 0, float("-inf"))
 
     @torch.no_grad()
-    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, prompt: Any = None, **kwargs: Any) -> torch.Tensor:
+    def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, prompt: RowNames = None, **kwargs: Any) -> torch.Tensor:
         """``backbone.generate`` with the prompt; returns the generated tokens only, ``[B, new]``."""
         mask = self._mask(input_ids, attention_mask)
         prompts, embeds = self._inputs(input_ids, mask, prompt)
@@ -142,29 +260,25 @@ class PromptedModel(nn.Module):
 
 
 class SoftPromptModel(PromptedModel):
-    """A frozen Hugging Face model with a trainable soft prompt.
+    """A frozen Hugging Face model with one trainable soft prompt: a ``PromptedModel`` holding
+    the prompt ``NAME``, the only trainable part.
 
     Attributes:
         backbone: the frozen transformers model.
-        prompt: the ``PromptMethod`` module (the only trainable part).
+        prompt: the ``PromptMethod`` module.
         join: how the prompt joins the input (``join.kind`` is "encoder-decoder" or "decoder-only").
-
-    In inference (no gradient, eval mode) a decoder's prompt keys and values are kept and reused
-    by later batches and calls until the prompt's values change (``backbones.join``).
     """
 
-    SLOT = "prompt"  # the name its keys and values are kept under
+    NAME = "prompt"  # its prompt's name in ``prompts`` (and the slot its keys and values are kept under)
 
     def __init__(self, backbone: nn.Module, prompt: PromptMethod):
-        super().__init__()
-        self.join = join_for(backbone)  # fails early, naming the class, for unsupported models
-        sink_ids(backbone, self.join.kind, prompt.config.sink)  # and for a sink this backbone cannot have
-        backbone.requires_grad_(False)
-        self.backbone = backbone
-        self.prompt = prompt
-        self._frozen: torch.Tensor | None = None  # the prompt while frozen_prompt() holds it
+        super().__init__(backbone, {self.NAME: prompt})
 
     # -- what the prompt is ----------------------------------------------------------------
+
+    @property
+    def prompt(self) -> PromptMethod:
+        return self.prompts[self.NAME]
 
     @property
     def config(self) -> PromptConfig:
@@ -181,8 +295,7 @@ class SoftPromptModel(PromptedModel):
         residual MLP) would otherwise run in bf16/fp16 and round the prompt before the backbone
         sees it; they are a few thousand multiply-adds, so full precision costs nothing. The join
         casts the result to the backbone's dtype where it meets the text embeddings."""
-        device_type = next(self.prompt.parameters(), torch.empty(0)).device.type
-        with torch.autocast(device_type=device_type, enabled=False):
+        with torch.autocast(device_type=self.device.type, enabled=False):
             return self.prompt()
 
     def num_trainable(self) -> int:
@@ -195,32 +308,10 @@ class SoftPromptModel(PromptedModel):
     def diagnostics(self) -> dict[str, float]:
         return self.prompt.diagnostics()
 
-    # -- running ---------------------------------------------------------------------------
-
-    def _prompt(self) -> torch.Tensor:  # [n, d]
-        return self._frozen if self._frozen is not None else self.prompt()
-
-    @contextmanager
-    def frozen_prompt(self) -> Iterator[None]:
-        """Evaluate with the prompt ``[n, d]`` computed once: inside, every call reuses it (and,
-        decoder-only, its kept keys and values). Nothing can train inside (no gradients reach
-        the prompt); leaving the block forgets it."""
-        with torch.no_grad():
-            self._frozen = self.prompt().detach()
-        try:
-            yield
-        finally:
-            self._frozen = None
-
-    def _text_embeds(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        embeds = self.backbone.get_input_embeddings()(input_ids)
-        return self.prompt.adjust_input_embeds(embeds, attention_mask)
-
-    def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: Any = None):
+    def _row_names(self, prompt: RowNames, batch_size: int) -> list[str]:
         if prompt is not None:
             raise TypeError("a SoftPromptModel has one prompt; softprompt.PromptBank takes a prompt per row")
-        rows = as_rows(self._ahead(self.prompt, self._prompt()), input_ids.shape[0], slot=self.SLOT)
-        return rows, self._text_embeds(input_ids, attention_mask)
+        return super()._row_names(None, batch_size)
 
     # -- saving ---------------------------------------------------------------------------
 
@@ -235,11 +326,6 @@ class SoftPromptModel(PromptedModel):
     def from_pretrained(cls, backbone: nn.Module, path: str | Path) -> "SoftPromptModel":
         """``softprompt.load`` in the transformers spelling."""
         return load(backbone, path)
-
-
-def _wrap(backbone: nn.Module, prompt: PromptMethod) -> SoftPromptModel:
-    """The prompt on the backbone's device, attached."""
-    return SoftPromptModel(backbone, prompt.to(backbone.get_input_embeddings().weight.device))
 
 
 def attach(
@@ -262,13 +348,13 @@ def attach(
         **options: the method's config fields, e.g. ``length=100, rank=2``.
     """
     config = config if config is not None else make_config(method, **options)
-    return _wrap(backbone, build_method(config, backbone_info(backbone, tokenizer), seed=seed))
+    return SoftPromptModel(backbone, build_method(config, backbone_info(backbone, tokenizer), seed=seed))
 
 
 def load(backbone: nn.Module, path: str | Path) -> SoftPromptModel:
     """Attach the prompt saved in directory ``path`` to ``backbone`` (frozen)."""
     module, _ = io.load_prompt_module(path, backbone_info(backbone))
-    return _wrap(backbone, module)
+    return SoftPromptModel(backbone, module)
 
 
 def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel:
@@ -283,4 +369,4 @@ def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel
     # A PEFT prompt-tuning adapter is vanilla prompt tuning: its prompt is a free matrix.
     module = build_method(config_from_dict("prompt", {"length": table.shape[0]}), info)
     module.set_prompt(table)
-    return _wrap(backbone, module)
+    return SoftPromptModel(backbone, module)
