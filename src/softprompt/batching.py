@@ -32,7 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from .backbones.join import DECODER_ONLY, IGNORE_INDEX, KINDS
+from .backbones.facts import DECODER_ONLY, IGNORE_INDEX, KINDS
 
 log = logging.getLogger("softprompt")
 

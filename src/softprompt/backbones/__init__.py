@@ -1,22 +1,34 @@
-"""Backbones: how a prompt ``[n, d]`` joins a model's input (``join``), the facts about a
-backbone a method or a saved prompt needs, and loading a model from whatever the user names
-(``load``)."""
+"""Backbones: how a prompt ``[n, d]`` joins a model's input, the facts about a backbone a method
+or a saved prompt needs, and loading a model from whatever the user names.
 
-from .join import (
+Modules, each importing only those below it (an import-linter contract in pyproject.toml):
+
+* ``load``: a model and tokenizer from a name, path or GGUF file; ``backbone_facts`` peeks the
+  config before loading. ``join``: ``join_for``, the join a loaded backbone takes.
+* ``decoder_only`` / ``encoder_decoder``: the two joins.
+* ``prefix_cache`` (a decoder's prompt keys and values, kept and laid out per row) and ``base``
+  (the ``Join`` interface).
+* ``layout`` (where the prompt goes in each row) and ``attention`` (the attention functions the
+  decoder join runs the text with).
+* ``facts``: a backbone's kind (``kind_of``, the one rule), its BOS token, what a method is
+  built from and what a saved prompt records.
+"""
+
+from .facts import (
     DECODER_ONLY,
     ENCODER_DECODER,
     IGNORE_INDEX,
     KINDS,
-    RowPrompts,
     UnsupportedModelError,
-    as_rows,
     backbone_info,
     backbone_name,
     backbone_record,
     bos_token_id,
-    join_for,
+    kind_of,
     sink_ids,
 )
+from .join import join_for
+from .layout import RowPrompts, as_rows
 from .load import ModelLoadError, backbone_facts, backbone_kind, default_model_available, load_backbone
 
 __all__ = [
@@ -36,6 +48,7 @@ __all__ = [
     "bos_token_id",
     "default_model_available",
     "join_for",
+    "kind_of",
     "load_backbone",
     "sink_ids",
 ]

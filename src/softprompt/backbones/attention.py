@@ -1,6 +1,6 @@
 """Attention for the text run on top of a prompt's cached keys and values.
 
-On the shared-prefix path (``join.DecoderOnlyJoin``) the text's queries start ``N`` columns
+On the shared-prefix path (``decoder_only.DecoderOnlyJoin``) the text's queries start ``N`` columns
 into the keys, so the attention needs an explicit mask. With a mask, transformers' ``sdpa``
 repeats every key/value head for its group of query heads (``repeat_kv``: a copy per layer in
 forward, a sum in backward), because CUDA's fused kernels take grouped heads only without a

