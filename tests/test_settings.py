@@ -145,26 +145,27 @@ def test_explain_prints_value_and_source_and_writes_nothing(tiny_dir, tmp_path, 
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.yaml"]  # nothing written
 
 
-def test_config_json_names_sources_and_an_old_one_still_resumes(tiny_dir, tmp_path, capsys):
-    out = tmp_path / "run"
+def test_config_json_names_sources_and_an_old_one_still_resumes(tiny_dir, tmp_path, capsys, monkeypatch):
     argv = ["train", "--model", str(tiny_dir / "tiny"), "--task", "sst2", "--label-words", "names", "--data-dir",
             str(tiny_dir / "data"), "--method", "prompt", "--length", "2", "--batch-size", "4", "--max-steps", "2",
-            "--eval-every", "1", "--checkpoint-every", "1", "--output-dir", str(out)]
-    assert main(argv) == 0
-    saved = json.loads((out / "config.json").read_text())
+            "--eval-every", "1", "--checkpoint-every", "1", "--output-dir"]
+    assert main(argv + [str(tmp_path / "new")]) == 0
+    saved = json.loads((tmp_path / "new" / "config.json").read_text())
     assert set(saved["sources"]) == set(option_keys(TrainConfig.from_dict(saved)))
     assert saved["sources"]["length"] == COMMAND_LINE and saved["sources"]["lr"] == "kind default decoder-only"
 
-    # a run saved before sources existed: its config.json without them, stopped after step 1
-    del saved["sources"]
-    (out / "config.json").write_text(json.dumps(saved))
+    # a run saved before sources existed: its writer knew no sources (config.json and the
+    # checkpoint's run identity without them); interrupted after its last checkpoint
+    out = tmp_path / "old"
+    with monkeypatch.context() as old:
+        to_dict = TrainConfig.to_dict
+        old.setattr(TrainConfig, "to_dict", lambda self: {k: v for k, v in to_dict(self).items() if k != "sources"})
+        assert main(argv + [str(out)]) == 0
+    assert "sources" not in json.loads((out / "config.json").read_text())
     (out / "metrics.json").unlink()
-    state = json.loads((out / "checkpoint" / "state.json").read_text())
-    assert state["step"] == 2
     capsys.readouterr()
     assert main(["train", "--resume", str(out)]) == 0
-    assert "test:" in capsys.readouterr().out
+    assert "test:" in capsys.readouterr().out and (out / "metrics.json").is_file()
     assert "sources" not in json.loads((out / "config.json").read_text())  # kept as written
     assert main(["train", "--resume", str(out), "--explain"]) == 0
-    table = capsys.readouterr().out
-    assert f"config file {out / 'config.json'}" in table
+    assert f"config file {out / 'config.json'}" in capsys.readouterr().out
