@@ -14,6 +14,7 @@ import torch
 import softprompt
 from softprompt.cli import main
 from softprompt.config import TrainConfig
+from softprompt.settings import from_python
 from softprompt.prompts.ulpt import make_projection
 from softprompt.tasks import get_task
 from softprompt.train import lr_at, train
@@ -227,17 +228,17 @@ def test_every_recipe_is_a_valid_config_with_sources(capsys):
 
     assert list(RECIPES) == ["dpt-paper", "ulpt-paper", "dept-paper", "residual-paper", "lester-paper"]
     for name, recipe in RECIPES.items():
-        c = TrainConfig(recipe=name, task="rte")
+        c = from_python(TrainConfig(recipe=name, task="rte"))
         assert c.method == recipe.method and c.lr == recipe.settings["lr"] and recipe.sources
         assert TrainConfig.from_dict(c.to_dict()).to_dict() == c.to_dict()  # config.json reads back the same
-    dept = TrainConfig(recipe="dept-paper", task="multirc")  # the authors' logged per-task values
+    dept = from_python(TrainConfig(recipe="dept-paper", task="multirc"))  # the authors' logged per-task values
     assert (dept.max_length, dept.method_options["max_length"], dept.method_options["lr_update"]) == (348, 348, 5e-3)
     assert (dept.adam_eps, dept.weight_decay) == (1e-6, 0.0)
-    ulpt = TrainConfig(recipe="ulpt-paper")
+    ulpt = from_python(TrainConfig(recipe="ulpt-paper"))
     assert (ulpt.lr, ulpt.batch_size, ulpt.max_steps, ulpt.method_options["rank"]) == (0.6, 16, 30_000, 2)
-    lester = TrainConfig(recipe="lester-paper")
+    lester = from_python(TrainConfig(recipe="lester-paper"))
     assert (lester.optimizer, lester.lr_schedule, lester.max_grad_norm) == ("adafactor", "constant", 0.0)
-    other = TrainConfig(recipe="dpt-paper", method="prompt")  # another method: none of DPT's method options
+    other = from_python(TrainConfig(recipe="dpt-paper", method="prompt"))  # another method: none of DPT's method options
     assert other.method_options == {} and other.lr == 0.3
 
     assert main(["recipes"]) == 0

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from softprompt.config import KIND_DEFAULTS, TrainConfig
+from softprompt.settings import resolved
 from softprompt.progress import Progress
 from softprompt.prompts import REGISTRY, recipe_for
 from softprompt.train import load_data, train
@@ -17,29 +18,29 @@ from helpers import tiny_tokenizer, write_sst2
 
 
 def test_encoder_decoder_resolves_to_the_papers_setting():
-    c = TrainConfig(method="dpt", length=100).resolved("encoder-decoder")
+    c = resolved(TrainConfig(method="dpt", length=100), "encoder-decoder")
     assert (c.lr, c.warmup_steps, c.objective, c.style, c.separator) == (0.3, 0, "lm", "text-to-text", " ")
     assert c.method_options == {"length": 100}  # the papers' init stays: no method option added
 
 
 def test_decoder_only_uses_the_recipe_but_never_overrides_the_user(monkeypatch):
-    c = TrainConfig(method="ulpt", length=20).resolved("decoder-only")
+    c = resolved(TrainConfig(method="ulpt", length=20), "decoder-only")
     expected = {**KIND_DEFAULTS["decoder-only"], **recipe_for("ulpt", "decoder-only")}
     assert (c.lr, c.warmup_steps, c.objective, c.style) == tuple(expected[k] for k in ("lr", "warmup_steps", "objective", "style"))
-    mine = TrainConfig(method="ulpt", length=20, lr=0.123, objective="lm", warmup_steps=0, style="text-to-text").resolved("decoder-only")
+    mine = resolved(TrainConfig(method="ulpt", length=20, lr=0.123, objective="lm", warmup_steps=0, style="text-to-text"), "decoder-only")
     assert (mine.lr, mine.objective, mine.warmup_steps, mine.style) == (0.123, "lm", 0, "text-to-text")
     # a method option the recipe names applies only where the user gave none
     config_cls = REGISTRY["dpt"][0]
     monkeypatch.setattr(config_cls, "recipes", {"decoder-only": {"init": "normal", "lr": 0.5}}, raising=False)
-    assert TrainConfig(method="dpt").resolved("decoder-only").method_options["init"] == "normal"
-    assert TrainConfig(method="dpt", init="uniform").resolved("decoder-only").method_options["init"] == "uniform"
-    assert TrainConfig(method="dpt").resolved("decoder-only").lr == 0.5
+    assert resolved(TrainConfig(method="dpt"), "decoder-only").method_options["init"] == "normal"
+    assert resolved(TrainConfig(method="dpt", init="uniform"), "decoder-only").method_options["init"] == "uniform"
+    assert resolved(TrainConfig(method="dpt"), "decoder-only").lr == 0.5
 
 
 def test_class_objective_only_for_classification_and_chat_drops_the_separator():
-    assert TrainConfig(method="prompt").resolved("decoder-only", classification=False).objective == "lm"
-    assert TrainConfig(method="prompt", objective="class").resolved("decoder-only", classification=False).objective == "class"
-    assert TrainConfig(method="prompt", chat_template=True).resolved("decoder-only").separator == ""
+    assert resolved(TrainConfig(method="prompt"), "decoder-only", classification=False).objective == "lm"
+    assert resolved(TrainConfig(method="prompt", objective="class"), "decoder-only", classification=False).objective == "class"
+    assert resolved(TrainConfig(method="prompt", chat_template=True), "decoder-only").separator == ""
     with pytest.raises(ValueError, match="objective must be one of"):
         TrainConfig(objective="mse")
 
@@ -137,7 +138,7 @@ def test_decoder_only_recipes_are_the_measured_ones():
         "ulpt": {"lr": 0.1, "init": "scaled", "sink": "bos"}, "dept": {"lr_update": 1e-3}, "rank_probe": {},
     }
     assert all(recipe_for(m, "encoder-decoder") == {} for m in methods())
-    assert TrainConfig(method="residual", length=20).resolved("decoder-only").lr == 1e-2
+    assert resolved(TrainConfig(method="residual", length=20), "decoder-only").lr == 1e-2
 
 
 def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):
@@ -145,10 +146,10 @@ def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):
 
     config_cls = REGISTRY["prompt"][0]
     monkeypatch.setattr(config_cls, "recipes", {"decoder-only": {"sink": "bos"}}, raising=False)
-    assert TrainConfig(method="prompt").resolved("decoder-only").method_options["sink"] == "bos"
-    assert "sink" not in TrainConfig(method="prompt").resolved("decoder-only", bos=False).method_options
+    assert resolved(TrainConfig(method="prompt"), "decoder-only").method_options["sink"] == "bos"
+    assert "sink" not in resolved(TrainConfig(method="prompt"), "decoder-only", bos=False).method_options
     # what the user set stands (attach then names the problem)
-    assert TrainConfig(method="prompt", sink="bos").resolved("decoder-only", bos=False).method_options["sink"] == "bos"
+    assert resolved(TrainConfig(method="prompt", sink="bos"), "decoder-only", bos=False).method_options["sink"] == "bos"
     # read from the model's config before loading it
     with_bos, without = tiny_llama(), tiny_llama()
     without.config.bos_token_id = None

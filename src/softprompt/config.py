@@ -4,7 +4,10 @@
                          data_dir="../shared/data/glue", output_dir="runs/x")
 
 A field is a command-line option (``max_steps`` <-> ``--max-steps``); its help text lives in the
-field's metadata, so the CLI is generated from this file. The prompt method's own options
+field's metadata, so the CLI is generated from this file. A ``TrainConfig`` is a plain record:
+it validates what it holds and fills nothing in but the fields' plain defaults. Which value an
+unset setting takes (a paper recipe, the backbone's kind, ``$SOFTPROMPT_DATA_DIR``...) is decided
+once, by ``softprompt.settings``, which also records in ``sources`` where each value came from. The prompt method's own options
 (``length``, ``rank``, ``bottleneck``...) are not fields here: they are whatever the chosen
 method's config has (``prompts/registry.py``), given as keywords like the fields and kept in
 ``method_options``. ``config.json`` writes them flat beside the fields, except an option that
@@ -17,10 +20,10 @@ import dataclasses
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .prompts import PromptConfig, make_config, method_fields, methods
-from .recipes import RECIPES, recipe_options
+from .recipes import RECIPES
 from .tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS as TASK_OPTIONS
 from .yamlfile import load_yaml  # noqa: F401 - softprompt.config.load_yaml, as the sweep specs import it
 from .tasks.splits import PROTOCOLS
@@ -34,8 +37,8 @@ LR_SCHEDULES = ("linear", "constant")
 EVAL_UNITS = ("steps", "epochs")
 TRUNCATION_SIDES = ("right", "left")
 
-# What a run uses for the settings left unset (None), by backbone kind, before the method's own
-# recipe (``PromptConfig.recipes``) refines them. Encoder-decoder: the papers' T5 setting, exact.
+# What a run uses for the settings left unset (None), by backbone kind, below the method's own
+# recipe (``PromptConfig.recipes``); ``softprompt.settings`` applies them. Encoder-decoder: the papers' T5 setting, exact.
 # Decoder-only: measured on SmolLM2-135M-Instruct (benchmarks/README.md has the sweep).
 KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "encoder-decoder": {"lr": 0.3, "warmup_steps": 0, "objective": "lm", "style": "text-to-text"},
@@ -109,21 +112,20 @@ class TrainConfig:
     max_new_tokens: int = _opt(16, "generation length in generate mode", "N")
     zero_shot: bool = _opt(True, "evaluate the backbone without a prompt first")
     # bookkeeping
-    output_dir: str = _opt("runs/softprompt", "where the run goes (default: runs/<task>-<method>)", "DIR")
+    output_dir: str | None = _opt(None, "where the run goes (default: runs/<task>-<method>)", "DIR")
     overwrite: bool = _opt(False, "replace the run in --output-dir", cli=False)
     resume: bool = _opt(False, "continue the run in --output-dir from its last checkpoint", cli=False)
     checkpoint_every: int | None = _opt(None, "checkpoint every N steps or epochs (default: --eval-every)", "N")
     log_every: int = _opt(10, "log every N steps", "N")
     mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P")
     gradient_checkpointing: bool = _opt(False, "trade compute for memory")
+    # where each option's value came from (option -> source; softprompt.settings); None: not resolved yet
+    sources: dict[str, str] | None = _opt(None, "where each option's value came from", cli=False)
 
     def __init__(self, **options: Any) -> None:
-        """Keyword options: the fields above plus the chosen method's own options. A
-        ``recipe`` fills every option not given here (``recipes.py``)."""
-        if options.get("recipe") is not None:
-            if options["recipe"] not in RECIPES:
-                raise ValueError(f"TrainConfig: recipe must be one of {', '.join(RECIPES)}; got {options['recipe']!r}")
-            options = recipe_options(options["recipe"], options, method_fields)
+        """Keyword options: the fields above plus the chosen method's own options. Nothing is
+        resolved here (``softprompt.settings`` does that); the names given are kept in ``given``."""
+        self._given = frozenset(k for k, v in options.items() if v is not None and k != "sources")
         own = {f.name: f for f in fields(self)}
         if "task" not in options and any(options.get(name) for name in FILE_OPTIONS):
             options["task"] = CUSTOM  # the task is the user's files
@@ -148,6 +150,12 @@ class TrainConfig:
             self.method_options = {**self.method_options, **options}
         self.validate()
 
+    @property
+    def given(self) -> frozenset[str]:
+        """The options named (not None) when this record was made: what ``softprompt.settings``
+        counts as the caller's own when it resolves a record built in Python."""
+        return self._given
+
     def validate(self) -> None:
         def positive(name: str, kind=int, optional: bool = False) -> None:
             value = getattr(self, name)
@@ -161,6 +169,8 @@ class TrainConfig:
             if getattr(self, name) not in choices:
                 raise ValueError(f"TrainConfig: {name} must be one of {', '.join(choices)}; got {getattr(self, name)!r}")
 
+        if self.recipe is not None and self.recipe not in RECIPES:
+            raise ValueError(f"TrainConfig: recipe must be one of {', '.join(RECIPES)}; got {self.recipe!r}")
         if not isinstance(self.task, str) or not self.task:
             raise ValueError(f"TrainConfig: task must be a task name or file, got {self.task!r}")
         for name in TASK_OPTIONS:
@@ -182,6 +192,11 @@ class TrainConfig:
         choice("lr_schedule", LR_SCHEDULES)
         choice("eval_unit", EVAL_UNITS)
         choice("truncation_side", TRUNCATION_SIDES)
+        if self.output_dir is not None and (not isinstance(self.output_dir, str) or not self.output_dir):
+            raise ValueError(f"TrainConfig: output_dir must be a directory path, got {self.output_dir!r}")
+        if self.sources is not None and (not isinstance(self.sources, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in self.sources.items())):
+            raise ValueError("TrainConfig: sources must be a mapping of option: source text")
         if self.selection_metric is not None and (not isinstance(self.selection_metric, str) or not self.selection_metric):
             raise ValueError(f"TrainConfig: selection_metric must be a metric name, got {self.selection_metric!r}")
         for name in ("batch_size", "grad_accum", "eval_every", "eval_batch_size", "log_every", "max_new_tokens"):
@@ -238,44 +253,21 @@ class TrainConfig:
         except ValueError as err:
             raise ValueError(f"TrainConfig: {err}") from None
 
-    def resolved(self, kind: str, classification: bool = True, label_words: Sequence[str] | None = None,
-                 bos: bool = True) -> "TrainConfig":
-        """A copy with every unset setting filled for a backbone of ``kind``: first the method's
-        recipe for that kind, then ``KIND_DEFAULTS``. What the user set is never changed; a
-        method option the recipe names is set only where the user gave none. The class
-        objective applies to classification tasks only (others train on the target text). A
-        recipe's text init without a text starts from "Answer with <word> or <word>." over the
-        task's ``label_words`` (vocabulary init when the task has none). ``bos``: whether the
-        backbone names a BOS token; a recipe's ``sink`` needs one and is left out otherwise."""
-        from .prompts import method_fields, recipe_for
-
-        recipe = {**KIND_DEFAULTS[kind], **recipe_for(self.method, kind)}
-        changes = {}
-        for key, value in recipe.items():
-            if key == "warmup_steps" and self.warmup_ratio is not None:
-                continue  # the warmup is a fraction of the run (DPT): the loop computes the steps
-            if key == "sink" and value != "none" and not bos:
-                continue  # the prompt then comes first, the papers' layout
-            if key in self.__dataclass_fields__:
-                if getattr(self, key) is None:
-                    changes[key] = value
-            elif key not in self.method_options:
-                changes[key] = value
-        if (changes.get("objective") or self.objective) == "class" and not classification and self.objective is None:
-            changes["objective"] = "lm"
-        options = {**self.method_options, **{k: v for k, v in changes.items() if k not in self.__dataclass_fields__}}
-        if options.get("init") == "text" and options.get("init_text") is None and "init_text" in method_fields(self.method):
-            if label_words:
-                changes["init_text"] = f"Answer with {' or '.join(label_words)}."
-            elif "init" not in self.method_options:
-                changes["init"] = "vocab"
-        if self.separator is None:  # after a chat template the answer starts the assistant's turn
-            changes["separator"] = "" if self.chat_template else " "
-        return self.replace(**changes) if changes else self
-
     def replace(self, **changes: Any) -> "TrainConfig":
-        """A validated copy with ``changes`` (fields or method options)."""
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
+        """A validated copy with ``changes`` (fields or method options). The names given stay
+        given; in a resolved record the changed options' source becomes "python argument"."""
+        data = {**self.to_dict(), **changes}
+        if self.sources is not None and "sources" not in changes:
+            data["sources"] = {**self.sources, **{key: "python argument" for key in self.option_keys(changes)}}
+        new = TrainConfig.from_dict(data)
+        new._given = self._given | {k for k, v in changes.items() if v is not None and k != "sources"}
+        return new
+
+    def option_keys(self, options: dict[str, Any]) -> list[str]:
+        """The ``sources`` keys of ``options`` (flat options, ``method_options`` nested): a
+        field's or method option's name, ``method_options.NAME`` for one named like a field."""
+        keys = [k for k in options if k not in ("method_options", "sources")]
+        return keys + [f"method_options.{k}" for k in options.get("method_options") or {}]
 
     def to_dict(self) -> dict[str, Any]:
         """Flat: the fields, then the method's options beside them (those named like a field

@@ -1,29 +1,22 @@
 """Paper recipes: each paper's training setup as one data table, with where every value comes from.
 
-    TrainConfig(recipe="dpt-paper", task="cb", model="t5-base")   # the DPT paper's run on CB
+    train(TrainConfig(recipe="dpt-paper", task="cb", model="t5-base"))   # the DPT paper's run on CB
     softprompt train --recipe dpt-paper --task cb --model t5-base --lr 0.1   # options override it
     softprompt recipes                                              # the tables and their sources
 
-A recipe fills every ``TrainConfig`` option the caller leaves unset (absent or None): run
-settings, the method, the method's options (only when the run keeps the recipe's method) and,
-where the authors' logs give them, per-task values. Two pairs are one setting each: giving
-``warmup_steps`` drops the recipe's ``warmup_ratio`` (and the reverse), giving ``epochs`` drops
-its ``max_steps`` (and the reverse), and an ``eval_every`` given without ``eval_unit`` counts
-steps. The tables hold only what the papers and their code fix;
+A recipe fills every ``TrainConfig`` option the caller leaves unset: run settings, the method,
+the method's options (only when the run keeps the recipe's method) and, where the authors' logs
+give them, per-task values; ``softprompt.settings`` applies it (its docstring has the rules and
+the order of all the layers). The tables hold only what the papers and their code fix;
 ``softprompt recipes`` prints the sources, and README.md lists what still differs.
 
-This module is data: it imports nothing from softprompt except task-name resolution.
+This module is data: it imports nothing from softprompt.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
-
-# Options that are one setting: the caller giving either drops the recipe's other.
-EXCLUSIVE = (("warmup_steps", "warmup_ratio"), ("max_steps", "epochs"))
-# An interval the caller gives is in the default unit (steps) unless they name the unit too.
-INTERVALS = ("eval_every", "checkpoint_every")
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
@@ -183,7 +176,7 @@ LESTER = Recipe(
     },
     sources={
         "lr, lr_schedule, max_steps, batch_size": "paper §3: 30,000 steps, constant learning rate 0.3, batch size 32; prompt_tuning/configs/runs/prompt_finetune.gin (factors 'constant', base_learning_rate 0.3)",
-        "optimizer, weight_decay": "paper §3 and prompt_tuning/configs/models/t5_1_1_prompt.gin: Adafactor, decay_rate 0.8, step_offset 0, multiply_by_parameter_scale False, weight_decay_rate 1e-5; t5x/adafactor.py: factored only from 128 x 128, decay (1 - wd) * p, no gradient clipping beyond Adafactor's update clipping (train.py T5XAdafactor)",
+        "optimizer, weight_decay": "paper §3 and prompt_tuning/configs/models/t5_1_1_prompt.gin: Adafactor, decay_rate 0.8, step_offset 0, multiply_by_parameter_scale False, weight_decay_rate 1e-5; t5x/adafactor.py: factored only from 128 x 128, decay (1 - wd) * p, no gradient clipping beyond Adafactor's update clipping (optim.py T5XAdafactor)",
         "length": "paper §3: 100 tokens (the default of its ablations)",
         "init": "vocab: sampled from the 5,000 most common tokens (paper §2.1's second-best; its best, class-label init, is not implemented)",
         "max_length": "not fixed by the paper or the gin files: 512, T5's SuperGLUE input length (our choice)",
@@ -193,50 +186,3 @@ LESTER = Recipe(
 )
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (DPT, ULPT, DEPT, RESIDUAL, LESTER)}
-
-
-def _canonical_task(name: Any) -> str | None:
-    from .tasks import get_task
-
-    try:
-        return get_task(str(name)).name
-    except ValueError:  # a custom task: no per-task values
-        return None
-
-
-def recipe_options(name: str, options: Mapping[str, Any], method_fields: Callable[[str], tuple[str, ...]]) -> dict[str, Any]:
-    """``options`` (keyword options of ``TrainConfig``) with recipe ``name`` filling what they
-    leave unset; see the module docstring. ``method_fields(method)`` names a method's options."""
-    recipe = RECIPES[name]
-    given = {k: v for k, v in options.items() if v is not None}
-    method = given.get("method", recipe.method)
-    own = set(method_fields(method)) if method == recipe.method else set()  # another method: none of the recipe's
-    settings, method_options = dict(recipe.settings), dict(recipe.method_options)
-    for key, value in recipe.per_task.get(_canonical_task(given.get("task", "sst2")) or "", {}).items():
-        if key in settings:
-            settings[key] = value
-        if key in own:  # DePT's max_length is both: the input length and the update's positions
-            method_options[key] = value
-    for a, b in EXCLUSIVE:
-        if a in given:
-            settings.pop(b, None)
-        if b in given:
-            settings.pop(a, None)
-    if any(k in given for k in INTERVALS) and "eval_unit" not in given:
-        settings.pop("eval_unit", None)
-    out = dict(options)
-    out["method"] = method
-    for key, value in settings.items():
-        if out.get(key) is None:
-            out[key] = value
-    nested = dict(out.get("method_options") or {})
-    for key, value in method_options.items():
-        if key not in own:
-            continue
-        if key in settings:  # named like a run field: it lives under method_options (TrainConfig's rule)
-            nested.setdefault(key, value)
-        elif out.get(key) is None and nested.get(key) is None:
-            out[key] = value
-    if nested:
-        out["method_options"] = nested
-    return out

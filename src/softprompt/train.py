@@ -30,15 +30,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.optimization import Adafactor
 
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
-from .config import KIND_DEFAULTS, TrainConfig
+from .config import TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
 from .model import SoftPromptModel, attach
+from .optim import T5XAdafactor, lr_at, make_optimizer, steps_per_epoch, total_steps_for, warmup_steps_for
 from .plots import plot_run
 from .progress import Progress
 from .rundir import RunDir
+from .settings import for_backbone, from_python, per_seed, style_for
+
+__all__ = ["RunState", "T5XAdafactor", "TrainingDiverged", "load_data", "lr_at", "make_optimizer", "steps_per_epoch",
+           "total_steps_for", "train", "warmup_steps_for"]
 
 
 class TrainingDiverged(RuntimeError):
@@ -63,81 +67,7 @@ class RunState:
 
 
 # ---------------------------------------------------------------------------------------
-# Pure pieces: schedule, step count, data, the batch stream
-
-
-def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "linear") -> float:
-    """Learning rate of optimizer step ``step`` (0-based): linear warmup to ``base_lr`` over
-    ``warmup_steps`` steps (the first step already gets ``base_lr / warmup_steps``), then
-    ``linear``: decay reaching 0 at ``total_steps``; ``constant``: ``base_lr`` to the end."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    if schedule == "constant":
-        return base_lr
-    return base_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-
-def warmup_steps_for(config: TrainConfig, total_steps: int) -> int:
-    """``warmup_steps``, or ``warmup_ratio`` of the run's steps, rounded down as
-    transformers' ``get_scheduler`` call in DPT's main_ddp.py does."""
-    if config.warmup_ratio is not None:
-        return int(config.warmup_ratio * total_steps)
-    return config.warmup_steps or 0
-
-
-def steps_per_epoch(config: TrainConfig, num_examples: int, world: int = 1) -> int:
-    """Optimizer steps in one pass over ``num_examples`` training rows."""
-    return max(1, math.ceil(math.ceil(num_examples / (config.batch_size * world)) / config.grad_accum))
-
-
-def make_optimizer(c: TrainConfig, groups: list[dict]) -> torch.optim.Optimizer:
-    """``groups``: ``{"params", "lr"}`` dicts. AdamW with ``adam_eps`` and decoupled
-    ``weight_decay``, or Adafactor as Lester et al. ran it (``T5XAdafactor``)."""
-    if c.optimizer == "adafactor":
-        return T5XAdafactor(groups, lr=groups[0]["lr"], weight_decay=c.weight_decay)
-    return torch.optim.AdamW(groups, eps=c.adam_eps, weight_decay=c.weight_decay)
-
-
-class T5XAdafactor(Adafactor):
-    """transformers' Adafactor with the settings and two behaviours of T5X's, which Lester et al.
-    trained with (prompt-tuning's configs/models/t5_1_1_prompt.gin; t5x/adafactor.py):
-    decay 0.8 (transformers spells it -0.8), no parameter scaling, no relative step, no first
-    moment, update clipping 1.0, and
-
-    * the second moment is factored only when the two largest dimensions are both at least 128
-      (T5X's ``min_dim_size_to_factor``; a 2-D prompt falls back to that heuristic), so a
-      100-token prompt keeps its full second moment where transformers would factor it;
-    * weight decay multiplies the parameter by ``1 - weight_decay``, not ``1 - lr·weight_decay``.
-    """
-
-    MIN_DIM_SIZE_TO_FACTOR = 128
-
-    def __init__(self, params, lr: float, weight_decay: float = 0.0):
-        self.t5x_weight_decay = weight_decay
-        super().__init__(params, lr=lr, weight_decay=0.0, decay_rate=-0.8, beta1=None, clip_threshold=1.0,
-                         scale_parameter=False, relative_step=False, warmup_init=False)
-
-    @staticmethod
-    def _get_options(param_group, param_shape):
-        factored = len(param_shape) >= 2 and sorted(param_shape)[-2] >= T5XAdafactor.MIN_DIM_SIZE_TO_FACTOR
-        return factored, param_group["beta1"] is not None
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        if self.t5x_weight_decay:  # the update does not depend on the parameter (no scaling): decay first
-            for group in self.param_groups:
-                for p in group["params"]:
-                    if p.grad is not None:
-                        p.mul_(1.0 - self.t5x_weight_decay)
-        return super().step(closure)
-
-
-def total_steps_for(config: TrainConfig, num_examples: int, world: int = 1) -> int:
-    """Optimizer steps of the run: ``max_steps``, else ``epochs`` (default 1) worth of batches."""
-    if config.max_steps is not None:
-        return config.max_steps
-    micro_per_epoch = math.ceil(num_examples / (config.batch_size * world))
-    return max(1, math.ceil((config.epochs or 1.0) * micro_per_epoch / config.grad_accum))
+# Pure pieces: data, the batch stream (the schedule and the optimizer are in optim.py)
 
 
 def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
@@ -253,7 +183,11 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
             file) and the task options (``config.build_task``).
     Raises:
         RunExistsError, TrainingDiverged, ValueError/FileNotFoundError with one-line messages.
+
+    A record built in Python is resolved first (``settings.from_python``: its recipe, the
+    environment); the settings that depend on the backbone's kind once that is known.
     """
+    config = from_python(config)
     run = RunDir.open(config)  # before any slow loading; takes the directory's lock, writes nothing else
     try:
         return _train_locked(config, run, model, tokenizer, task)
@@ -266,8 +200,8 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
         raise ValueError("train: with several seeds pass the backbone, not a SoftPromptModel")
     if not config.seeds and config.resume and run.read_metrics() is not None:
         return run.read_metrics()  # finished already
-    # The backbone's kind picks the task's template style and the recipe for unset settings;
-    # it is read from the model's config, before the slow load.
+    # The backbone's kind picks the task's template style and the layers of settings that depend
+    # on it (settings.for_backbone); it is read from the model's config, before the slow load.
     from .backbones import backbone_facts, bos_token_id, join_for
 
     if model is not None:
@@ -276,16 +210,12 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
     else:
         kind, bos = backbone_facts(config.model)
     if task is None:
-        style = config.style or KIND_DEFAULTS[kind]["style"]
-        task = config.build_task(style)
-    # per-row choices (COPA's options): no fixed words to start a text init from
-    words = None if task.choice_fields else task.label_words
-    config = config.resolved(kind, classification=task.kind == "classification", label_words=words, bos=bos)
+        task = config.build_task(style_for(config, kind))
+    config = for_backbone(config, kind, bos=bos, task=task)
     # One config per seed (the few-shot sample depends on the seed); data before the model, so
     # a missing file fails fast.
     seeds = {None: config} if not config.seeds else {
-        s: config.replace(seed=s, seeds=None, output_dir=str(run.seed_dir(s).path), overwrite=False,
-                          resume=config.resume and (run.seed_dir(s).path / "config.json").is_file())
+        s: per_seed(config, s, run.seed_dir(s).path, resume=config.resume and (run.seed_dir(s).path / "config.json").is_file())
         for s in config.seeds}
     data = {s: load_data(c, task) for s, c in seeds.items()}
     if model is None:
@@ -378,7 +308,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
             except Exception as err:  # a plot must never lose a finished run
                 print(f"softprompt: could not draw plots ({err})", file=sys.stderr)
 
-    # -- optimizer over the method's parameter groups ----------------------------------------
+    # -- optimizer over the method's parameter groups: each group's peak from the one lr --------
     torch.manual_seed(c.seed)  # dropout, if the backbone has any
     random.seed(c.seed)
     np.random.seed(c.seed)

@@ -4,14 +4,13 @@ options generated from ``TrainConfig`` and from the registered methods' configs.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import types
 import typing
 from pathlib import Path
 from typing import Any
 
-DATA_ENV = "SOFTPROMPT_DATA_DIR"
+from softprompt.settings import DATA_ENV  # noqa: F401 - the commands' help texts name it
 
 
 class CLIError(Exception):
@@ -54,8 +53,11 @@ def unescape(text: str | None) -> str | None:
 
 
 def data_dir(given: str | None) -> str | None:
-    """``--data-dir``, else ``$SOFTPROMPT_DATA_DIR``, else None (the hub)."""
-    return given or os.environ.get(DATA_ENV) or None
+    """``--data-dir``, else ``$SOFTPROMPT_DATA_DIR``, else None (the hub): the settings
+    resolver's environment layer (``softprompt.settings.data_dir``)."""
+    from softprompt.settings import data_dir as environment_default
+
+    return environment_default(given)
 
 
 def _scalar_type(annotation: Any) -> Any:

@@ -21,9 +21,10 @@ from .common import DATA_ENV, data_dir as default_data_dir, positive_int
 
 DEFAULT_METHODS = ("ulpt",)
 
-# The run (TrainConfig fields). Everything else comes from the decoder-only recipe: the task's
-# instruction template and label words (`softprompt preview sst2 --style instruction`), the
-# method's learning rate, warmup and objective (config.KIND_DEFAULTS, the method's `recipes`).
+# The run (TrainConfig fields): a layer of options below the demo's own (softprompt.settings).
+# Everything else comes from the decoder-only layers: the task's instruction template and label
+# words (`softprompt preview sst2 --style instruction`), the method's learning rate, warmup and
+# objective (config.KIND_DEFAULTS, the method's `recipes`).
 DEMO = dict(
     task="sst2",
     length=20,  # ULPT, 20 tokens, r=2: 20·2 + 2·576 = 1,192 trainable parameters on SmolLM2
@@ -107,7 +108,7 @@ def run_demo(
         rows ``{"method", "zero_shot", "tuned", "trainable_parameters", "wall_seconds", "output_dir"}``
         with accuracies in [0, 1]. Zero-shot is measured once, by the first method's run.
     """
-    from softprompt.config import TrainConfig
+    from softprompt.settings import resolve
     from softprompt.train import train
 
     demo_task(data_dir)  # before the model: a missing dataset fails fast
@@ -118,9 +119,9 @@ def run_demo(
     output_dir = Path(output_dir)
     rows: list[dict[str, Any]] = []
     for method in methods:
-        options = {**DEMO, **(overrides or {})}
-        config = TrainConfig(method=method, data_dir=data_dir, seed=seed, zero_shot=not rows,
-                             output_dir=str(output_dir / method), overwrite=overwrite, **options)
+        mine = dict(method=method, data_dir=data_dir, seed=seed, zero_shot=not rows, output_dir=str(output_dir / method),
+                    overwrite=overwrite, **(overrides or {}))
+        config = resolve([("demo recipe (cli/demo_cmd.py DEMO)", DEMO), ("softprompt demo", mine)])
         start = time.time()
         metrics = train(config, model=model, tokenizer=tokenizer)
         metric = metrics["selection_metric"]

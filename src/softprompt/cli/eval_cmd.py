@@ -78,7 +78,8 @@ def run(args) -> int:
     options = {**({k: getattr(saved, k) for k in OPTIONS} if same_task else {}), **given}
     protocol = args.protocol or saved.protocol
     task = resolve_task(name or saved.task, style=saved.style, protocol=protocol, **options)
-    examples = task.load(args.split, data_dir=args.data_dir or saved.data_dir or data_dir(None),
+    # --data-dir, else the run's, else the settings' environment layer ($SOFTPROMPT_DATA_DIR)
+    examples = task.load(args.split, data_dir=data_dir(args.data_dir or saved.data_dir),
                          protocol=protocol, seed=saved.split_seed)
     if args.max_examples:
         examples = examples[: args.max_examples]

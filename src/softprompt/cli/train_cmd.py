@@ -5,9 +5,11 @@
     softprompt train --config run.yaml --seeds 1,2,3
     softprompt train --recipe dpt-paper --model t5-base --task cb   # the DPT paper's run (softprompt recipes)
     softprompt train --resume runs/sst2-ulpt        # after a crash: continues bit-identically
+    softprompt train --recipe dpt-paper --task cb --explain   # each option's value and where it came from
 
 The options are generated: one per field of ``softprompt.config.TrainConfig`` and one per
-option of the registered methods; the config is validated in full before anything is loaded.
+option of the registered methods; ``softprompt.settings`` resolves them with the --config file
+and the recipes (its docstring has the order), validated in full before anything is loaded.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_yaml
-from .common import CLIError, absolute, add_config_options, add_method_options, data_dir, given, task_argument, unescape
+from .common import CLIError, absolute, add_config_options, add_method_options, given, task_argument, unescape
 
 
 def register(subparsers) -> None:
@@ -38,6 +40,9 @@ def register(subparsers) -> None:
                         help="any method option, e.g. projection=normal or alpha=8 (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace the run in --output-dir")
     parser.add_argument("--resume", metavar="OUTPUT", help="continue the run in OUTPUT from its last checkpoint")
+    parser.add_argument("--explain", action="store_true",
+                        help="print every option's value and where it came from (option, value, source), then exit: "
+                             "nothing is trained or written")
     parser.set_defaults(func=run, option_names=fields + options)
 
 
@@ -52,9 +57,11 @@ def _method_option_pairs(pairs: list[str]) -> dict[str, Any]:
 
 
 def build_config(args):
-    """The resolved ``TrainConfig`` from --resume / --config / overrides (validated, nothing written)."""
+    """The ``TrainConfig`` of --resume / --config / the command line, resolved by
+    ``softprompt.settings`` (validated, nothing written); the settings that depend on the
+    backbone's kind are left to ``train()``."""
     from softprompt.config import TrainConfig, read_config_file
-    from softprompt.io import read_json
+    from softprompt.settings import COMMAND_LINE, resolve, resume
 
     overrides = _with_absolute_paths(given(args, args.option_names))
     if "template" in overrides:
@@ -64,29 +71,21 @@ def build_config(args):
             overrides.setdefault("method_options", {})[key] = value
         else:
             overrides[key] = value
+    explain = getattr(args, "explain", False)
 
     if args.resume:
-        saved = Path(args.resume) / "config.json"
-        if not saved.is_file():
-            raise FileNotFoundError(f"{args.resume}: nothing to resume (no config.json)")
         if args.config or args.overwrite:
             raise ValueError("--resume takes the run's own config; drop --config/--overwrite")
-        data = {**read_json(saved), **overrides, "output_dir": str(args.resume), "resume": True, "overwrite": False}
-        return TrainConfig.from_dict(data, where=str(saved))
+        return resume(args.resume, [(COMMAND_LINE, overrides)], keep_record=not explain)
 
-    data = read_config_file(args.config) if args.config else {}
-    data = _with_absolute_paths({k.replace("-", "_"): v for k, v in data.items()})
-    nested = {**data.get("method_options", {}), **overrides.pop("method_options", {})}
-    data.update(overrides)
-    if nested:
-        data["method_options"] = nested
+    layers = []
+    if args.config:
+        data = read_config_file(args.config)
+        layers.append((f"config file {args.config}", _with_absolute_paths({k.replace("-", "_"): v for k, v in data.items()})))
     if args.overwrite:
-        data["overwrite"] = True
-    if data.get("data_dir") is None:
-        data["data_dir"] = data_dir(None)
-    if data.get("output_dir") is None:
-        data["output_dir"] = str(Path("runs") / f"{_task_label(data)}-{data.get('method', 'ulpt')}")
-    return TrainConfig.from_dict(data, where=args.config or "options")
+        overrides["overwrite"] = True
+    layers.append((COMMAND_LINE, overrides))
+    return resolve(layers, where=args.config or "options")
 
 
 def _with_absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
@@ -100,19 +99,15 @@ def _with_absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _task_label(data: dict[str, Any]) -> str:
-    """What names the default output folder: the task's name, a task file's stem, or custom."""
-    from softprompt.tasks.resolve import CUSTOM, FILE_OPTIONS
-    from softprompt.tasks.taskfile import is_task_file
-
-    task = data.get("task") or (CUSTOM if any(data.get(k) for k in FILE_OPTIONS) else "sst2")
-    return Path(task).name.split(".")[0] if is_task_file(task) else task
-
-
 def run(args) -> int:
     from softprompt.train import TrainingDiverged, train
 
     config = build_config(args)
+    if getattr(args, "explain", False):
+        from softprompt.settings import explain_run
+
+        print(explain_run(config))
+        return 0
     try:
         with _sigterm_as_interrupt():
             metrics = train(config)

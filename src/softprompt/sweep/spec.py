@@ -15,9 +15,11 @@
     select: [lr]                     # the report chooses these per (row, task) on validation
 
 A trial's options are, later ones winning: ``config``, ``base``, ``per_method[method]``,
-``per_task[task]``, then the trial's own values. Options a run leaves unset take the backbone's
-recipe, exactly as ``softprompt train`` does. Relative ``data_dir`` and ``model`` paths are read
-from the current directory and stored absolute, so every worker and restart agrees.
+``per_task[task]``, then the trial's own values; ``softprompt.settings`` resolves them as the
+explicit options of the run, exactly as ``softprompt train`` does its command line (a recipe,
+``$SOFTPROMPT_DATA_DIR``, the backbone's kind fill what they leave unset, and each trial's
+config.json names where every value came from). Relative ``data_dir`` and ``model`` paths are
+read from the current directory and stored absolute, so every worker and restart agrees.
 
 Without ``search``, each grid mapping is one Optuna study run by the ``GridSampler``; with it, each
 point of the grid is one study that the sampler searches with ``trials`` trials.
@@ -36,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt.config import TrainConfig, load_yaml, read_config_file
+from softprompt.settings import resolve
 
 KEYS = ("name", "config", "base", "per_method", "per_task", "grid", "search", "sampler", "trials",
         "objective", "select", "heartbeat", "retries", "seed", "slurm")
@@ -44,7 +47,6 @@ SAMPLERS = ("grid", "tpe", "random")
 SELECTED_BY_DEFAULT = ("lr", "lr_update")
 # Options holding a path: stored absolute when the relative path exists here.
 PATH_OPTIONS = ("data_dir", "model")
-DATA_ENV = "SOFTPROMPT_DATA_DIR"
 
 _RANGE = re.compile(r"^\s*(log|uniform|int|choice)\s*\((.*)\)\s*$")
 
@@ -136,10 +138,6 @@ class SweepSpec:
             file = Path(data["config"])
             data["config"] = read_config_file(file if file.is_absolute() else path.parent / file)
         data.setdefault("name", path.stem)
-        base, config = data.get("base") or {}, data.get("config") or {}
-        given = {_key(k) for part in (base, config) if isinstance(part, dict) for k in part}
-        if os.environ.get(DATA_ENV) and isinstance(base, dict) and "data_dir" not in given:
-            data["base"] = {**base, "data_dir": os.environ[DATA_ENV]}  # as `softprompt train` does
         return cls.from_dict(data, where=str(path))
 
     @classmethod
@@ -254,21 +252,20 @@ class SweepSpec:
                 plans.append(StudyPlan(len(plans), f"{stem}/{key}" if key else stem, None, fixed, self.trials))
         return plans
 
-    def trial_options(self, params: dict[str, Any]) -> dict[str, Any]:
-        """The flat ``softprompt train`` options of the trial with these axis values."""
-        options = dict(self.base)
-        method = params.get("method", options.get("method", TrainConfig.__dataclass_fields__["method"].default))
-        task = params.get("task", options.get("task", TrainConfig.__dataclass_fields__["task"].default))
-        for layer in (self.per_method.get(method, {}), self.per_task.get(task, {}), params):
-            nested = {**options.get("method_options", {}), **layer.get("method_options", {})}
-            options.update(layer)
-            if nested:
-                options["method_options"] = nested
-        return options
+    def trial_layers(self, params: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """The trial's options as ``softprompt.settings`` layers (source, options), lowest first."""
+        method = params.get("method", self.base.get("method", TrainConfig.__dataclass_fields__["method"].default))
+        task = params.get("task", self.base.get("task", TrainConfig.__dataclass_fields__["task"].default))
+        return [(f"sweep {self.name} base", self.base),
+                (f"sweep {self.name} per_method {method}", self.per_method.get(method, {})),
+                (f"sweep {self.name} per_task {task}", self.per_task.get(task, {})),
+                (f"sweep {self.name} trial", params)]
 
     def trial_config(self, params: dict[str, Any], output_dir: str | Path, resume: bool = False) -> TrainConfig:
-        options = {**self.trial_options(params), "output_dir": str(output_dir), "resume": resume}
-        return TrainConfig.from_dict(options, where="options")
+        """The trial's resolved config (the settings that depend on the backbone's kind are
+        left to ``train()``)."""
+        where = {"output_dir": str(output_dir), "resume": resume}
+        return resolve([*self.trial_layers(params), (f"sweep {self.name}", where)], where="options")
 
     # -- saving ------------------------------------------------------------------------------
 
