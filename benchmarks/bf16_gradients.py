@@ -31,6 +31,7 @@ def measure(spec: str, args, backbone, tokenizer) -> list[dict]:
     from softprompt import attach
     from softprompt.backbones import join_for
     from softprompt.config import TrainConfig
+    from softprompt.settings import resolved
     from softprompt.train import load_data, training_batches
 
     method, overrides = parse_variant(spec)  # e.g. ulpt@sink=bos
@@ -38,7 +39,7 @@ def measure(spec: str, args, backbone, tokenizer) -> list[dict]:
     config = TrainConfig(task="sst2", method=method, seed=args.seed, data_dir=args.data_dir, length=args.length,
                          batch_size=args.batch_size, holdout=200, **overrides)
     task = config.build_task("instruction")
-    config = config.resolved(kind, classification=True, label_words=task.label_words)
+    config = resolved(config, kind, classification=True, label_words=task.label_words)
     examples = load_data(config, task)[0]
     model = attach(backbone, method, tokenizer=tokenizer, seed=args.seed, config=config.prompt_config()).to(args.device)
     _, make_batch = training_batches(config, examples, tokenizer, kind, task)
