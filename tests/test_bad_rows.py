@@ -71,3 +71,19 @@ def test_a_5_mb_csv_field_is_legitimate(tmp_path):
     passage = "word " * 1_000_000
     (tmp_path / "rows.csv").write_text(f'text,label\n"{passage}",0\n')
     assert read_file(tmp_path / "rows.csv")[0][1]["text"] == passage
+
+
+@pytest.mark.parametrize("command", ["train", "preview"])
+def test_a_symlink_loop_as_a_data_file_is_one_line(command, tmp_path, capsys):
+    from softprompt.cli import main
+
+    loop = tmp_path / "loop.jsonl"
+    loop.symlink_to(loop)
+    argv = [command, "--train-file", str(loop), "--template", "{text}", "--label-words", "a,b"]
+    if command == "train":
+        argv += ["--output-dir", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"--train-file {loop}: symlink loop"), err
+    assert len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()

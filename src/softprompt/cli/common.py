@@ -112,19 +112,21 @@ def task_options(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if "template" in options:
         options["template"] = unescape(options["template"])
-    return {k: absolute(v) if k in FILE_OPTIONS else v for k, v in options.items()}
+    return {k: absolute(v, "--" + k.replace("_", "-")) if k in FILE_OPTIONS else v for k, v in options.items()}
 
 
-def absolute(path: str) -> str:
+def absolute(path: str, what: str = "path") -> str:
     """A path made absolute (``~`` expanded), for what a run records."""
-    return str(Path(path).expanduser().resolve())
+    from softprompt.paths import real_path
+
+    return str(real_path(path, what))
 
 
 def task_argument(name: str | None) -> str | None:
     """``--task``: a task file's path made absolute, a task name as it is."""
     from softprompt.tasks.taskfile import is_task_file
 
-    return absolute(name) if name and is_task_file(name) else name
+    return absolute(name, "--task") if name and is_task_file(name) else name
 
 
 def _add_field_option(parser: Any, f: Any) -> None:

@@ -34,14 +34,6 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
-def _real(path: str, what: str) -> Path:
-    """``path`` resolved (symlinks followed), or a one-line error naming it."""
-    try:
-        return Path(path).resolve(strict=False)
-    except (RuntimeError, OSError) as err:  # a symlink loop: RuntimeError before Python 3.13, OSError after
-        raise ValueError(f"{what} {path}: {'symlink loop' if 'loop' in str(err).lower() else err}") from None
-
-
 def run(args) -> int:
     import softprompt
     from softprompt.io import check_replaceable, check_replaceable_file, read_embeds
@@ -49,7 +41,9 @@ def run(args) -> int:
     from .common import CLIError
 
     out = Path(args.output)
-    source, target = _real(args.source, "SOURCE_DIR"), _real(args.output, "OUT_DIR")
+    from softprompt.paths import real_path
+
+    source, target = real_path(args.source, "SOURCE_DIR"), real_path(args.output, "OUT_DIR")
     if source == target:
         raise ValueError(f"OUT_DIR {out} is the source directory; choose another")
     if target in source.parents:

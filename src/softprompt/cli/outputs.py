@@ -17,17 +17,12 @@ import os
 from pathlib import Path
 from typing import Iterable
 
+from softprompt.paths import real_path as _resolve
+
 # What marks a folder as softprompt's own: a run directory (its config.json beside a log or
 # metrics) or a prompt folder. The names are what those folders hold (rundir.py, io.py).
 RUN_FILES = ("config.json", "log.jsonl", "metrics.json", "summary.json", "state.json")
 PROMPT_FILES = ("prompt_config.json", "prompt.safetensors")
-
-
-def _resolve(path: str | os.PathLike, option: str) -> Path:
-    try:
-        return Path(path).expanduser().resolve(strict=False)
-    except (RuntimeError, OSError) as err:  # a symlink loop: RuntimeError before Python 3.13, OSError after
-        raise ValueError(f"{option} {path}: {'symlink loop' if 'loop' in str(err).lower() else err}") from None
 
 
 def softprompt_folder(folder: Path) -> str | None:

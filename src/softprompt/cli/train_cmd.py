@@ -93,7 +93,7 @@ def _with_absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
     from any folder."""
     from softprompt.tasks.resolve import FILE_OPTIONS
 
-    out = {k: absolute(v) if k in FILE_OPTIONS and isinstance(v, str) else v for k, v in data.items()}
+    out = {k: absolute(v, "--" + k.replace("_", "-")) if k in FILE_OPTIONS and isinstance(v, str) else v for k, v in data.items()}
     if isinstance(out.get("task"), str):
         out["task"] = task_argument(out["task"])
     return out

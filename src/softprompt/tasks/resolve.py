@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from softprompt.paths import real_path
 from softprompt.tasks.custom import custom_task
 from softprompt.tasks.local import read_file
 from softprompt.tasks.registry import get_task
@@ -92,7 +93,7 @@ def with_files(task: Task, files: dict[str, str]) -> Task:
     fmt = task.local or LocalFormat(folders=(), files={})
     reader = fmt.reader if fmt.reader in ("multirc", "record", "mrqa") else "auto"
     official = {split: task.paper_splits.get(split, split) for split in files}
-    local = LocalFormat(folders=(), files={official[s]: (str(Path(p).resolve()),) for s, p in files.items()},
+    local = LocalFormat(folders=(), files={official[s]: (str(real_path(p, f'--{s}-file')),) for s, p in files.items()},
                         reader=reader, rename=fmt.rename,
                         columns={k: v for k, v in fmt.columns.items() if k in official.values()},
                         flatten=fmt.flatten)

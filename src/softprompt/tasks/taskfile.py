@@ -43,6 +43,7 @@ from typing import Any, Mapping
 import yaml
 
 from softprompt.metrics import METRIC_NAMES
+from softprompt.paths import real_path
 from softprompt.tasks.custom import find_split_files
 from softprompt.tasks.local import READERS
 from softprompt.tasks.preprocess import TRANSFORMS
@@ -370,10 +371,10 @@ def _data_files(value: Any, base: Path, fail) -> LocalFormat:
             path = base / name  # a file, or a folder of files read in name order
             if not path.exists():
                 raise fail(f"data.{split}", f"{path} does not exist")
-            files[str(split)] = str(path.resolve())
+            files[str(split)] = str(real_path(path, f'data.{split}'))
     else:
         raise fail("data", f"expected a folder or a mapping of split: file, got {value!r}")
-    return LocalFormat(folders=(), files={s: (str(Path(p).resolve()),) for s, p in files.items()}, reader="auto")
+    return LocalFormat(folders=(), files={s: (str(real_path(p, f'data.{s}')),) for s, p in files.items()}, reader="auto")
 
 
 def _local_format(value: Any, fail) -> LocalFormat:
@@ -419,7 +420,7 @@ def _hub_source(value: Any, base: Path, fail) -> HubSource:
         local = Path(os.path.expanduser(path)) if path.startswith("~") else local
         if not local.is_dir():
             raise fail("hub.path", f"{local} is not a folder")
-        path = str(local.resolve())
+        path = str(real_path(local, 'hub.path'))
     config = value.get("config")
     if config is not None and not isinstance(config, str):
         raise fail("hub.config", f"expected a config name, got {config!r}")
