@@ -52,7 +52,7 @@ def test_shared_holders_coexist_and_keep_out_an_exclusive_one(tmp_path):
     assert path.exists()
 
 
-HOLDER = "import sys, time; from softprompt.lock import FileLock; FileLock.take(sys.argv[1]); print('held', flush=True); time.sleep(60)"
+HOLDER = "import sys, time; from softprompt.lock import FileLock; held = FileLock.take(sys.argv[1]); print('held', flush=True); time.sleep(60)"
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):

@@ -28,7 +28,8 @@ except ImportError:  # pragma: no cover - not POSIX: no lock
 
 
 class LockHeld(OSError):
-    """Another process holds the lock; ``holder`` is the pid it wrote ("unknown" for shared holders)."""
+    """Another process holds the lock; ``holder`` is the pid its last exclusive holder wrote in
+    the file ("unknown" if none did: shared holders write nothing)."""
 
     def __init__(self, path: Path, holder: str):
         super().__init__(f"{path}: locked by another process (pid {holder})")
@@ -55,7 +56,7 @@ class FileLock:
             try:
                 fcntl.flock(fd, mode)
             except OSError as err:
-                holder = "unknown" if shared else _read_pid(fd)
+                holder = _read_pid(fd)
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
@@ -86,6 +87,11 @@ class FileLock:
         finally:
             os.close(self._fd)
             self._fd = None
+
+    def __del__(self) -> None:
+        """A lock no one refers to any more is let go, as an open file is closed (the accuracy
+        benchmark's ``main`` holds its lock in a local variable until it returns)."""
+        self.close()
 
 
 def _is_current(path: Path, fd: int) -> bool:
