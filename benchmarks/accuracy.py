@@ -24,6 +24,7 @@ Results: ``benchmarks/results/accuracy.json`` (every run) and a Markdown table o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -34,6 +35,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import RESULTS, set_threads, write_json
+from softprompt.lock import FileLock, LockHeld
 
 BENCHMARK_DIRS = {"glue": "glue", "superglue": "superglue"}
 
@@ -96,8 +98,6 @@ class PeftScorer(torch.nn.Module):
         self.join = join_for(self.backbone)
 
     def frozen_prompt(self):
-        import contextlib
-
         return contextlib.nullcontext()
 
     def choice_scores(self, input_ids, attention_mask, labels, choice_tokens=None, choice_rows=None):
@@ -391,20 +391,15 @@ def merge_results(files: list[tuple[Path, dict]], rename: dict[str, str]) -> dic
 
 
 def hold(output: Path):
-    """Take the output file's lock (``.NAME.lock`` beside it) for this process's life, or stop:
-    a second launch onto the same file would run the first's pending jobs beside it and
-    overwrite its records (the file is read once, at the start). Workers (``--shard``) write
-    nothing and take no lock."""
-    import fcntl
-
+    """Take the output file's lock (``.NAME.lock`` beside it) for this process's life, or stop: a
+    second launch onto the same file would run the first's pending jobs beside it and overwrite
+    its records (the file is read once, at the start). Workers (``--shard``) take none."""
     output.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(output.with_name(f".{output.name}.lock"), "w")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise SystemExit(f"{output}: another benchmark is writing this file; wait for it to finish or give another --output")
-    return handle
+        return FileLock.take(output.with_name(f".{output.name}.lock"))
+    except LockHeld as held:
+        raise SystemExit(f"{output}: another benchmark is writing this file (pid {held.holder}); "
+                         "wait for it to finish or give another --output") from None
 
 
 def run_jobs(args, jobs, record) -> int:

@@ -4,6 +4,10 @@ folder in GLUE's layout."""
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+import os
 from pathlib import Path
 
 import torch
@@ -58,3 +62,74 @@ def with_prompt(model, prompt, token_rows):
         row = torch.cat([prompt.to(r.dtype), r])
         embeds[i, T - len(row):], mask[i, T - len(row):] = row, 1
     return embeds, mask
+
+
+# ---------------------------------------------------------------------------------------
+# Sweeps (tests/test_sweep*.py): a tiny model and data, a spec, reading what a sweep wrote
+
+CB_WORDS = "the film movie was great good fun bad awful dull boring plot acting".split()
+# 8 trials: 2 methods x 2 tasks x 2 seeds (choosing a learning rate per cell: test_searched_learning_rate
+# on real runs, test_table_chooses_on_validation_never_test on made-up ones)
+SWEEP_GRID = {"method": ["prompt", "dpt"], "task": ["sst2", "cb"], "seed": [0, 1]}
+
+
+def write_cb(root: Path) -> Path:
+    """A tiny CB folder in SuperGLUE's layout (premise, hypothesis, label)."""
+    folder = root / "CB"
+    folder.mkdir(parents=True, exist_ok=True)
+    labels = ("entailment", "contradiction", "neutral")
+
+    def rows(n: int, offset: int) -> str:
+        return "".join(json.dumps({"premise": " ".join(CB_WORDS[(i + offset) % 13: (i + offset) % 13 + 4]),
+                                   "hypothesis": " ".join(CB_WORDS[(2 * i) % 13: (2 * i) % 13 + 3]),
+                                   "label": labels[i % 3], "idx": i}) + "\n" for i in range(n))
+
+    (folder / "train.jsonl").write_text(rows(18, 0))
+    (folder / "val.jsonl").write_text(rows(6, 5))
+    return root
+
+
+
+def sweep_assets(root: Path, model) -> Path:
+    """``root`` with a tiny saved model (``model`` and ``tiny_tokenizer``) and SST-2 and CB data."""
+    model.save_pretrained(root / "tiny")
+    tiny_tokenizer(bos=True).save_pretrained(root / "tiny")
+    write_sst2(root / "data")
+    write_cb(root / "data")
+    return root
+
+
+def write_sweep_spec(assets: Path, folder: Path, grid=None, base=None, **extra) -> Path:
+    """The tests' spec (as JSON, which YAML reads); ``base``: options replacing the base's."""
+    spec = {
+        "name": "tiny",
+        "base": {"model": str(assets / "tiny"), "data_dir": str(assets / "data"), "style": "text-to-text", "objective": "lm",
+                 "length": 3, "batch_size": 4, "max_steps": 8, "eval_every": 8, "checkpoint_every": 4, "log_every": 4,
+                 "warmup_steps": 0, "zero_shot": False, "eval_batch_size": 8, "lr": 0.1},
+        "per_task": {"sst2": {"label_words": "names"}},
+        "per_method": {"dpt": {"bottleneck": 2}},
+        "grid": grid or SWEEP_GRID,
+        "heartbeat": 1,
+        **extra,
+    }
+    spec["base"].update(base or {})
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "spec.yaml"
+    path.write_text(json.dumps(spec))  # YAML reads JSON
+    return path
+
+
+def sweep_env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "MPLBACKEND": "Agg"}
+
+
+def read_report_csv(directory: Path) -> list[dict]:
+    return list(csv.DictReader(io.StringIO((directory / "report" / "table.csv").read_text())))
+
+
+def sweep_trials(directory: Path, storage: str | None = None) -> list:
+    from softprompt.sweep import Sweep
+
+    sweep = Sweep.open(directory, storage)
+    (plan, study), = sweep.studies()
+    return study.get_trials(deepcopy=False)

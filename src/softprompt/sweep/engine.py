@@ -40,14 +40,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
+from softprompt import runlog
 from softprompt.io import atomic_file, read_json, write_json_atomically
+from softprompt.lock import FileLock, LockHeld
 
 from .spec import StudyPlan, SweepSpec
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX
-    fcntl = None
 
 STORAGE_ENV = "SOFTPROMPT_SWEEP_STORAGE"  # how a launcher hands --storage to its workers (never argv)
 SPEC_FILE = "sweep.json"
@@ -157,24 +154,24 @@ class Sweep:
         """Hold ``.sweep.lock`` shared while this process works on the sweep. With ``reap`` and
         the default storage (one machine), first try it exclusively: if no other launcher or
         worker holds it, every RUNNING trial is a dead one, re-enqueued now."""
-        if fcntl is None:
-            yield
-            return
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        lock = None
         try:
             if reap and self.default_storage:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    pass
+                    lock = FileLock.take(self.path / LOCK_FILE)
+                except LockHeld:
+                    pass  # a launcher or worker of this sweep is alive: its trials are not dead
                 else:
                     for plan, study in self.studies():
                         for trial in _trials(study, "RUNNING"):
                             retry(self, study, trial)
-            fcntl.flock(fd, fcntl.LOCK_SH)  # (converts an exclusive lock)
+                    lock.share()
+            if lock is None:
+                lock = FileLock.take(self.path / LOCK_FILE, shared=True, wait=True)
             yield
         finally:
-            os.close(fd)
+            if lock is not None:
+                lock.close()
 
 
 def _lock_on_begin(engine) -> None:
@@ -266,23 +263,8 @@ def progress(sweep: Sweep) -> str:
                 running.append(t.user_attrs["dir"])
     parts = [f"{done}/{total} trials done" + (f" ({failed} failed)" if failed else "")]
     if running:
-        parts.append("running: " + ", ".join(f"{Path(d).name} at step {_logged_step(sweep.path / d)}" for d in sorted(running)))
+        parts.append("running: " + ", ".join(f"{Path(d).name} at step {runlog.last_step(sweep.path / d)}" for d in sorted(running)))
     return "; ".join(parts)
-
-
-def _logged_step(run_dir: Path) -> int:
-    """The step of the last record in a run's log.jsonl (0 before its first). Read here, not
-    through ``RunDir.records``, so that the launcher never imports torch and the model code."""
-    try:
-        lines = (run_dir / "log.jsonl").read_text().splitlines()
-    except OSError:
-        return 0
-    for line in reversed(lines):
-        try:
-            return int(json.loads(line).get("step", 0))
-        except (ValueError, AttributeError):  # a torn last line, or not a record
-            continue
-    return 0
 
 
 def _done_by(worker: str, studies) -> dict[str, int]:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from softprompt import runlog
 from softprompt.io import atomic_file, read_json
 
 from .engine import SPEC_FILE
@@ -101,8 +102,7 @@ def collect(path: str | Path) -> tuple[SweepSpec, list[TrialResult]]:
         result = TrialResult(folder, record.get("params", {}), error=record.get("error"))
         if (folder / "config.json").is_file():
             result.config = read_json(folder / "config.json")
-        if (folder / "metrics.json").is_file():
-            result.metrics = read_json(folder / "metrics.json")
+        result.metrics = runlog.read_metrics(folder)
         results.append(result)
     return spec, results
 
@@ -291,15 +291,14 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
         ax.legend(fontsize=7)
         written.append(_save(fig, folder / f"lr-{method}.png"))
         plt.close(fig)
-    probes = [r for r in finished if r.method == "rank_probe" and (r.dir / "log.jsonl").is_file()]
+    probes = [r for r in finished if r.method == "rank_probe" and (r.dir / runlog.LOG_NAME).is_file()]
     for task in dict.fromkeys(r.task for r in probes):
         fig, ax = plt.subplots(figsize=(6, 4))
         mine = [p for p in probes if p.task == task]
         varied = [k for k in dict.fromkeys(k for r in mine for k in r.params)  # what tells the lines apart
                   if k != "task" and len({repr(r.params.get(k)) for r in mine}) > 1]
         for r in mine:
-            records = [json.loads(line) for line in (r.dir / "log.jsonl").read_text().splitlines() if line.strip()]
-            points = [(rec["step"], rec["positive_sigma"]) for rec in records if "positive_sigma" in rec]
+            points = [(rec["step"], rec["positive_sigma"]) for rec in runlog.read(r.dir) if "positive_sigma" in rec]
             if points:
                 label = _values({k: r.params.get(k) for k in varied}) or r.dir.name
                 ax.plot(*zip(*points), marker=".", label=label)

@@ -1,0 +1,186 @@
+"""A saved prompt out to other tools and back: a Hugging Face PEFT prompt-tuning adapter
+(``export_peft``, ``read_peft_prompt``), and the materialized prompt alone as one safetensors file
+for serving engines that take input embeddings (``export_embeds``, ``read_embeds``).
+``check_replaceable`` and ``check_replaceable_file`` say whether an output is softprompt's own,
+which alone ``--overwrite`` may replace. Its names are also importable from ``softprompt.io``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import save_file
+
+from .io import PromptFileError, atomic_file, read_json, write_dir_atomically
+from .prompt_files import CONFIG_NAME, FORMAT, WEIGHTS_NAME, check_finite, load_prompt_module, read_safetensors
+from .prompts import PromptMethod
+from .version import __version__
+
+PEFT_CONFIG_NAME = "adapter_config.json"
+PEFT_WEIGHTS_NAME = "adapter_model.safetensors"
+PEFT_TASK_TYPES = {"decoder-only": "CAUSAL_LM", "encoder-decoder": "SEQ_2_SEQ_LM"}
+
+
+def _materialized_prompt(prompt_dir: str | Path, why_not: str) -> tuple[torch.Tensor, dict]:
+    """The saved prompt ``[n, d]`` (float32) and its record, for exports that carry the prompt
+    alone; a method that also changes the input token embeddings (DePT) is refused with ``why_not``."""
+    module, record = load_prompt_module(prompt_dir)
+    if type(module).adjust_input_embeds is not PromptMethod.adjust_input_embeds:
+        raise PromptFileError(
+            f"{prompt_dir}: method {record['method']} also changes the input token embeddings; {why_not}"
+        )
+    with torch.no_grad():
+        return module().detach().float().contiguous(), record
+
+
+def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
+    """Write a PEFT prompt-tuning adapter holding the materialized prompt of ``prompt_dir``."""
+    from peft import PromptTuningConfig
+
+    prompt, record = _materialized_prompt(prompt_dir, "a PEFT prompt-tuning adapter can only hold a prompt")
+    if record["config"].get("sink", "none") != "none":
+        raise PromptFileError(
+            f"{prompt_dir}: the prompt was trained after the model's BOS token (sink={record['config']['sink']!r}); "
+            "a PEFT prompt-tuning adapter puts its prompt first (export --to embeds keeps the token)"
+        )
+    kind = record["backbone"].get("kind", "decoder-only")
+    config = PromptTuningConfig(
+        task_type=PEFT_TASK_TYPES[kind],
+        num_virtual_tokens=prompt.shape[0],
+        token_dim=prompt.shape[1],
+        # PEFT would allocate 2n rows for seq2seq and use the first n; one copy is what it uses.
+        num_transformer_submodules=1,
+        base_model_name_or_path=record["backbone"].get("name"),
+    )
+
+    def write(tmp: Path) -> None:
+        config.save_pretrained(str(tmp))
+        save_file({"prompt_embeddings": prompt}, str(tmp / PEFT_WEIGHTS_NAME), metadata={"format": "pt"})
+
+    return write_dir_atomically(out_dir, write)
+
+
+# ---------------------------------------------------------------------------------------
+# The materialized prompt alone, for engines that take input embeddings
+
+
+EMBEDS_TENSOR = "prompt_embeds"
+EMBEDS_FORMAT = "softprompt-embeds"
+
+
+def export_embeds(prompt_dir: str | Path, out_file: str | Path) -> Path:
+    """Write the materialized prompt of ``prompt_dir`` as ``out_file`` (safetensors, atomically):
+    one float32 tensor ``prompt_embeds [n, d]`` and, in the file's metadata, the backbone's name,
+    kind, embedding and vocabulary size, the method, the prompt's length and ``sink_token_ids``
+    (JSON: the tokens read before the prompt, ``[]`` or ``[BOS]``). Fed as input embeddings right
+    before a row's first token, after those tokens' embeddings, it gives softprompt's outputs
+    (README: Serving)."""
+    prompt, record = _materialized_prompt(prompt_dir, "prompt embeddings alone cannot reproduce it")
+    backbone = record["backbone"]
+    sink = record["config"].get("sink", "none")
+    if sink == "none":
+        ahead = []
+    elif backbone.get("bos_token_id") is not None:
+        ahead = [int(backbone["bos_token_id"])]
+    else:
+        raise PromptFileError(f"{Path(prompt_dir) / CONFIG_NAME}: sink={sink!r} but the backbone record names no bos_token_id")
+    metadata = {
+        "format": EMBEDS_FORMAT,
+        "name": str(backbone.get("name") or ""),
+        "kind": str(backbone.get("kind") or ""),
+        "embed_dim": str(prompt.shape[1]),
+        "vocab_size": str(backbone["vocab_size"]),
+        "length": str(prompt.shape[0]),
+        "method": record["method"],
+        "sink_token_ids": json.dumps(ahead),
+        "softprompt_version": __version__,
+    }
+    out_file = Path(out_file)
+    with atomic_file(out_file) as tmp:
+        save_file({EMBEDS_TENSOR: prompt}, str(tmp), metadata=metadata)
+    return out_file
+
+
+def read_embeds(file: str | Path) -> tuple[torch.Tensor, dict[str, str]]:
+    """``(prompt [n, d] float32, metadata)`` of a file ``export_embeds`` wrote."""
+    from safetensors import safe_open
+
+    file = Path(file)
+    tensors = read_safetensors(file)
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError) as err:
+        raise PromptFileError(f"{file}: corrupted or truncated safetensors file ({err})") from None
+    if metadata.get("format") != EMBEDS_FORMAT or EMBEDS_TENSOR not in tensors:
+        raise PromptFileError(f"{file}: not a prompt embeddings file softprompt exported")
+    check_finite(EMBEDS_TENSOR, tensors[EMBEDS_TENSOR], file)
+    return tensors[EMBEDS_TENSOR], metadata
+
+
+def check_replaceable_file(path: str | Path) -> None:
+    """Refuse to replace ``path`` unless it is missing or a prompt embeddings file softprompt wrote."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_file():
+        raise PromptFileError(f"{path} exists and is not a regular file")
+    try:
+        read_embeds(path)
+    except (OSError, ValueError):
+        raise PromptFileError(f"{path} is not a prompt embeddings file softprompt exported; --overwrite only replaces "
+                              "softprompt's own output, choose another OUT") from None
+
+
+OWN_FILES = {"prompt": {WEIGHTS_NAME, CONFIG_NAME}, "peft": {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME}}
+
+
+def check_replaceable(path: str | Path, kind: str) -> None:
+    """Refuse to replace ``path`` unless it is missing, an empty directory, or what softprompt
+    itself writes as ``kind``: a prompt directory (``"prompt"``) or a PEFT adapter that
+    ``export_peft`` wrote (``"peft"``: exactly its two files). Replacing swaps the whole
+    directory, so anything else there (a run, a user's files) must never be taken for it."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink():
+        raise PromptFileError(f"{path} is a symbolic link; give the directory itself")
+    if not path.is_dir():
+        raise PromptFileError(f"{path} exists and is not a directory")
+    names = sorted(p.name for p in path.iterdir())
+    if not names:
+        return
+    what = {"prompt": "a softprompt prompt directory", "peft": "a PEFT adapter softprompt exported"}[kind]
+    ours = set(names) == OWN_FILES[kind]
+    if ours:
+        try:
+            if kind == "prompt":
+                ours = read_json(path / CONFIG_NAME).get("format") == FORMAT
+            else:
+                ours = read_json(path / PEFT_CONFIG_NAME).get("peft_type") == "PROMPT_TUNING"
+        except (OSError, ValueError, AttributeError):
+            ours = False
+    if not ours:
+        shown = ", ".join(names[:4]) + (f", ... ({len(names)} entries)" if len(names) > 4 else "")
+        raise PromptFileError(f"{path} is not {what} (it holds {shown}); --overwrite only replaces softprompt's own output, choose another OUT_DIR")
+
+
+def read_peft_prompt(adapter_dir: str | Path) -> torch.Tensor:
+    """The prompt ``[n, d]`` (float32) of a PEFT prompt-tuning adapter directory."""
+    adapter_dir = Path(adapter_dir)
+    config_file = adapter_dir / PEFT_CONFIG_NAME
+    config = read_json(config_file, f"is {adapter_dir} a PEFT adapter?")
+    if config.get("peft_type") != "PROMPT_TUNING":
+        raise PromptFileError(f"{config_file}: peft_type is {config.get('peft_type')!r}; only PROMPT_TUNING adapters hold a soft prompt")
+    weights = adapter_dir / PEFT_WEIGHTS_NAME
+    if not weights.is_file() and (adapter_dir / "adapter_model.bin").is_file():
+        raise PromptFileError(f"{adapter_dir}/adapter_model.bin is a pickle file; softprompt loads safetensors only")
+    tensors = read_safetensors(weights)
+    if "prompt_embeddings" not in tensors:
+        raise PromptFileError(f"{weights}: missing tensor prompt_embeddings")
+    check_finite("prompt_embeddings", tensors["prompt_embeddings"], weights)
+    return tensors["prompt_embeddings"][: int(config["num_virtual_tokens"])].float()

@@ -1,0 +1,158 @@
+"""A prompt directory: saving and loading it; safetensors + JSON, no pickle anywhere.
+
+A prompt directory holds
+
+* ``prompt.safetensors``: the method's trainable tensors only (so training can resume;
+  ULPT's projection is not stored, it is rebuilt from its seed);
+* ``prompt_config.json``: the method and its config, the backbone's name, kind, embedding
+  and vocabulary size, the library version, and the method's own metadata (ULPT: seed and
+  checksum of the projection).
+
+Also the one "copy saved tensors into a prompt" (``copy_into_prompt``, which refuses NaN/inf:
+every prompt read from a file passes there or through ``check_finite``) and the one safetensors
+reader with one-line errors (``read_safetensors``). This module knows prompt modules and files,
+never the wrapper model (``model.py`` imports this, not the reverse). Its names are also
+importable from ``softprompt.io``, where callers have always found them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .io import PromptFileError, read_json, write_dir_atomically
+from .prompts import BackboneInfo, PromptMethod, build_method, config_from_dict
+from .version import __version__
+
+WEIGHTS_NAME = "prompt.safetensors"
+CONFIG_NAME = "prompt_config.json"
+FORMAT = "softprompt-prompt"
+FORMAT_VERSION = 1
+
+
+def prompt_record(prompt: PromptMethod, backbone: dict[str, Any]) -> dict[str, Any]:
+    """Everything ``prompt_config.json`` holds; ``backbone`` is ``backbones.backbone_record``."""
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "softprompt_version": __version__,
+        "method": prompt.config.method,
+        "config": prompt.config.to_dict(),
+        "backbone": backbone,
+        "num_trainable": prompt.num_trainable(),
+        "metadata": prompt.metadata(),
+    }
+
+
+def trainable_tensors(prompt: PromptMethod) -> dict[str, torch.Tensor]:
+    """The prompt's trainable tensors, detached on the CPU: what prompt files hold."""
+    return {name: p.detach().cpu().contiguous() for name, p in prompt.trainable_named_parameters().items()}
+
+
+def save_prompt(prompt: PromptMethod, backbone: dict[str, Any], path: str | Path) -> Path:
+    """Write ``prompt.safetensors`` and ``prompt_config.json`` to the directory ``path``, atomically."""
+    record = prompt_record(prompt, backbone)
+    tensors = trainable_tensors(prompt)
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "method": prompt.config.method})
+        (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+    return write_dir_atomically(path, write)
+
+
+def copy_into_prompt(prompt: PromptMethod, tensors: dict[str, torch.Tensor], where: str | Path) -> None:
+    """Set the prompt's trainable tensors to ``tensors`` (a prompt file's or a checkpoint's),
+    checking names and shapes first; ``where`` names the file in the one-line errors."""
+    expected = prompt.trainable_named_parameters()
+    method = prompt.config.method
+    missing = sorted(set(expected) - set(tensors))
+    if missing:
+        raise PromptFileError(f"{where}: missing tensor(s) {', '.join(missing)} for method {method}")
+    unexpected = sorted(set(tensors) - set(expected))
+    if unexpected:
+        raise PromptFileError(f"{where}: unexpected tensor(s) {', '.join(unexpected)} for method {method}")
+    for name, param in expected.items():
+        if tuple(tensors[name].shape) != tuple(param.shape):
+            raise PromptFileError(f"{where}: tensor {name} has shape {tuple(tensors[name].shape)}, expected {tuple(param.shape)}")
+        check_finite(name, tensors[name], where)
+    with torch.no_grad():
+        for name, param in expected.items():
+            param.copy_(tensors[name])
+
+
+def check_finite(name: str, tensor: torch.Tensor, where: str | Path) -> None:
+    """Refuse a prompt tensor holding NaN or inf (a diverged run's): every prompt read from a
+    file passes here, so ``load``, ``eval``, ``inspect``, ``export`` and resume all refuse it."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise PromptFileError(f"{where}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; refusing to use it")
+
+
+def read_record(path: str | Path) -> dict[str, Any]:
+    """Read and check ``prompt_config.json`` of the prompt directory ``path``."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such prompt directory")
+    file = path / CONFIG_NAME
+    record = read_json(file, f"is {path} a softprompt prompt directory?")
+    if not isinstance(record, dict):
+        raise PromptFileError(f"{file}: expected a JSON object, got {type(record).__name__}")
+    for key in ("method", "config", "backbone"):
+        if key not in record:
+            raise PromptFileError(f"{file}: missing field {key!r}")
+    for key, kind in (("config", dict), ("backbone", dict)):
+        if not isinstance(record[key], kind):
+            raise PromptFileError(f"{file}: field {key!r} must be a JSON object, got {record[key]!r}")
+    for key in ("embed_dim", "vocab_size"):
+        if key not in record["backbone"]:
+            raise PromptFileError(f"{file}: missing field 'backbone.{key}'")
+        value = record["backbone"][key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise PromptFileError(f"{file}: field 'backbone.{key}' must be a positive integer, got {value!r}")
+    return record
+
+
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    return read_safetensors(Path(path) / WEIGHTS_NAME)
+
+
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    if not file.is_file():
+        raise FileNotFoundError(f"{file}: missing")
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PromptFileError(f"{file}: corrupted or truncated safetensors file ({detail})") from None
+
+
+def load_prompt_module(path: str | Path, info: BackboneInfo | None = None) -> tuple[PromptMethod, dict[str, Any]]:
+    """Rebuild the prompt module saved in ``path`` (no backbone needed) and load its tensors."""
+    record = read_record(path)
+    file = Path(path) / CONFIG_NAME
+    try:
+        config = config_from_dict(record["method"], record["config"])
+    except ValueError as err:
+        raise PromptFileError(f"{file}: {err}") from None
+    saved_dim = record["backbone"]["embed_dim"]
+    if info is None:
+        info = BackboneInfo(embed_dim=saved_dim, vocab_size=record["backbone"]["vocab_size"])
+    elif info.embed_dim != saved_dim:
+        raise PromptFileError(
+            f"{path}: the prompt was trained for embedding size {saved_dim} "
+            f"({record['backbone'].get('name') or 'unknown model'}); this backbone has {info.embed_dim}"
+        )
+    info = BackboneInfo(embed_dim=info.embed_dim, vocab_size=info.vocab_size, skip_init=True)
+    module = build_method(config, info)
+    copy_into_prompt(module, read_tensors(path), Path(path) / WEIGHTS_NAME)
+    try:
+        module.check_metadata(record.get("metadata", {}))
+    except ValueError as err:
+        raise PromptFileError(f"{file}: {err}") from None
+    return module, record
