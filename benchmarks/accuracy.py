@@ -36,6 +36,7 @@ import torch
 
 from benchmarks.common import RESULTS, set_threads, write_json
 from softprompt.lock import FileLock, LockHeld
+from softprompt import settings
 
 BENCHMARK_DIRS = {"glue": "glue", "superglue": "superglue"}
 
@@ -61,7 +62,6 @@ def base_config(args, task_name: str, seed: int, root: str, n_train: int, **extr
 
 
 # -- softprompt ------------------------------------------------------------------------------
-
 
 def run_softprompt(args, method: str, task_name: str, seed: int, backbone, tokenizer, n_train: int, **overrides) -> dict:
     from softprompt.train import train
@@ -122,7 +122,7 @@ def run_peft(args, task_name: str, seed: int, lr: float, tokenizer, n_train: int
     backbone, tokenizer = load_backbone(args.model)  # fresh: PEFT wraps the model it is given
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone.to(device)
-    config = base_config(args, task_name, seed, args.data_dir, n_train, method="prompt").resolved("decoder-only")
+    config = settings.resolved(base_config(args, task_name, seed, args.data_dir, n_train, method="prompt"), "decoder-only")
     task = get_task(task_name, style=config.style)
     train_rows, validation, test, _ = load_data(config, task)
     encoded = encode_examples(train_rows, tokenizer, "decoder-only", config.max_length, config.separator)
@@ -174,7 +174,7 @@ def zero_shot(args, task_name: str, backbone, tokenizer, n_train: int) -> float:
     from softprompt.tasks import get_task
     from softprompt.train import load_data
 
-    config = base_config(args, task_name, 0, args.data_dir, n_train, method="prompt").resolved("decoder-only")
+    config = settings.resolved(base_config(args, task_name, 0, args.data_dir, n_train, method="prompt"), "decoder-only")
     task = get_task(task_name, style=config.style)
     _, _, test, _ = load_data(config, task)
     return evaluate(NoPrompt(backbone), tokenizer, task, test, mode="rank", batch_size=64, max_length=config.max_length,
