@@ -42,7 +42,7 @@ def test_show_prints_a_file_that_reads_back_equal(name, style, protocol, tmp_pat
 
 
 def test_show_writes_a_papers_details():
-    # DPT's WSC: validated on its label-1 rows; Yelp: 100k training rows (PROTOCOL_DETAILS)
+    # DPT's WSC: validated on its label-1 rows; Yelp: 100k training rows (protocols.dpt in the task files)
     assert task_to_dict(get_task("wsc", protocol="dpt"))["eval_filter"] == "label_true"
     assert task_to_dict(get_task("yelp2", protocol="dpt"))["max_train_rows"] == 100000
     assert "eval_filter" not in task_to_dict(get_task("wsc")) and "max_train_rows" not in task_to_dict(get_task("yelp2"))

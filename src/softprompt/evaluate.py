@@ -6,7 +6,7 @@
   every choice is one token, else one per choice; the head runs only at the scored
   positions); the best choice is the prediction. The prompt is computed once per evaluation
   (``model.frozen_prompt``) and, decoder-only, its keys and values are kept across batches and
-  calls until the prompt changes (``backbones.join``).
+  calls until the prompt changes (``backbones.prefix_cache``).
 * ``generate``: greedy decoding, then ``task.parse`` maps the text to a prediction; text that
   maps to no label is *invalid* and counts as wrong.
 
