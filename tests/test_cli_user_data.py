@@ -1,4 +1,4 @@
-"""A user's own data from the command line: the README's three "your own data" lines, run as
+"""A user's own data from the command line: docs/your-data.md's three lines (the README's one), run as
 written on a tiny saved model; task files through train, eval, predict and preview; the quick
 options recorded in config.json so --resume and eval rebuild the task from any folder."""
 
@@ -15,15 +15,14 @@ from conftest import tiny_llama
 from softprompt.cli import main
 from helpers import tiny_tokenizer
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[1] / "docs" / "your-data.md"  # the "your own data" page
 POSITIVE = ["great fun", "a really good film", "very good acting", "fun and great", "good plot", "really great movie"]
 NEGATIVE = ["awful plot", "a very dull film", "boring and bad", "bad acting", "not good", "dull boring movie"]
 
 
 def readme_lines() -> list[str]:
-    """The shell lines of the bash block under README's "## Your own data"."""
-    text = README.read_text()
-    section = text.split("## Your own data", 1)[1]
+    """The shell lines of the first bash block of docs/your-data.md."""
+    section = README.read_text()
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     return [line for line in block.splitlines() if line.strip()]
 
@@ -172,7 +171,7 @@ def test_readme_task_file_example_reads(tmp_path):
 
     from softprompt.tasks import read_task_file
 
-    section = README.read_text().split("## Your own data", 1)[1]
+    section = README.read_text()
     text = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     (tmp_path / "reviews.yaml").write_text(text)
     (tmp_path / "train.csv").write_text("text,stars\nlovely,5\nawful,1\n")

@@ -4,6 +4,7 @@ options generated from ``TrainConfig`` and from the registered methods' configs.
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import types
 import typing
@@ -18,7 +19,41 @@ class CLIError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line (not the usage block), exit code 2."""
+    """An argument parser whose errors are one line (not the usage block), exit code 2, named by
+    the subcommand they belong to (``softprompt train: error: ...``), with "did you mean" for a
+    mistyped option. Options are never abbreviated: ``--embed`` is not ``--embed-dim``, so a
+    typo is an error, not another option."""
+
+    def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:  # argparse reports a subcommand's leftovers from the top parser: name the subcommand
+            owner = self._subcommand_parser(parsed) or self
+            owner.error(owner.unrecognized(extra))
+        return parsed
+
+    def _subcommand_parser(self, parsed: argparse.Namespace) -> "Parser | None":
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return action.choices.get(getattr(parsed, action.dest, None) or "")
+        return None
+
+    def unrecognized(self, extra: list[str]) -> str:
+        """``unrecognized arguments: --lenght 20 (did you mean --length?)``."""
+        known = [flag for flag in self._option_string_actions if flag.startswith("--")]
+        hints = []
+        for word in extra:
+            flag = word.split("=", 1)[0]
+            if flag.startswith("--"):
+                hints += [f"{flag} -> {m[0]}" for m in [difflib.get_close_matches(flag, known, n=1, cutoff=0.7)] if m]
+        if len(hints) == 1:
+            hint = f" (did you mean {hints[0].split(' -> ')[1]}?)"
+        else:
+            hint = f" (did you mean: {', '.join(hints)}?)" if hints else ""
+        return f"unrecognized arguments: {' '.join(extra)}{hint}"
 
     def error(self, message: str) -> typing.NoReturn:
         print(f"{self.prog}: error: {message}", file=sys.stderr)

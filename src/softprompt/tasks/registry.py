@@ -14,6 +14,7 @@ question) and ``protocols:`` (each paper's task details, documented in the file)
 
 from __future__ import annotations
 
+import difflib
 import functools
 from pathlib import Path
 from types import MappingProxyType
@@ -41,7 +42,9 @@ def canonical_name(name: str) -> str:
     key = str(name).strip().lower()
     found = _aliases().get(key) or _aliases().get(_squeeze(key))
     if found is None:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
+        close = difflib.get_close_matches(key, list(_aliases()), n=1, cutoff=0.6)
+        hint = f"did you mean {_aliases()[close[0]]}? " if close else ""
+        raise ValueError(f"unknown task {name!r}; {hint}known tasks: {', '.join(list_tasks())}")
     return found
 
 
