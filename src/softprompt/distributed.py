@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as dist
 
-__all__ = ["accelerator", "average_gradients", "barrier", "check_several_processes", "eval_is_split", "gather_rows", "is_main", "merge_shards", "my_batches", "rank",
+__all__ = ["accelerator", "average_gradients", "barrier", "check_processes", "check_several_processes", "eval_is_split", "gather_rows", "is_main", "merge_shards", "my_batches", "rank",
            "shard_backbone", "start", "world"]
 
 
@@ -60,6 +60,15 @@ def check_several_processes(option: str) -> None:
     if world() == 1:
         raise ValueError(f"{option} shards the backbone across processes: launch with torchrun --nproc_per_node N "
                          f"or accelerate launch --num_processes N (docs/distributed.md)")
+
+
+def check_processes(saved: int, where: Any) -> None:
+    """Refuse (one line) to resume a checkpoint ``saved`` processes trained under another number:
+    its stream position counts global batches of ``batch_size × processes`` rows, grouped by
+    length at that size, so another count would continue another run."""
+    if saved != world():
+        raise ValueError(f"{where}: the checkpoint was trained by {saved} process(es), this launch has {world()}; "
+                         f"resume it with {saved} (a global batch is batch_size × processes, so another count is another run)")
 
 
 def _joined() -> bool:

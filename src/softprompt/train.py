@@ -37,8 +37,10 @@ import torch
 
 from . import distributed
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
+from .checkpoint import STATE_FILE
 from .config import TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
+from .io import read_json
 from .model import SoftPromptModel, attach
 from .optim import T5XAdafactor, lr_at, make_optimizer, steps_per_epoch, total_steps_for, warmup_steps_for
 from .plots import plot_run
@@ -211,6 +213,10 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
         distributed.check_several_processes("fsdp")
     if not config.seeds and config.resume and run.read_metrics() is not None:
         return run.read_metrics()  # finished already
+    if config.resume:  # before the slow loading
+        for sub in [run] if not config.seeds else [run.seed_dir(s) for s in config.seeds]:
+            if (folder := sub.latest_checkpoint()) is not None:
+                distributed.check_processes(read_json(folder / STATE_FILE).get("processes", 1), sub.path)
     # The backbone's kind picks the task's template style and the layers of settings that depend
     # on it (settings.for_backbone); it is read from the model's config, before the slow load.
     from .backbones import backbone_facts, bos_token_id, join_for
@@ -334,9 +340,6 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     saved = run.load_checkpoint(raw, optimizer) if c.resume else None
     if saved is not None:
         state = RunState(**saved)
-        if state.processes != world:  # the batches, the schedule and the RNG states are those of that many processes
-            raise ValueError(f"{run.path}: the checkpoint was trained by {state.processes} process(es), this launch has {world}; "
-                             f"resume it with {state.processes} (a global batch is batch_size × processes, so another count is another run)")
         stream.epoch, stream.index = state.epoch, state.index
         run.truncate_log(state.step)
     else:
