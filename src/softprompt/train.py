@@ -253,6 +253,7 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
         runs[seed] = finished or _train_one(seed_config, _prepare(sub, seed_config), model, tokenizer, task, data[seed])
     summary = summarize(runs)
     run.write_metrics(summary, "summary.json")
+    distributed.barrier()
     return summary
 
 
