@@ -119,6 +119,7 @@ class TrainConfig:
     log_every: int = _opt(10, "log every N steps", "N")
     mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P")
     gradient_checkpointing: bool = _opt(False, "trade compute for memory")
+    fsdp: bool = _opt(False, "shard the frozen backbone's layers across the processes of a distributed launch (FSDP2; docs/distributed.md)")
     # where each option's value came from (option -> source; softprompt.settings); None: not resolved yet
     sources: dict[str, str] | None = _opt(None, "where each option's value came from", cli=False)
 

@@ -10,6 +10,11 @@
 * ``generate``: greedy decoding, then ``task.parse`` maps the text to a prediction; text that
   maps to no label is *invalid* and counts as wrong.
 
+Under a distributed launch each process scores a share of the batches and every process gets
+all the predictions (``distributed.my_batches``, ``gather_rows``): a batch is scored whole by
+one process, so every row is scored once, with the floats a one-process run gives it, and the
+metrics equal the one-process run's.
+
 ``NoPrompt`` is a ``PromptedModel`` holding no prompt, so the zero-shot baseline (the task's
 template, no prompt) runs through the same code as a ``SoftPromptModel``. With a ``PromptBank``,
 ``prompts`` names each example's prompt and the batches mix them.
@@ -22,6 +27,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from . import distributed
 from .backbones import DECODER_ONLY, IGNORE_INDEX
 from .batching import collate, encode_choice_set, encode_pairs, eos_id, pad_id, report_truncated
 from .model import PromptedModel
@@ -130,20 +136,22 @@ def rank_choices(model, tokenizer, examples, default_choices=None, batch_size=16
                                 truncation_side=truncation_side)
     report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
     pad, device = pad_id(tokenizer), _device(model)
-    best = torch.empty(len(examples), dtype=torch.long)
+    best = [0] * len(examples)
     order = sorted(range(len(examples)), key=choices.lengths().__getitem__)  # similar lengths batch together
     # batch_size counts rows: with one row per choice, fewer examples fit in a batch
     per_batch = max(1, batch_size // (1 if choices.single_token else max(len(g) for g in choices.groups)))
-    progress = Progress(-(-len(order) // per_batch), f"scoring {len(examples)} examples", leave=False)
+    mine = distributed.my_batches([order[s : s + per_batch] for s in range(0, len(order), per_batch)], model.backbone)
+    progress = Progress(len(mine), f"scoring {len(examples)} examples", leave=False)
     with model.frozen_prompt():
-        for start in range(0, len(order), per_batch):
-            index = order[start : start + per_batch]
+        for index in mine:
             batch = {k: v.to(device) for k, v in choices.batch(index, pad).items()}
             rows = index if choices.single_token else [e for e in index for _ in choices.groups[e]]  # each batch row's example
             scores = model.choice_scores(**batch, **_named(prompts, rows)).float().cpu()  # [E, C]
-            best[index] = scores.argmax(dim=1)  # the first maximum: ties go to the lower index
+            for e, picked in zip(index, scores.argmax(dim=1).tolist()):  # the first maximum: ties go to the lower index
+                best[e] = picked
             progress.update(1)
     progress.close()
+    best = torch.tensor(distributed.gather_rows(best, mine, model.backbone), dtype=torch.long)
     return best
 
 
@@ -163,12 +171,14 @@ def generate_texts(model, tokenizer, examples, batch_size=16, max_length=256, ma
     device = _device(model)
     texts = [""] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(encoded[i]))
-    progress = Progress(-(-len(order) // batch_size), f"generating for {len(examples)} examples", leave=False)
+    mine = distributed.my_batches([order[s : s + batch_size] for s in range(0, len(order), batch_size)], model.backbone)
+    progress = Progress(len(mine), f"generating for {len(examples)} examples", leave=False)
     with model.frozen_prompt():
-        for start in range(0, len(order), batch_size):
-            _generate_batch(model, tokenizer, encoded, order[start : start + batch_size], kind, pad, eos, device, max_new_tokens, texts, prompts)
+        for index in mine:
+            _generate_batch(model, tokenizer, encoded, index, kind, pad, eos, device, max_new_tokens, texts, prompts)
             progress.update(1)
     progress.close()
+    texts = distributed.gather_rows(texts, mine, model.backbone)
     return texts
 
 

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from .distributed import is_main
+
 EVERY_SECONDS = 30.0
 
 
@@ -18,14 +20,15 @@ class Progress:
         total: units of work (steps, batches).
         desc: what is being done, e.g. ``"ulpt sst2"``.
         initial: units already done (a resumed run).
-        enabled: False prints nothing (processes other than the main one).
+        enabled: False prints nothing. Only the main process of a distributed launch ever
+            prints (``distributed.is_main``): the others' bars would repeat it.
         every: seconds between plain lines when the output is not a terminal.
     """
 
     def __init__(self, total: int, desc: str, initial: int = 0, enabled: bool = True, every: float = EVERY_SECONDS,
                  leave: bool = True):
         self.total, self.desc, self.done, self.every = total, desc, initial, every
-        self.enabled = enabled
+        self.enabled = enabled and is_main()
         self.bar = None
         self.postfix: dict[str, Any] = {}
         self.started = self.last = time.time()

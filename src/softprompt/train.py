@@ -14,6 +14,11 @@ from index 0, and an optimizer step takes ``grad_accum`` micro-batches from wher
 is. The checkpoint stores that position in ``RunState`` with the prompt, the optimizer and every
 RNG state, so a resumed run replays exactly the batches and floats an uninterrupted one would
 (bit-identical on CPU). The learning rate is a pure function of the step (``lr_at``).
+
+Under a distributed launch (``distributed.py``; docs/distributed.md) every process runs this same
+loop on its share of each global batch of ``batch_size × processes`` rows, and the prompt's
+gradients are averaged before each step, so the processes keep identical prompts. Only the main
+process writes the run's files; the others wait at a barrier where they would read them.
 """
 
 from __future__ import annotations
@@ -24,16 +29,18 @@ import random
 import statistics
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import distributed
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
+from .checkpoint import STATE_FILE
 from .config import TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
+from .io import read_json
 from .model import SoftPromptModel, attach
 from .optim import T5XAdafactor, lr_at, make_optimizer, steps_per_epoch, total_steps_for, warmup_steps_for
 from .plots import plot_run
@@ -64,6 +71,7 @@ class RunState:
     elapsed: float = 0.0  # seconds trained before this process (resumed runs)
     stopped: str | None = None  # "early_stopping" once patience runs out
     window_loss: float = 0.0  # loss summed since the last log line, so a resumed run logs the same averages
+    processes: int = 1  # how many processes trained it: a global batch is batch_size × processes
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,7 +196,10 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
     environment); the settings that depend on the backbone's kind once that is known.
     """
     config = from_python(config)
-    run = RunDir.open(config)  # before any slow loading; takes the directory's lock, writes nothing else
+    distributed.start()
+    # Only the main process checks and locks the directory (before any slow loading; it writes
+    # nothing else yet); the others never read it before ``_prepare`` has made it ready.
+    run = RunDir.open(config) if distributed.is_main() else RunDir(config.output_dir, main=False)
     try:
         return _train_locked(config, run, model, tokenizer, task)
     finally:
@@ -198,8 +209,14 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
 def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any) -> dict[str, Any]:
     if config.seeds and isinstance(model, SoftPromptModel):
         raise ValueError("train: with several seeds pass the backbone, not a SoftPromptModel")
+    if config.fsdp:
+        distributed.check_several_processes("fsdp")
     if not config.seeds and config.resume and run.read_metrics() is not None:
         return run.read_metrics()  # finished already
+    if config.resume:  # before the slow loading
+        for sub in [run] if not config.seeds else [run.seed_dir(s) for s in config.seeds]:
+            if (folder := sub.latest_checkpoint()) is not None:
+                distributed.check_processes(read_json(folder / STATE_FILE).get("processes", 1), sub.path)
     # The backbone's kind picks the task's template style and the layers of settings that depend
     # on it (settings.for_backbone); it is read from the model's config, before the slow load.
     from .backbones import backbone_facts, bos_token_id, join_for
@@ -226,17 +243,27 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
         raise ValueError("train: pass tokenizer= with model=")
     if config.chat_template:
         data = {s: tuple(apply_chat_template(part, tokenizer) if isinstance(part, list) else part for part in d) for s, d in data.items()}
-    run.prepare(config)
+    _prepare(run, config)
     if not config.seeds:
         return _train_one(config, run, model, tokenizer, task, data[None])
     runs = {}
     for seed, seed_config in seeds.items():
         sub = run.seed_dir(seed)
         finished = seed_config.resume and sub.read_metrics()
-        runs[seed] = finished or _train_one(seed_config, sub.prepare(seed_config), model, tokenizer, task, data[seed])
+        runs[seed] = finished or _train_one(seed_config, _prepare(sub, seed_config), model, tokenizer, task, data[seed])
     summary = summarize(runs)
     run.write_metrics(summary, "summary.json")
+    distributed.barrier()
     return summary
+
+
+def _prepare(run: RunDir, config: TrainConfig) -> RunDir:
+    """The main process prepares the directory (clears an overwritten run, writes config.json);
+    the others wait until it is ready."""
+    if run.main:
+        run.prepare(config)
+    distributed.barrier()
+    return run
 
 
 def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -259,29 +286,18 @@ def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
 # One run
 
 
-def _accelerator(mixed_precision: str):
-    """An ``Accelerator`` with this run's precision, also when an earlier run in the process used
-    another: accelerate keeps one process-wide state and refuses a second precision, which broke
-    the second ``train()`` of a notebook, a benchmark or a sweep worker. Only the precision part is
-    reset; the process group (``PartialState``) of a distributed launch stays."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state.get("_mixed_precision", mixed_precision) != mixed_precision:
-        AcceleratorState._reset_state(reset_partial_state=False)
-    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available())
-
-
 def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: Any, data: tuple) -> dict[str, Any]:
     started = time.time()
     train_examples, validation, test, test_split = data
 
     # -- setup: accelerator, prompt, data stream ---------------------------------------------
-    accelerator = _accelerator(c.mixed_precision)
-    run.main = accelerator.is_main_process
+    accelerator = distributed.accelerator(c.mixed_precision)
+    world = distributed.world()
     if not isinstance(model, SoftPromptModel):
         model = attach(model, c.method, tokenizer=tokenizer, seed=c.seed, config=c.prompt_config())
     raw = model
+    if c.fsdp:
+        distributed.shard_backbone(raw, raw.backbone, accelerator.device)
     if c.gradient_checkpointing:
         raw.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
@@ -289,11 +305,11 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     if selection not in task.metrics:
         raise ValueError(f"selection_metric {selection!r} is not a metric of task {task.name} ({', '.join(task.metrics)})")
     lengths, make_batch = training_batches(c, train_examples, tokenizer, raw.join.kind, task)
-    stream = Stream(lengths, c.batch_size, c.seed, accelerator.process_index, accelerator.num_processes)
-    total_steps = total_steps_for(c, len(lengths), accelerator.num_processes)
+    stream = Stream(lengths, c.batch_size, c.seed, distributed.rank(), world)
+    total_steps = total_steps_for(c, len(lengths), world)
     warmup = warmup_steps_for(c, total_steps)
     # --eval-every and --checkpoint-every count steps, or epochs (DPT evaluates after each epoch)
-    unit = steps_per_epoch(c, len(lengths), accelerator.num_processes) if c.eval_unit == "epochs" else 1
+    unit = steps_per_epoch(c, len(lengths), world) if c.eval_unit == "epochs" else 1
     eval_every = c.eval_every * unit
     checkpoint_every = (c.checkpoint_every or c.eval_every) * unit
 
@@ -315,7 +331,11 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     groups = raw.prompt.param_groups()
     peaks = [g.peak(c.lr) for g in groups]
     optimizer = make_optimizer(c, [{"params": g.params, "lr": lr} for g, lr in zip(groups, peaks)])
-    model, optimizer = accelerator.prepare(raw, optimizer)
+    # Precision and device from accelerate, not its DDP wrapper (evaluation_mode): the gradients
+    # to average are the prompt's few, averaged by distributed.average_gradients; DDP would
+    # broadcast every frozen weight and refuses an FSDP-sharded backbone.
+    model = accelerator.prepare_model(raw, evaluation_mode=True)
+    optimizer = accelerator.prepare_optimizer(optimizer)
 
     # -- resume from the checkpoint, or start with the zero-shot baseline --------------------
     saved = run.load_checkpoint(raw, optimizer) if c.resume else None
@@ -344,19 +364,19 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
                 group["lr"] = lr_at(step, total_steps, warmup, peak, c.lr_schedule)
             # forward and backward over grad_accum micro-batches
             loss_sum, examples, shown = 0.0, 0, {}
-            for micro in range(c.grad_accum):
+            for _ in range(c.grad_accum):
                 index = stream.next()
                 batch = {k: v.to(accelerator.device) for k, v in make_batch(index).items()}
-                sync = micro == c.grad_accum - 1
-                with accelerator.no_sync(model) if not sync else nullcontext():
-                    with accelerator.autocast():
-                        loss = model(**batch, return_logits=False).loss
-                    value = float(loss.detach())
-                    if not math.isfinite(value):
-                        raise TrainingDiverged(f"loss is {value} at step {step + 1}")
-                    accelerator.backward(loss / c.grad_accum)
-                loss_sum += value
+                with accelerator.autocast():
+                    loss = model(**batch, return_logits=False).loss
+                accelerator.backward(loss / c.grad_accum)
+                loss_sum += float(loss.detach())
                 examples += len(index)
+            # the processes' gradients and losses averaged, so every process takes the same step
+            # and stops at the same step (nothing happens in one process)
+            loss_sum = distributed.average_gradients(raw.trainable_parameters(), loss_sum)
+            if not math.isfinite(loss_sum):
+                raise TrainingDiverged(f"loss is {loss_sum / c.grad_accum} at step {step + 1}")
             # clip and update
             if c.max_grad_norm > 0:
                 norm = accelerator.clip_grad_norm_(raw.trainable_parameters(), c.max_grad_norm)
@@ -371,7 +391,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
             optimizer.zero_grad(set_to_none=True)
             state.step = step = step + 1
             state.window_loss += loss_sum / c.grad_accum
-            window_examples += examples * accelerator.num_processes
+            window_examples += examples * world
             # log
             if step % c.log_every == 0 or step == total_steps:
                 n = (step - 1) % c.log_every + 1
@@ -398,11 +418,11 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
             # checkpoint
             if step % checkpoint_every == 0 or step == total_steps or state.stopped:
                 state.epoch, state.index = stream.epoch, stream.index
-                state.elapsed = elapsed_before + time.time() - started
+                state.elapsed, state.processes = elapsed_before + time.time() - started, world
                 run.save_checkpoint(raw, optimizer, dataclasses.asdict(state))
     except TrainingDiverged as err:
         bar.close()
-        kept = run.keep_last_good_prompt(raw)  # finite, from before the failing step
+        kept = run.keep_last_good_prompt(raw) if run.main else "the main process keeps the last good prompt"  # finite, from before the failing step
         run.log({"step": state.step, "error": str(err)})
         plot()
         raise TrainingDiverged(f"training stopped: {err}; {kept}") from None
@@ -410,6 +430,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     model.eval()
 
     # -- test with the best prompt -------------------------------------------------------------
+    distributed.barrier()  # the main process may still be writing prompt/
     run.load_best_prompt(raw)
     test_metrics = score(raw, test)
     metrics = {
@@ -424,4 +445,5 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     plot()
     run.write_metrics(metrics)
     raw.backbone.eval()
+    distributed.barrier()  # when train() returns, on any process, the run's files are complete
     return metrics

@@ -100,6 +100,7 @@ def _with_absolute_paths(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def run(args) -> int:
+    from softprompt.distributed import is_main
     from softprompt.train import TrainingDiverged, train
 
     config = build_config(args)
@@ -117,7 +118,8 @@ def run(args) -> int:
         resumable = (Path(config.output_dir) / "config.json").is_file()
         hint = f"; continue with: softprompt train --resume {config.output_dir}" if resumable else ""
         raise KeyboardInterrupt(f"interrupted{hint}") from None
-    print(format_metrics(metrics, config.output_dir))
+    if is_main():  # the other processes of a distributed launch hold the same metrics
+        print(format_metrics(metrics, config.output_dir))
     return 0
 
 
