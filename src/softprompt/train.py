@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
+from .checkpoint import backbone_fingerprint, check_backbone
 from .config import TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
 from .model import SoftPromptModel, attach
@@ -40,6 +41,7 @@ from .plots import plot_run
 from .progress import Progress
 from .rundir import RunDir
 from .settings import for_backbone, from_python, per_seed, style_for
+from .usage import usage_record
 
 __all__ = ["RunState", "T5XAdafactor", "TrainingDiverged", "load_data", "lr_at", "make_optimizer", "steps_per_epoch",
            "total_steps_for", "train", "warmup_steps_for"]
@@ -64,6 +66,7 @@ class RunState:
     elapsed: float = 0.0  # seconds trained before this process (resumed runs)
     stopped: str | None = None  # "early_stopping" once patience runs out
     window_loss: float = 0.0  # loss summed since the last log line, so a resumed run logs the same averages
+    backbone: dict[str, Any] | None = None  # checkpoint.backbone_fingerprint: resume refuses another model
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,6 +191,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
     environment); the settings that depend on the backbone's kind once that is known.
     """
     config = from_python(config)
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():  # accelerate would run float32 and say nothing
+        raise ValueError("--mixed-precision fp16 needs a CUDA GPU; on the CPU the run would be float32 (use bf16 or no)")
     run = RunDir.open(config)  # before any slow loading; takes the directory's lock, writes nothing else
     try:
         return _train_locked(config, run, model, tokenizer, task)
@@ -282,6 +287,8 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     if not isinstance(model, SoftPromptModel):
         model = attach(model, c.method, tokenizer=tokenizer, seed=c.seed, config=c.prompt_config())
     raw = model
+    raw.usage = usage_record(c, task)  # saved with every prompt: how it is read (predict, eval)
+    fingerprint = backbone_fingerprint(raw.backbone)
     if c.gradient_checkpointing:
         raw.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
@@ -320,11 +327,12 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     # -- resume from the checkpoint, or start with the zero-shot baseline --------------------
     saved = run.load_checkpoint(raw, optimizer) if c.resume else None
     if saved is not None:
+        check_backbone(saved.get("backbone"), fingerprint, run.path)
         state = RunState(**saved)
         stream.epoch, stream.index = state.epoch, state.index
         run.truncate_log(state.step)
     else:
-        state = RunState()
+        state = RunState(backbone=fingerprint)
         run.truncate_log(-1)  # a resumed run killed before its first checkpoint starts over
         if c.zero_shot:
             state.zero_shot = score(NoPrompt(raw.backbone), test)
