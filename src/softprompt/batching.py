@@ -19,8 +19,9 @@ Inputs longer than ``max_length`` lose tokens from the *right*, as all four pape
 (Hugging Face ``truncation=True``), but only from the part of the input that may give way
 (``Example.cut``: the passage a task names, else everything before the template's closing
 text): the question before a passage, the closing cue (``\nAnswer:``), the special tokens
-and the target are never cut. ``truncation_side="left"`` cuts the start of that part instead.
-The count is reported once, never fatal.
+and the target are never cut; a ``max_length`` too short to hold them (and one token of the
+text) is refused with the length needed. ``truncation_side="left"`` cuts the start of that part
+instead. The count of cut rows is reported once.
 """
 
 from __future__ import annotations
@@ -107,17 +108,28 @@ def _target_ids(tokenizer: Any, inputs: list[str], targets: list[str], separator
 TRUNCATION_SIDES = ("right", "left")
 
 
-def _fit(tokenizer: Any, text: str, ids: list[int], room: int, cut: tuple[int, int] | None, side: str) -> list[int]:
+def _fit(tokenizer: Any, text: str, ids: list[int], room: int, cut: tuple[int, int] | None, side: str,
+         reserved: int, example: int) -> list[int]:
     """``ids`` (the tokens of ``text``) cut to ``room`` tokens, taken only from the characters
     ``cut`` = ``(start, end)`` of ``text`` (all of it when None), at that part's ``side``.
 
     The three parts are tokenized on their own only for rows that must be cut, so a row that
-    fits keeps the tokenization of its whole text. If the part alone cannot absorb the excess
-    (a tiny ``max_length``), the rest is cut at ``side`` of the whole."""
-    if cut is None or not 0 <= cut[0] <= cut[1] <= len(text):
+    fits keeps the tokenization of its whole text. What lies outside ``cut`` (the template's
+    question and closing cue) always stays: when it, one token of the text, the special tokens
+    and the target (``reserved`` of the ``max_length``) cannot fit, a one-line error gives the
+    length needed (``example``: the row, for the message). Without a ``cut`` the whole input
+    may give way, at ``side`` of the whole."""
+    whole = cut is None or not 0 <= cut[0] <= cut[1] <= len(text)
+    if whole:
         cut = (0, len(text))
     head, part, tail = (tokenizer(t, add_special_tokens=False)["input_ids"] if t else []
                         for t in (text[: cut[0]], text[cut[0] : cut[1]], text[cut[1] :]))
+    need = len(head) + len(tail) + bool(part)
+    if not whole and need > room:
+        kept = " and ".join(repr(t) for t in (text[: cut[0]], text[cut[1] :]) if t)
+        raise ValueError(f"--max-length {reserved + room} needs at least {reserved + need} tokens for example {example + 1}: "
+                         f"the template's text that is never cut ({kept}), one token of the text, the special tokens and the target")
+    room = max(room, 0)
     excess = len(head) + len(part) + len(tail) - room  # piecewise tokens may differ by a few
     keep = max(len(part) - excess, 0)
     part = part[:keep] if side == "right" else part[len(part) - keep :]
@@ -137,6 +149,7 @@ def encode_pairs(
     add_eos: bool = True,
     cuts: Sequence[tuple[int, int] | None] | None = None,
     truncation_side: str = "right",
+    owners: Sequence[int] | None = None,
 ) -> list[Encoded]:
     """Tokenize ``(input, target)`` text pairs; see the module docstring for the layouts.
 
@@ -145,6 +158,7 @@ def encode_pairs(
         cuts: per input, the characters ``(start, end)`` that may lose tokens when the input is
             too long (``Example.cut``); None: the whole input.
         truncation_side: ``right`` (the authors') or ``left``: which end of that part is cut.
+        owners: per pair, the example it comes from (errors name it); default: the pair's index.
     """
     _check_kind(kind)
     if max_length < 2:
@@ -153,20 +167,21 @@ def encode_pairs(
         raise ValueError(f"truncation_side must be right or left, got {truncation_side!r}")
     inputs, targets = list(inputs), list(targets)
     cuts = list(cuts) if cuts is not None else [None] * len(inputs)
+    owners = list(owners) if owners is not None else list(range(len(inputs)))
     prefix, suffix = special_affixes(tokenizer)
     eos = [eos_id(tokenizer)] if add_eos else []
     encoded = []
     if kind == DECODER_ONLY:
         contexts = tokenizer(inputs, add_special_tokens=False)["input_ids"]
         answers = _target_ids(tokenizer, inputs, targets, separator)
-        for text, cut, ctx, answer in zip(inputs, cuts, contexts, answers):
+        for text, cut, ctx, answer, owner in zip(inputs, cuts, contexts, answers, owners):
             answer = answer + eos
             room = max_length - len(prefix) - len(answer)
             truncated = len(ctx) > max(room, 0)
             if truncated:
                 if room == 0:  # the target fits but nothing of the input would (a longer target is cut below)
                     raise ValueError(f"max_length {max_length} leaves no room for the input (the target and special tokens take all of it); raise --max-length")
-                ctx = _fit(tokenizer, text, ctx, max(room, 0), cut, truncation_side)
+                ctx = _fit(tokenizer, text, ctx, room, cut, truncation_side, max_length - room, owner)
                 answer = answer[: max_length - len(prefix)]  # a target longer than everything
             ids = prefix + list(ctx) + answer
             labels = [IGNORE_INDEX] * (len(prefix) + len(ctx)) + answer
@@ -176,13 +191,13 @@ def encode_pairs(
         answers = tokenizer(targets, add_special_tokens=False)["input_ids"]
         # T5's tokenizer adds EOS as its suffix; use it, or the EOS id if the tokenizer adds none.
         end = suffix if suffix else [eos_id(tokenizer)]
-        for text, cut, ctx, answer in zip(inputs, cuts, contexts, answers):
+        for text, cut, ctx, answer, owner in zip(inputs, cuts, contexts, answers, owners):
             room = max_length - len(prefix) - len(end)
             truncated = len(ctx) > room or len(answer) + len(eos) > max_length
             if ctx and room <= 0:  # nothing of the input would be left
                 raise ValueError(f"max_length {max_length} leaves no room for the input (special tokens need {max_length - room}); raise --max-length")
             if len(ctx) > room:  # the input's EOS (`end`) stays: the encoder must see where the input ends
-                ctx = _fit(tokenizer, text, ctx, room, cut, truncation_side)
+                ctx = _fit(tokenizer, text, ctx, room, cut, truncation_side, max_length - room, owner)
             labels = (list(answer) + eos)[:max_length]
             encoded.append(Encoded(torch.tensor(prefix + list(ctx) + end, dtype=torch.long), torch.tensor(labels, dtype=torch.long), truncated))
     return encoded
@@ -257,7 +272,8 @@ def encode_choices(
             owner.append(i)
             index.append(j)
             cuts.append(_cut(example))
-    rows = encode_pairs(inputs, targets, tokenizer, kind, max_length, separator, add_eos=add_eos, cuts=cuts, truncation_side=truncation_side)
+    rows = encode_pairs(inputs, targets, tokenizer, kind, max_length, separator, add_eos=add_eos, cuts=cuts,
+                        truncation_side=truncation_side, owners=owner)
     return ChoiceRows(rows, torch.tensor(owner, dtype=torch.long), torch.tensor(index, dtype=torch.long))
 
 

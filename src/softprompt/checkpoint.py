@@ -16,15 +16,20 @@ the one a swap had moved aside when a kill landed between its two renames (``.ch
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Iterator, NamedTuple
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
+from .backbones import backbone_name
 from .io import PromptFileError, read_json
-from .prompt_files import check_finite, copy_into_prompt, read_safetensors, trainable_tensors
+from .prompt_files import SaveError, check_finite, copy_into_prompt, read_safetensors, save_error, trainable_tensors
 from .prompts import PromptMethod
 
 FOLDER = "checkpoint"
@@ -143,3 +148,44 @@ def _load_optimizer_state(optimizer: torch.optim.Optimizer, tensors: dict[str, t
         index, key = name.split("/", 1)
         slots.setdefault(int(index), {})[key] = value
     optimizer.load_state_dict({"state": slots, "param_groups": meta["param_groups"]})
+
+
+# ---------------------------------------------------------------------------------------
+# Saving that fails, and the backbone a run trains
+
+
+@contextmanager
+def save_errors(run_dir: Path, what: str) -> Iterator[None]:
+    """A run's save (``what``: its folder) that fails for want of space or a file size limit
+    is one line: the atomic swap left the previous one intact, so the run can be resumed."""
+    try:
+        yield
+    except (OSError, SafetensorError) as err:
+        kept = f"the previous {what} is intact; free space and resume with softprompt train --resume {run_dir}"
+        if isinstance(err, SaveError):
+            raise SaveError(f"{str(err).split('; ')[0]}; {kept}") from None
+        raise save_error(err, run_dir / what, kept) from None
+
+
+FINGERPRINT_ROWS = 16  # input-embedding rows hashed: evenly spaced over the vocabulary, first and last included
+
+
+def backbone_fingerprint(backbone: torch.nn.Module) -> dict[str, Any]:
+    """What identifies a backbone's weights, cheaply and the same on any device: its name, and
+    a SHA-256 over every parameter's shape and ``FINGERPRINT_ROWS`` fixed rows of the input
+    embedding table rounded to bfloat16 (so a float32 and a bf16 load of one model agree; two
+    models of one architecture and size do not)."""
+    table = backbone.get_input_embeddings().weight.detach()
+    rows = torch.linspace(0, table.shape[0] - 1, FINGERPRINT_ROWS).round().long().unique()
+    values = table[rows.to(table.device)].to("cpu", torch.bfloat16).view(torch.int16).numpy().tobytes()
+    shapes = json.dumps([list(p.shape) for p in backbone.parameters()]).encode()
+    return {"name": backbone_name(backbone), "sha256": hashlib.sha256(shapes + values).hexdigest()}
+
+
+def check_backbone(saved: dict[str, Any] | None, current: dict[str, Any], run_dir: Path) -> None:
+    """Refuse to resume a run on another backbone than the one its checkpoint recorded (an
+    older checkpoint, which records none, is taken as it is)."""
+    if saved and saved.get("sha256") != current["sha256"]:
+        raise CheckpointError(
+            f"{run_dir}: the run was trained on {saved.get('name') or 'another model'} (weights {str(saved.get('sha256'))[:12]}); "
+            f"this backbone is {current['name'] or 'another model'} (weights {current['sha256'][:12]}); resume with the run's --model")

@@ -135,6 +135,11 @@ def rank_choices(model, tokenizer, examples, default_choices=None, batch_size=16
     choices = encode_choice_set(examples, tokenizer, _kind(model), max_length, separator, default_choices=default_choices,
                                 truncation_side=truncation_side)
     report_truncated([choices.rows[g[0]] for g in choices.groups], max_length)
+    if _kind(model) == DECODER_ONLY and not len(getattr(model, "prompts", ())):
+        for e, group in enumerate(choices.groups):  # nothing ahead of the choice: no position predicts it
+            if any(int(choices.rows[r].labels[0]) != IGNORE_INDEX for r in group):
+                raise ValueError(f"example {e + 1} has an empty input ({examples[e].input_text!r}): with no prompt (the zero-shot "
+                                 "baseline) a decoder-only model has no token to score its choices after; drop the row or pass --no-zero-shot")
     pad, device = pad_id(tokenizer), _device(model)
     best = [0] * len(examples)
     order = sorted(range(len(examples)), key=choices.lengths().__getitem__)  # similar lengths batch together

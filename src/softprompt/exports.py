@@ -182,5 +182,21 @@ def read_peft_prompt(adapter_dir: str | Path) -> torch.Tensor:
     tensors = read_safetensors(weights)
     if "prompt_embeddings" not in tensors:
         raise PromptFileError(f"{weights}: missing tensor prompt_embeddings")
-    check_finite("prompt_embeddings", tensors["prompt_embeddings"], weights)
-    return tensors["prompt_embeddings"][: int(config["num_virtual_tokens"])].float()
+    table = tensors["prompt_embeddings"]
+    check_finite("prompt_embeddings", table, weights)
+    # Every count the config states must agree with the tensor: a count that does not is a
+    # damaged or hand-edited adapter, never a prompt to cut or pad silently. PEFT stores n rows
+    # per transformer submodule (2n for seq2seq, of which it uses the first n).
+    n = config.get("num_virtual_tokens")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise PromptFileError(f"{config_file}: field 'num_virtual_tokens' must be a positive integer, got {n!r}")
+    copies = config.get("num_transformer_submodules") or (2 if config.get("task_type") == "SEQ_2_SEQ_LM" else 1)
+    if isinstance(copies, bool) or not isinstance(copies, int) or copies < 1:
+        raise PromptFileError(f"{config_file}: field 'num_transformer_submodules' must be a positive integer, got {copies!r}")
+    if table.dim() != 2 or table.shape[0] != n * copies:
+        raise PromptFileError(f"{config_file}: field 'num_virtual_tokens' is {n} ({n * copies} rows for {copies} submodule(s)); "
+                              f"{weights.name} holds prompt_embeddings of shape {tuple(table.shape)}")
+    dim = config.get("token_dim")
+    if dim is not None and dim != table.shape[1]:
+        raise PromptFileError(f"{config_file}: field 'token_dim' is {dim!r}; {weights.name} holds prompt_embeddings of shape {tuple(table.shape)}")
+    return table[:n].float()

@@ -161,8 +161,11 @@ class PromptedModel(nn.Module):
         distinct, which = self._which(prompt, input_ids)
         embeds = self._embeds(input_ids, attention_mask, distinct, which)
         if not distinct:
+            check_positions(self.backbone, 0, input_ids.shape[1])
             return RowPrompts([torch.zeros(0, embeds.shape[-1], device=embeds.device)], which), embeds
-        return RowPrompts([self._ahead(name) for name in distinct], which, distinct), embeds
+        ahead = [self._ahead(name) for name in distinct]
+        check_positions(self.backbone, max(p.shape[0] for p in ahead), input_ids.shape[1])
+        return RowPrompts(ahead, which, distinct), embeds
 
     def clear_prompt_cache(self) -> None:
         """Forget the prompts' kept keys and values (they are checked before every reuse, so
@@ -271,8 +274,11 @@ class SoftPromptModel(PromptedModel):
 
     NAME = "prompt"  # its prompt's name in ``prompts`` (and the slot its keys and values are kept under)
 
-    def __init__(self, backbone: nn.Module, prompt: PromptMethod):
+    def __init__(self, backbone: nn.Module, prompt: PromptMethod, usage: dict[str, Any] | None = None):
         super().__init__(backbone, {self.NAME: prompt})
+        # how the prompt is read (template, label words...: usage.py): set by training, kept by
+        # load, written by save, so a prompt folder carries it wherever it is copied
+        self.usage = usage
 
     # -- what the prompt is ----------------------------------------------------------------
 
@@ -317,7 +323,7 @@ class SoftPromptModel(PromptedModel):
 
     def save(self, path: str | Path) -> Path:
         """Write ``prompt.safetensors`` and ``prompt_config.json`` to the directory ``path``, atomically."""
-        return io.save_prompt(self.prompt, backbone_record(self.backbone), path)
+        return io.save_prompt(self.prompt, backbone_record(self.backbone), path, usage=self.usage)
 
     def save_pretrained(self, path: str | Path) -> Path:  # the transformers spelling
         return self.save(path)
@@ -348,13 +354,38 @@ def attach(
         **options: the method's config fields, e.g. ``length=100, rank=2``.
     """
     config = config if config is not None else make_config(method, **options)
+    try:
+        sink = len(sink_ids(backbone, join_for(backbone).kind, config.sink))
+    except ValueError:
+        sink = 0  # a sink this backbone cannot have: the prompt's checks name it below
+    check_positions(backbone, config.length + sink, 1)  # before a prompt that cannot fit is built
     return SoftPromptModel(backbone, build_method(config, backbone_info(backbone, tokenizer), seed=seed))
+
+
+def max_positions(backbone: nn.Module) -> int | None:
+    """How many positions the backbone's config gives (learned position tables end there);
+    None where it states none (T5's relative positions)."""
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(backbone.config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
+def check_positions(backbone: nn.Module, prompt: int, text: int) -> None:
+    """Refuse a prompt of ``prompt`` positions (sink included) before ``text`` tokens that
+    the backbone's positions cannot hold: past them a learned position table fails with an
+    IndexError deep in the model, and rotary ones read positions never trained."""
+    limit = max_positions(backbone)
+    if limit is not None and prompt + text > limit:
+        raise ValueError(f"a prompt of {prompt} positions and {text} text token(s) exceed the {limit} positions of "
+                         f"{type(backbone).__name__}; lower --length (at most {limit - text}) or --max-length (at most {max(limit - prompt, 0)})")
 
 
 def load(backbone: nn.Module, path: str | Path) -> SoftPromptModel:
     """Attach the prompt saved in directory ``path`` to ``backbone`` (frozen)."""
-    module, _ = io.load_prompt_module(path, backbone_info(backbone))
-    return SoftPromptModel(backbone, module)
+    module, record = io.load_prompt_module(path, backbone_info(backbone))
+    return SoftPromptModel(backbone, module, usage=record.get("usage"))
 
 
 def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel:

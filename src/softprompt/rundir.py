@@ -212,7 +212,8 @@ class RunDir:
 
     def save_prompt(self, model: SoftPromptModel) -> None:
         if self.main:
-            model.save(self.path / "prompt")
+            with checkpoint.save_errors(self.path, "prompt"):
+                model.save(self.path / "prompt")
 
     def has_prompt(self) -> bool:
         return (self.path / "prompt").is_dir()
@@ -260,7 +261,8 @@ class RunDir:
             save_file(tensors, str(tmp / checkpoint.OPTIMIZER_FILE))
             (tmp / checkpoint.STATE_FILE).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
-        write_dir_atomically(self.path / checkpoint.FOLDER, write)
+        with checkpoint.save_errors(self.path, checkpoint.FOLDER):
+            write_dir_atomically(self.path / checkpoint.FOLDER, write)
 
     def latest_checkpoint(self) -> Path | None:
         """The folder of the newest complete checkpoint of this run (see ``load_checkpoint``)."""

@@ -10,6 +10,7 @@ which every reader drops. A bad line before the last one is no such accident: an
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +88,19 @@ def read_metrics(run_dir: str | Path, name: str = METRICS_NAME) -> dict[str, Any
     """A finished run's results (None while it has none)."""
     path = Path(run_dir) / name
     return read_json(path) if path.is_file() else None
+
+
+def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Mean and sample standard deviation over seeds of every metric of every section."""
+    summary: dict[str, Any] = {"seeds": sorted(runs)}
+    for section in ("zero_shot", "best_validation", "test"):
+        table: dict[str, Any] = {}
+        names = {k for m in runs.values() for k in (m.get(section) or {})}
+        for name in sorted(names):
+            values = [float(m[section][name]) for m in runs.values() if m.get(section) and name in m[section]]
+            std = statistics.stdev(values) if len(values) > 1 else 0.0
+            table[name] = {"mean": statistics.fmean(values), "std": std, "values": values}
+        summary[section] = table
+    summary["trainable_parameters"] = next(iter(runs.values())).get("trainable_parameters")
+    summary["wall_seconds"] = sum(float(m.get("wall_seconds", 0.0)) for m in runs.values())
+    return summary

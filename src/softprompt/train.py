@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ import torch
 
 from . import distributed
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
-from .checkpoint import STATE_FILE
+from .checkpoint import STATE_FILE, backbone_fingerprint, check_backbone
 from .config import TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
 from .io import read_json
@@ -46,7 +45,9 @@ from .optim import T5XAdafactor, lr_at, make_optimizer, steps_per_epoch, total_s
 from .plots import plot_run
 from .progress import Progress
 from .rundir import RunDir
+from .runlog import summarize
 from .settings import for_backbone, from_python, per_seed, style_for
+from .usage import usage_record
 
 __all__ = ["RunState", "T5XAdafactor", "TrainingDiverged", "load_data", "lr_at", "make_optimizer", "steps_per_epoch",
            "total_steps_for", "train", "warmup_steps_for"]
@@ -72,6 +73,7 @@ class RunState:
     stopped: str | None = None  # "early_stopping" once patience runs out
     window_loss: float = 0.0  # loss summed since the last log line, so a resumed run logs the same averages
     processes: int = 1  # how many processes trained it: a global batch is batch_size × processes
+    backbone: dict[str, Any] | None = None  # checkpoint.backbone_fingerprint: resume refuses another model
 
 
 # ---------------------------------------------------------------------------------------
@@ -196,6 +198,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
     environment); the settings that depend on the backbone's kind once that is known.
     """
     config = from_python(config)
+    if config.mixed_precision == "fp16" and not torch.cuda.is_available():  # accelerate would run float32 and say nothing
+        raise ValueError("--mixed-precision fp16 needs a CUDA GPU; on the CPU the run would be float32 (use bf16 or no)")
     distributed.start()
     # Only the main process checks and locks the directory (before any slow loading; it writes
     # nothing else yet); the others never read it before ``_prepare`` has made it ready.
@@ -266,22 +270,6 @@ def _prepare(run: RunDir, config: TrainConfig) -> RunDir:
     return run
 
 
-def summarize(runs: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    """Mean and sample standard deviation over seeds of every metric of every section."""
-    summary: dict[str, Any] = {"seeds": sorted(runs)}
-    for section in ("zero_shot", "best_validation", "test"):
-        table: dict[str, Any] = {}
-        names = {k for m in runs.values() for k in (m.get(section) or {})}
-        for name in sorted(names):
-            values = [float(m[section][name]) for m in runs.values() if m.get(section) and name in m[section]]
-            std = statistics.stdev(values) if len(values) > 1 else 0.0
-            table[name] = {"mean": statistics.fmean(values), "std": std, "values": values}
-        summary[section] = table
-    summary["trainable_parameters"] = next(iter(runs.values())).get("trainable_parameters")
-    summary["wall_seconds"] = sum(float(m.get("wall_seconds", 0.0)) for m in runs.values())
-    return summary
-
-
 # ---------------------------------------------------------------------------------------
 # One run
 
@@ -298,6 +286,8 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     raw = model
     if c.fsdp:
         distributed.shard_backbone(raw, raw.backbone, accelerator.device)
+    raw.usage = usage_record(c, task)  # saved with every prompt: how it is read (predict, eval)
+    fingerprint = backbone_fingerprint(raw.backbone)
     if c.gradient_checkpointing:
         raw.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
@@ -340,11 +330,12 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     # -- resume from the checkpoint, or start with the zero-shot baseline --------------------
     saved = run.load_checkpoint(raw, optimizer) if c.resume else None
     if saved is not None:
+        check_backbone(saved.get("backbone"), fingerprint, run.path)
         state = RunState(**saved)
         stream.epoch, stream.index = state.epoch, state.index
         run.truncate_log(state.step)
     else:
-        state = RunState()
+        state = RunState(backbone=fingerprint)
         run.truncate_log(-1)  # a resumed run killed before its first checkpoint starts over
         if c.zero_shot:
             state.zero_shot = score(NoPrompt(raw.backbone), test)

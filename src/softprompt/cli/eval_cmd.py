@@ -4,7 +4,10 @@
     softprompt eval my-prompt --task cb --data-dir ../shared/data/superglue --split validation
 
 When PROMPT_DIR sits in a training run (``OUTPUT/prompt``), the run's ``config.json`` supplies
-the defaults for every option below, else ``TrainConfig``'s defaults do; command-line options win.
+the defaults for every option below; elsewhere (a folder copied out of its run, ``model.save``)
+what the prompt's own record says it was trained with (``usage.py``: task, template, label
+words, style, chat template...), else ``TrainConfig``'s defaults. Command-line options win, and
+one line on stderr says when one overrides.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ import os
 from pathlib import Path
 
 from .common import DATA_ENV, add_task_argument, add_task_options, data_dir, positive_int, task_argument, task_options
+
+
+# what a prompt's usage record sets when the prompt is evaluated outside its run
+READING = ("protocol", "style", "chat_template", "separator", "max_length", "truncation_side")
 
 
 def register(subparsers) -> None:
@@ -62,22 +69,42 @@ def run(args) -> int:
     from softprompt.io import load_prompt_module, write_json_atomically
     from softprompt.tasks import resolve_task
     from softprompt.tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS
+    from softprompt.usage import choose
 
     prompt_dir = Path(args.prompt_dir)
-    load_prompt_module(prompt_dir)  # fail on a bad prompt directory (a NaN prompt too) before loading anything
+    _, record = load_prompt_module(prompt_dir)  # fail on a bad prompt directory (a NaN prompt too) before loading anything
     if args.output:
         check_writable(Path(args.output))  # before the evaluation, not after it
     given = task_options(args, list(OPTIONS))
     name = task_argument(args.task)
-    saved, from_run = run_config(prompt_dir, name or (CUSTOM if any(k in given for k in FILE_OPTIONS) else None), **given)
+    # How the prompt was trained to be read (its folder's usage record), wherever it was copied
+    usage = record.get("usage") or {}
+    default_task = usage.get("task") or (CUSTOM if any(k in given for k in FILE_OPTIONS) else None)
+    saved, from_run = run_config(prompt_dir, name or default_task, **given)
+    if not from_run:  # outside its run: the record says what the run's config.json would
+        saved = saved.replace(**{k: usage[k] for k in READING if k in usage})
     if args.eval_mode is not None and args.eval_mode not in MODES:
         raise ValueError(f"--eval-mode must be one of {', '.join(MODES)}; got {args.eval_mode!r}")
     # The run's task as it trained (its template, label words, files), the options given here
-    # winning; another --task starts from that task's own defaults.
+    # winning (one line says so); another --task starts from that task's own defaults.
     same_task = not name or name == saved.task
-    options = {**({k: getattr(saved, k) for k in OPTIONS} if same_task else {}), **given}
+    recorded = {k: getattr(saved, k) for k in OPTIONS} if same_task else {}
+    words = None
+    if same_task and not from_run:
+        recorded["template"] = usage.get("template")
+        words = usage.get("label_words")  # resolved words, applied below (a word may hold a comma)
+    for key, value in given.items():
+        choose("--" + key.replace("_", "-"), value, recorded.get(key), "eval")
+    options = {**recorded, **given}
+    for key in FILE_OPTIONS:
+        if key not in given and options.get(key) and not os.path.exists(options[key]):
+            flag = "--" + key.replace("_", "-")
+            raise FileNotFoundError(f"{flag} {options[key]}: no such file (the run's config.json names it; the file has moved?); "
+                                    f"pass {flag} with its new place")
     protocol = args.protocol or saved.protocol
     task = resolve_task(name or saved.task, style=saved.style, protocol=protocol, **options)
+    if words and "label_words" not in given:
+        task = task.with_overrides(label_words=words)
     # --data-dir, else the run's, else the settings' environment layer ($SOFTPROMPT_DATA_DIR)
     examples = task.load(args.split, data_dir=data_dir(args.data_dir or saved.data_dir),
                          protocol=protocol, seed=saved.split_seed)
@@ -93,7 +120,7 @@ def run(args) -> int:
     mode = args.eval_mode or (saved.eval_mode if from_run and saved.eval_mode != "auto" else None) or default_mode(task, examples)
     metrics = evaluate(
         model, tokenizer, task, examples, mode=mode, batch_size=args.batch_size or saved.eval_batch_size,
-        max_length=args.max_length or saved.max_length, max_new_tokens=args.max_new_tokens or saved.max_new_tokens,
+        max_length=choose("--max-length", args.max_length, saved.max_length, "eval"), max_new_tokens=args.max_new_tokens or saved.max_new_tokens,
         separator=saved.separator if saved.separator is not None else " ", truncation_side=saved.truncation_side,
     )
     record = {"task": task.name, "split": args.split, "eval_mode": mode, "prompt_dir": str(prompt_dir), **metrics}

@@ -15,10 +15,17 @@ Several prompts (``NAME=DIR``; a bare ``DIR`` is named after its folder, or the 
 for ``RUN/prompt``) run on one frozen backbone (``softprompt.PromptBank``): each row names its
 prompt in its ``prompt`` column (``--prompt-column``), batches mix them, and ``--task NAME=TASK``
 gives a prompt its own task (template, label words). With one prompt, every row uses it.
+
+A prompt folder ``softprompt train`` saved records how the prompt was trained to be read
+(``usage.py``: task, style, template, label words, chat template, separator, max length); each
+prompt's rows are read that way unless an option here says otherwise (one line on stderr says
+so), so ``--task`` may be left out. A folder that records nothing is read as before records
+existed: the task's own default template.
 """
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +55,10 @@ def register(subparsers) -> None:
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (never the input or a run's files)")
     parser.add_argument("--batch-size", type=positive_int, default=16, metavar="B", help="rows per batch (default: %(default)s)")
-    parser.add_argument("--max-length", type=positive_int, default=256, metavar="T", help="input tokens kept (cut from the left; default: %(default)s)")
+    parser.add_argument("--max-length", type=positive_int, default=None, metavar="T",
+                        help="input tokens kept (default: what the prompt was trained with, else 256)")
+    parser.add_argument("--chat-template", action=argparse.BooleanOptionalAction, default=None,
+                        help="wrap each input in the tokenizer's chat template (default: as the prompt was trained)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N", help="tokens generated per row (default: %(default)s)")
     add_task_options(parser, PREDICT_OPTIONS)  # without --task, --template alone: free generation
     parser.set_defaults(func=run)
@@ -121,21 +131,29 @@ def row_prompts(rows: list[dict[str, Any]], names: list[str], column: str, sourc
     return chosen
 
 
-def _tasks(args, names: list[str]) -> dict[str, Any]:
-    """Each prompt's task: ``--task NAME=TASK``, else the bare ``--task TASK``, else ``--template``."""
+def task_for_template(path: str, style: str | None, protocol: str | None) -> Any:
+    """A task file read for its template and labels only: predict reads its rows from --input,
+    so a file that names no data (``data``, ``local`` or ``hub``) gets a source never read."""
+    from softprompt.tasks.taskfile import read_task_document, task_from_dict
+
+    document = read_task_document(path)
+    if isinstance(document, dict) and not {"data", "local", "hub"} & {str(k).replace("-", "_") for k in document}:
+        document = {**document, "local": {"files": {"test": ["(predict reads --input)"]}}}
+    return task_from_dict(document, where=str(path), base=Path(path).parent, default_name=Path(path).name.split(".")[0],
+                          style=style, protocol=protocol)
+
+
+def _tasks(args, names: list[str], usages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each prompt's task: ``--task NAME=TASK``, else the bare ``--task TASK``, else the task the
+    prompt was trained on, else ``--template`` alone; the template and label words its record
+    holds unless given here (``usage.choose`` says when an option wins over them)."""
     from softprompt.tasks import Task, resolve_task
+    from softprompt.tasks.taskfile import is_task_file
+    from softprompt.usage import choose
 
     options = task_options(args, list(PREDICT_OPTIONS))
-    if not args.task:
-        if args.template is None:
-            raise ValueError("give --task (a name or task file) or --template")
-        if args.label_words:
-            raise ValueError("--label-words needs --task")
-        # A bare template: free generation, no label words; the prediction is the text.
-        task = Task(name="template", kind="generation", template=options["template"], metrics=("em",))
-        return {name: task for name in names}
     default, own = None, {}
-    for value in args.task:
+    for value in args.task or []:
         name, sep, task_name = value.partition("=")
         if not sep or (name not in names and ("/" in name or "." in name)):  # a bare task (a file path may hold '=')
             if default is not None:
@@ -145,10 +163,42 @@ def _tasks(args, names: list[str]) -> dict[str, Any]:
             raise ValueError(f"--task {value}: no prompt named {name!r} ({', '.join(names)})")
         else:
             own[name] = task_name
-    missing = [name for name in names if name not in own and default is None]
-    if missing:
+    missing = [name for name in names if name not in own and default is None and not usages[name].get("task")]
+    if args.task and missing:
         raise ValueError(f"no --task for prompt(s) {', '.join(missing)}: give --task TASK or --task NAME=TASK")
-    return {name: resolve_task(task_argument(own.get(name, default)), **options) for name in names}
+    tasks = {}
+    for name in names:
+        usage, whose = usages[name], name if len(names) > 1 else ""
+        given = task_argument(own.get(name, default))
+        task_name = choose("--task", given, usage.get("task"), "predict", whose)
+        if task_name is None:
+            if options.get("template") is None:
+                raise ValueError("give --task (a name or task file) or --template")
+            if args.label_words:
+                raise ValueError("--label-words needs --task")
+            # A bare template: free generation, no label words; the prediction is the text.
+            tasks[name] = Task(name="template", kind="generation", template=options["template"], metrics=("em",))
+            continue
+        same = task_name == usage.get("task")  # the recorded template and words are that task's
+        template = choose("--template", options.get("template"), usage.get("template") if same else None, "predict", whose)
+        recorded_words = ",".join(usage["label_words"]) if same and usage.get("label_words") else None
+        words = choose("--label-words", options.get("label_words"), recorded_words, "predict", whose)
+        words = usage["label_words"] if same and words == recorded_words and words is not None else words
+        style, protocol = usage.get("style"), usage.get("protocol")
+        task = task_for_template(task_name, style, protocol) if is_task_file(task_name) else resolve_task(task_name, style=style, protocol=protocol)
+        tasks[name] = task.with_overrides(label_words=words, template=template)
+    return tasks
+
+
+def reading(usage: dict[str, Any], args) -> tuple[bool, str, int, str]:
+    """How a prompt's rows are tokenized: ``(chat_template, separator, max_length,
+    truncation_side)``, the options given here winning over what it was trained with."""
+    from softprompt.usage import choose
+
+    chat = bool(choose("--chat-template", args.chat_template, usage.get("chat_template"), "predict"))
+    separator = usage.get("separator") if "separator" in usage and chat == usage.get("chat_template", False) else ("" if chat else " ")
+    max_length = choose("--max-length", args.max_length, usage.get("max_length"), "predict") or 256
+    return chat, separator, max_length, usage.get("truncation_side", "right")
 
 
 def run(args) -> int:
@@ -156,16 +206,23 @@ def run(args) -> int:
 
     import softprompt
     from softprompt.backbones import load_backbone
+    from softprompt.batching import apply_chat_template
     from softprompt.evaluate import generate_texts, rank_choices
     from softprompt.io import write_jsonl_atomically
     from softprompt.tasks import Example
 
     from .outputs import output_file
 
+    from softprompt.io import read_record
+
     dirs = prompt_dirs(args.prompt_dirs)
     output_file(args.output, "--output", args.overwrite, inputs=[args.input, *dirs.values()])
     names = list(dirs)
-    tasks = _tasks(args, names)
+    # what each prompt records it was trained with ({} for a folder that records nothing: the
+    # task's own default template, as before records existed)
+    usages = {name: read_record(path).get("usage") or {} for name, path in dirs.items()}
+    tasks = _tasks(args, names, usages)
+    settings = {name: reading(usages[name], args) for name in names}
     if args.mode == "rank":
         for name, task in tasks.items():
             if not (task.kind == "classification" and task.label_words):
@@ -181,14 +238,25 @@ def run(args) -> int:
 
     backbone, tokenizer = load_backbone(args.model)
     bank = softprompt.PromptBank(backbone, dirs).eval()
+    # rows whose prompts are read alike run in one mixed batch stream
+    groups: dict[tuple, list[int]] = {}
+    for i, name in enumerate(chosen):
+        groups.setdefault(settings[name], []).append(i)
+    generations, predictions = [None] * len(examples), [None] * len(examples)
     with torch.no_grad():
-        if args.mode == "rank":
-            generations = [None] * len(examples)
-            best = rank_choices(bank, tokenizer, examples, None, args.batch_size, args.max_length, prompts=chosen)
-            predictions = [int(b) for b in best]  # classification: the choices are the label words in class order
-        else:
-            generations = generate_texts(bank, tokenizer, examples, args.batch_size, args.max_length, args.max_new_tokens, prompts=chosen)
-            predictions = [tasks[name].parse(g) if tasks[name].kind != "generation" else g.strip() for g, name in zip(generations, chosen)]
+        for (chat, separator, max_length, side), index in groups.items():
+            part = [examples[i] for i in index]
+            part = apply_chat_template(part, tokenizer) if chat else part
+            names_part = [chosen[i] for i in index]
+            if args.mode == "rank":
+                best = rank_choices(bank, tokenizer, part, None, args.batch_size, max_length, separator, side, prompts=names_part)
+                for i, b in zip(index, best):
+                    predictions[i] = int(b)  # classification: the choices are the label words in class order
+            else:
+                texts_part = generate_texts(bank, tokenizer, part, args.batch_size, max_length, args.max_new_tokens, side, prompts=names_part)
+                for i, g in zip(index, texts_part):
+                    generations[i] = g
+                    predictions[i] = tasks[chosen[i]].parse(g) if tasks[chosen[i]].kind != "generation" else g.strip()
 
     records = []
     for i, (row, name, text, generation, prediction) in enumerate(zip(rows, chosen, texts, generations, predictions)):

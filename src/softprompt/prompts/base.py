@@ -225,10 +225,17 @@ class PromptMethod(nn.Module):
 # Validation helpers: every message names the field, so a bad config file is easy to fix.
 
 
+MAX_SIZE = 100_000
+"""The largest size (prompt length, rank, bottleneck...) a config takes. Real prompts are a few
+hundred tokens at most; far larger values are typos that would otherwise surface as an
+allocation failure or a TypeError deep in torch (``--length 2000000000``, ``--length 10**20``)."""
+
+
 def _positive_int(config: Any, name: str) -> None:
     value = getattr(config, name)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{config.method}: {name} must be a positive integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_SIZE:
+        shown = value if not isinstance(value, int) or abs(value) < 10**12 else f"{value:.3g}"
+        raise ConfigError(f"{config.method}: {name} must be a positive integer at most {MAX_SIZE:,}, got {shown!r}")
 
 
 def _choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
