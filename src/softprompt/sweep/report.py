@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt import runlog
+from softprompt.filenames import inside, safe_filename
 from softprompt.io import atomic_file, read_json
 
 from .engine import SPEC_FILE
@@ -289,7 +290,7 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
         ax.set_title(f"{method}: score on {where} vs learning rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        written.append(_save(fig, folder / f"lr-{method}.png"))
+        written.append(_save(fig, folder, f"lr-{method}"))
         plt.close(fig)
     probes = [r for r in finished if r.method == "rank_probe" and (r.dir / runlog.LOG_NAME).is_file()]
     for task in dict.fromkeys(r.task for r in probes):
@@ -307,7 +308,7 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
         ax.set_title(f"rank_probe on {task}: positive σ over training")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        written.append(_save(fig, folder / f"positive-sigma-{task}.png"))
+        written.append(_save(fig, folder, f"positive-sigma-{task}"))
         plt.close(fig)
     return written
 
@@ -317,7 +318,9 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, folder: Path, name: str) -> Path:
+    """``folder/<name>.png``; ``name`` holds a method's or a task's name, from the trials' files."""
+    path = inside(folder, folder / f"{safe_filename(name)}.png")
     with atomic_file(path) as tmp:
         fig.tight_layout()
         fig.savefig(tmp, dpi=100)
