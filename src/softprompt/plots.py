@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from .filenames import inside, safe_filename
 from .io import atomic_file, write_dir_atomically
 
 # Keys of a step record that are not a method's diagnostics.
@@ -47,7 +48,7 @@ def plot_run(out: Path, metric: str = "accuracy", labels: dict[str, str] | None 
         ax.set_title(title)
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        fig.savefig(tmp / name, dpi=100)
+        fig.savefig(inside(tmp, tmp / name), dpi=100)
         plt.close(fig)
 
     def write(tmp: Path) -> None:
@@ -56,7 +57,8 @@ def plot_run(out: Path, metric: str = "accuracy", labels: dict[str, str] | None 
         draw(tmp, vals, "validation.png", f"validation {metric}", f"Validation {metric}", baseline)
         for name in names:
             points = [(r["step"], r[name]) for r in steps if name in r]
-            draw(tmp, points, f"{name}.png", labels.get(name, name), labels.get(name, name))
+            # a diagnostic's name is a key of the log's records: a file name only once made safe
+            draw(tmp, points, f"{safe_filename(name)}.png", labels.get(name, name), labels.get(name, name))
 
     return write_dir_atomically(out / "plots", write)
 

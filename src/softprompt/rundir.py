@@ -12,6 +12,15 @@ the checkpoint (``checkpoint.py``); every write atomic (``io.py``).
       plots/          drawn from log.jsonl
       seed-N/         with several seeds: one run directory per seed; summary.json beside them
 
+What softprompt wrote is told by one rule (``is_run``, ``owned``): a run directory is one whose
+``config.json`` is a ``TrainConfig`` record (it names a softprompt method and holds only
+softprompt's keys), never any ``config.json`` (a copied Hugging Face model folder has one).
+``--overwrite`` removes only what ``owned`` lists: the run's own files (``RUN_FILES``) and each
+``seed-N`` run's. A folder that is not a softprompt run is refused, nothing removed or written; a
+user's other file beside a run's files (``OUTPUT/notes.txt``, ``OUTPUT/seed-1/notes.txt``)
+survives; a user's file inside a folder softprompt writes whole (``prompt/``, ``checkpoint/``,
+``plots/``, which a run replaces by one swap) stops the overwrite with one line naming it.
+
 One process at a time: ``open`` takes the exclusive lock on ``OUTPUT/.lock`` and keeps it until
 ``release``. The OS drops it when the process dies, so a killed run never leaves a stale lock; a
 second process is refused with one line naming the holder's pid (sweeps and multi-seed runs rely
@@ -24,9 +33,11 @@ resume takes only its own run's newest complete checkpoint.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -40,12 +51,22 @@ from .config import TrainConfig
 from .io import PromptFileError, clear_leftovers, read_json, write_dir_atomically, write_json_atomically
 from .lock import FileLock, LockHeld
 from .model import SoftPromptModel
-from .prompt_files import copy_into_prompt, read_safetensors, read_tensors
+from .prompt_files import CONFIG_NAME, WEIGHTS_NAME, copy_into_prompt, read_safetensors, read_tensors
+from .prompts import methods
 
-__all__ = ["RunDir", "RunExistsError", "RunLockedError", "CheckpointError", "run_identity", "RUN_FILES", "RESUMABLE"]
+__all__ = ["RunDir", "RunExistsError", "RunLockedError", "CheckpointError", "run_identity", "is_run", "owned",
+           "RUN_FILES", "RESUMABLE"]
 
 # Files and folders a run writes; `overwrite` removes exactly these (and leftovers), nothing else.
 RUN_FILES = ("config.json", runlog.LOG_NAME, runlog.METRICS_NAME, "summary.json", "prompt", checkpoint.FOLDER, "plots")
+# The folders among them that a run writes whole (one atomic swap), and the only names it puts in
+# each: anything else there is a user's, and replacing the folder would lose it.
+OWN_FOLDERS = {
+    "prompt": (WEIGHTS_NAME, CONFIG_NAME),
+    checkpoint.FOLDER: (checkpoint.PROMPT_FILE, checkpoint.OPTIMIZER_FILE, checkpoint.STATE_FILE),
+    "plots": ("*.png",),  # plots.plot_run: one PNG per curve
+}
+SEED_DIR = re.compile(r"seed--?[0-9]+")  # RunDir.seed_dir's names; "seed-notes" is a user's folder
 # Fields that may differ between a run and its resumption (all others define the run).
 RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size"}
 LOCK_NAME = ".lock"
@@ -108,8 +129,13 @@ class RunDir:
                     checkpoint.find(run.path, run.identity(), strict=True)  # a broken or foreign checkpoint is named before any slow loading
             else:
                 found = run.holds_run()
+                if found is not None and not is_run(run.path):
+                    raise RunExistsError(f"{run.path} is not a softprompt run (it holds {found}, and no config.json of a "
+                                         "softprompt run); nothing was changed: choose another output directory")
                 if found is not None and not config.overwrite:
                     raise RunExistsError(f"{run.path} holds another run ({found}); pass --overwrite to replace it or --resume to continue it")
+                if found is not None:
+                    owned(run.path)  # a user's file in the run's folders is named now, before any slow loading
         except BaseException:
             run.release()
             raise
@@ -158,21 +184,23 @@ class RunDir:
         for name in RUN_FILES:
             if (self.path / name).exists():
                 return name
-        seeds = sorted(self.path.glob("seed-*"))
+        seeds = seed_dirs(self.path)
         return seeds[0].name if seeds else None
 
     def prepare(self, config: TrainConfig) -> "RunDir":
         """With ``overwrite``, remove the old run's files (only those) and what interrupted
         writes left; write ``config.json``."""
-        if config.overwrite and not config.resume:
-            for name in RUN_FILES:
-                target = self.path / name
-                if target.is_dir():
+        if config.overwrite and not config.resume and self.holds_run() is not None:
+            for target in owned(self.path):
+                if target.name in OWN_FOLDERS:
                     shutil.rmtree(target)
-                elif target.exists():
+                elif target.is_dir():  # a seed-N run: gone if nothing of the user's is left in it
+                    try:
+                        target.rmdir()
+                    except OSError:
+                        pass
+                else:
                     target.unlink()
-            for seed_dir in self.path.glob("seed-*"):
-                shutil.rmtree(seed_dir)
         self.path.mkdir(parents=True, exist_ok=True)
         if self.main and _main_rank():
             # A resumed run may still need a checkpoint a kill left moved aside (.checkpoint.old-*);
@@ -275,6 +303,55 @@ class RunDir:
         broken or foreign one raises ``CheckpointError`` naming it."""
         found = checkpoint.find(self.path, self.identity(), strict=True)
         return checkpoint.restore(found[0], model.prompt, optimizer) if found else None
+
+
+def is_run(folder: str | Path) -> bool:
+    """Whether ``folder`` is a softprompt run directory: its ``config.json`` is a JSON object
+    naming a softprompt method that ``TrainConfig`` reads (so it holds only softprompt's keys).
+    The one positive marker; nothing else (a ``log.jsonl``, a ``plots/``) makes a run."""
+    file = Path(folder) / "config.json"
+    if not file.is_file():
+        return False
+    try:
+        data = read_json(file)
+        return isinstance(data, dict) and data.get("method") in methods() and bool(TrainConfig.from_dict(data))
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def seed_dirs(folder: Path) -> list[Path]:
+    """The ``seed-N`` folders of a multi-seed run, by name."""
+    return sorted(p for p in folder.iterdir() if SEED_DIR.fullmatch(p.name) and p.is_dir() and not p.is_symlink())
+
+
+def owned(folder: str | Path) -> list[Path]:
+    """What softprompt wrote in the run directory ``folder``, which alone ``--overwrite`` removes:
+    the ``RUN_FILES`` present, then each ``seed-N`` run's, each seed folder after its content (it
+    is removed only if that leaves it empty). ``RunExistsError`` of one line when ``folder`` (or a
+    ``seed-N`` in it) is not a softprompt run, or names the first entry of the run's files that
+    softprompt did not write (a user's file in ``plots/``, a folder where a file belongs)."""
+    folder = Path(folder)
+    if not is_run(folder):
+        raise RunExistsError(f"{folder} is not a softprompt run (no config.json of a softprompt run); "
+                             "--overwrite only removes what softprompt wrote: move it away or choose another output directory")
+    found = []
+    for name in RUN_FILES:
+        path = folder / name
+        if not os.path.lexists(path):
+            continue
+        patterns = OWN_FOLDERS.get(name)
+        wrong_kind = path.is_symlink() or (not path.is_dir() if patterns else not path.is_file())
+        foreign = [path] if wrong_kind else [] if patterns is None else sorted(
+            e for e in path.iterdir() if e.is_symlink() or not e.is_file() or not any(fnmatch.fnmatchcase(e.name, p) for p in patterns))
+        if foreign:
+            raise RunExistsError(f"{foreign[0]} was not written by softprompt; --overwrite only removes softprompt's own "
+                                 f"files: move it out of {folder} first")
+        found.append(path)
+    for seed in seed_dirs(folder):
+        # (what interrupted writes left, ``.*.tmp-*``, is cleared by the seed run's ``prepare``)
+        found += owned(seed) if any(not e.name.startswith(".") for e in seed.iterdir()) else []
+        found.append(seed)
+    return found
 
 
 def _finite_file(file: Path) -> bool:

@@ -39,6 +39,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-length", type=positive_int, default=None, help="max tokens per example (default: the run's)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation length (default: the run's)")
     parser.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     add_task_options(parser)  # default: the run's
     parser.set_defaults(func=run)
 
@@ -71,10 +72,12 @@ def run(args) -> int:
     from softprompt.tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS
     from softprompt.usage import choose
 
+    from .outputs import output_file
+
     prompt_dir = Path(args.prompt_dir)
     _, record = load_prompt_module(prompt_dir)  # fail on a bad prompt directory (a NaN prompt too) before loading anything
-    if args.output:
-        check_writable(Path(args.output))  # before the evaluation, not after it
+    if args.output:  # before the evaluation, not after it; never the run's own files
+        output_file(args.output, "--output", args.overwrite, inputs=[prompt_dir])
     given = task_options(args, list(OPTIONS))
     name = task_argument(args.task)
     # How the prompt was trained to be read (its folder's usage record), wherever it was copied
@@ -132,16 +135,3 @@ def run(args) -> int:
             raise OSError(f"--output {args.output}: cannot write the metrics ({err.strerror or err}); they are printed above") from None
     return 0
 
-
-def check_writable(path: Path) -> None:
-    """A one-line error unless a file can be written at ``path``: not a directory, and the
-    nearest existing ancestor a writable directory (the missing ones are created)."""
-    if path.is_dir():
-        raise IsADirectoryError(f"--output {path} is a directory")
-    parent = path.absolute().parent
-    while not os.path.lexists(parent):
-        parent = parent.parent
-    if not parent.is_dir():
-        raise NotADirectoryError(f"--output {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise PermissionError(f"--output {path}: {parent} is not writable")

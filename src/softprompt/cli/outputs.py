@@ -1,12 +1,16 @@
 """The one check every command-line option that writes a file goes through (``predict --output``,
-``eval --output``, ``inspect --plot``), before any slow work:
+``eval --output``, ``inspect --plot``), before any slow work. (Options that write a folder have
+their own one check each, by what they replace: ``train --output-dir``/``demo --output-dir``
+``softprompt.rundir.owned``, ``export OUT`` ``softprompt.io.check_replaceable``, ``sweep --dir``
+``Sweep.create``.)
 
 * an existing file is replaced only with ``--overwrite``;
 * never the command's own input (``predict --input v.jsonl --output v.jsonl`` would have
   replaced the rows it was reading), whatever ``--overwrite`` says;
 * never a file of a softprompt run or prompt folder (``eval R/prompt --output R/config.json``
   would have destroyed the run's config): those belong to the command that wrote them;
-* never a directory, and never through a symlink loop.
+* never a directory, never through a symlink loop, and only where a file can be written (the
+  nearest existing ancestor a writable directory: the missing ones are created).
 
 Each refusal is one line naming the option and the path.
 """
@@ -18,18 +22,18 @@ from pathlib import Path
 from typing import Iterable
 
 from softprompt.paths import real_path as _resolve
+from softprompt.prompt_files import CONFIG_NAME, WEIGHTS_NAME
+from softprompt.rundir import OWN_FOLDERS, RUN_FILES, is_run
 
-# What marks a folder as softprompt's own: a run directory (its config.json beside a log or
-# metrics) or a prompt folder. The names are what those folders hold (rundir.py, io.py).
-RUN_FILES = ("config.json", "log.jsonl", "metrics.json", "summary.json", "state.json")
-PROMPT_FILES = ("prompt_config.json", "prompt.safetensors")
+PROMPT_FILES = (CONFIG_NAME, WEIGHTS_NAME)
 
 
 def softprompt_folder(folder: Path) -> str | None:
-    """``"run"`` or ``"prompt"`` when ``folder`` is one softprompt wrote, else None."""
+    """``"run"`` or ``"prompt"`` when ``folder`` is one softprompt wrote (a run directory as
+    ``rundir.is_run`` tells it, or one of the folders a run writes whole), else None."""
     if any((folder / name).is_file() for name in PROMPT_FILES):
         return "prompt"
-    if (folder / "config.json").is_file() and any((folder / name).exists() for name in RUN_FILES[1:] + ("prompt",)):
+    if is_run(folder) or folder.name in OWN_FOLDERS and is_run(folder.parent):
         return "run"
     return None
 
@@ -47,6 +51,13 @@ def output_file(path: str | os.PathLike, option: str, overwrite: bool = False,
             raise ValueError(f"{option} {path} is this command's input {given}; write the output elsewhere")
     if target.is_dir():
         raise ValueError(f"{option} {path} is a directory; give a file name")
+    parent = Path(path).expanduser().absolute().parent
+    while not os.path.lexists(parent):
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: {parent} is not writable")
     owner = softprompt_folder(target.parent)
     if owner and (target.exists() or target.name in RUN_FILES + PROMPT_FILES + ("README.md",)):
         raise ValueError(f"{option} {path} is a file of the softprompt {owner} folder {target.parent}; write the output elsewhere")

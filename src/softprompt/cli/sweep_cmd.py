@@ -6,7 +6,9 @@
     softprompt sweep report runs/sweeps/smollm2-lr                   # table.md, table.csv, trials.csv, plots/
 
 Running the same command again continues a sweep: finished trials are kept, a trial a killed
-worker left resumes from its checkpoint, and only what is missing runs.
+worker left resumes from its checkpoint, and only what is missing runs. A trial that failed with
+an error is run again only with ``--retry-failed`` (same values, same directory, from its
+checkpoint).
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ def register(subparsers) -> None:
                              "postgresql://user:pass@host/db (default: DIR/optuna.db, SQLite)")
     parser.add_argument("--launcher", choices=("local", "slurm"), default="local",
                         help="local processes (default) or a SLURM job array through submitit")
+    parser.add_argument("--retry-failed", action="store_true",
+                        help="run the trials that failed with an error again (same values and directory, "
+                             "resumed from their checkpoints)")
     parser.set_defaults(func=run)
 
 
@@ -55,6 +60,12 @@ def run(args) -> int:
     spec = SweepSpec.from_file(args.spec)
     directory = Path(args.dir or Path("runs") / "sweeps" / spec.name)
     sweep = Sweep.create(spec, directory, args.storage)
+    if args.retry_failed:
+        from softprompt.sweep.engine import retry_failed
+
+        again = retry_failed(sweep)
+        print(f"softprompt sweep: retrying {len(again)} failed trial(s)" + (f": {', '.join(again)}" if again else ""),
+              file=sys.stderr)
     plans = spec.studies()
     size = sum(p.size for p in plans)
     print(f"softprompt sweep: {spec.name}: {size} trial(s) in {len(plans)} stud{'y' if len(plans) == 1 else 'ies'} "
@@ -71,8 +82,7 @@ def run(args) -> int:
         print(f"submitted {len(jobs)} worker(s): job {jobs[0].job_id.split('_')[0] if jobs else '-'}; "
               f"when they end: softprompt sweep report {directory}")
         return 0
-    from softprompt.sweep.engine import exit_on_signals
-    from softprompt.sweep.launch import run_local
+    from softprompt.sweep.launch import exit_on_signals, run_local
 
     import contextlib
 
@@ -81,7 +91,20 @@ def run(args) -> int:
         code = run_local(sweep, args.workers)
     summary = report(directory, quiet=True)
     print(summary)
+    _hint_retry(sweep, args)
     return code
+
+
+def _hint_retry(sweep, args) -> None:
+    """Say how to run the failed trials again, when there are some."""
+    from softprompt.sweep.engine import tally
+
+    failed = tally(sweep)["failed"]
+    if failed:
+        again = ["softprompt sweep", args.spec, *(["--dir", args.dir] if args.dir else []),
+                 *(["--storage", "URL"] if args.storage else []), "--retry-failed"]
+        print(f"softprompt sweep: {failed} trial(s) failed (see the report); to run them again: {' '.join(again)}",
+              file=sys.stderr)
 
 
 def report(directory, quiet: bool = False) -> int | str:

@@ -114,7 +114,7 @@ def run(args) -> int:
             metrics = train(config)
     except TrainingDiverged as err:
         raise CLIError(str(err)) from None
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: every write is atomic, so the run resumes cleanly
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP: every write is atomic, so the run resumes cleanly
         resumable = (Path(config.output_dir) / "config.json").is_file()
         hint = f"; continue with: softprompt train --resume {config.output_dir}" if resumable else ""
         raise KeyboardInterrupt(f"interrupted{hint}") from None
@@ -125,21 +125,24 @@ def run(args) -> int:
 
 @contextmanager
 def _sigterm_as_interrupt():
-    """SIGTERM (a scheduler's stop) raises KeyboardInterrupt, as Ctrl-C does."""
+    """SIGTERM (a scheduler's stop) and SIGHUP (the terminal or ssh session closed) raise
+    KeyboardInterrupt, as Ctrl-C does: the run stops cleanly and says how to resume."""
     import signal
 
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
+    signals = (signal.SIGTERM, signal.SIGHUP)
     try:
-        previous = signal.signal(signal.SIGTERM, interrupt)
+        previous = {sig: signal.signal(sig, interrupt) for sig in signals}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _fmt(section: dict | None) -> str:

@@ -19,12 +19,14 @@ died) is failed by the next worker that looks and re-enqueued by Optuna's
 in the same directory and ``train(resume=True)`` continues from the checkpoint there. On one
 machine with the default storage this is immediate: a launcher that gets ``.sweep.lock`` exclusively
 knows no worker of this sweep is alive and re-enqueues every RUNNING trial at once. A worker
-that receives SIGINT or SIGTERM exits at once, as a kill would (every write of a run is atomic).
+that receives SIGINT, SIGTERM or SIGHUP exits at once, as a kill would (every write of a run is
+atomic; ``launch.exit_on_signals``).
 
 A finished grid point is never run again: the GridSampler gives trial ``k`` grid point ``k``; a
 trial that finds its point held (two workers raced past the last free one) is pruned unrun and
 marked ``skipped``. A trial that fails is recorded with its error (user attribute ``error``, and in
-trial.json) and the sweep goes on; it is not retried.
+trial.json) and the sweep goes on; it is not retried unless asked (``retry_failed``, ``softprompt
+sweep SPEC --retry-failed``: same values, same directory, resumed from its checkpoint).
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import contextlib
 import datetime
 import json
 import os
-import signal
 import sys
 import time
 import warnings
@@ -45,6 +46,7 @@ from softprompt.io import atomic_file, read_json, write_json_atomically
 from softprompt.lock import FileLock, LockHeld
 
 from .spec import StudyPlan, SweepSpec
+from .storage import lock_on_begin, shown_url
 
 STORAGE_ENV = "SOFTPROMPT_SWEEP_STORAGE"  # how a launcher hands --storage to its workers (never argv)
 SPEC_FILE = "sweep.json"
@@ -69,7 +71,7 @@ class Sweep:
         path = Path(path)
         saved = path / SPEC_FILE
         data = json.loads(json.dumps(spec.to_dict()))
-        storage = _shown_url(storage_url)
+        storage = shown_url(storage_url)
         if saved.is_file():
             old = read_json(saved)
             if (old.get("spec") or {}).get("name") != spec.name or old.get("identity") != spec.identity():
@@ -115,7 +117,7 @@ class Sweep:
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=self.spec.retries),
             )
             if sqlite:
-                _lock_on_begin(self._storage.engine)
+                lock_on_begin(self._storage.engine)
         return self._storage
 
     def sampler(self, plan: StudyPlan, worker: int = 0, existing: int = 0):
@@ -174,41 +176,6 @@ class Sweep:
                 lock.close()
 
 
-def _lock_on_begin(engine) -> None:
-    """Make every SQLite transaction take the database's write lock when it begins.
-
-    Optuna claims a waiting trial (a retry) by reading its state and writing RUNNING in one
-    transaction, with ``SELECT ... FOR UPDATE``; SQLite ignores FOR UPDATE and Python's sqlite3
-    begins a transaction only at the first write, so two workers could both read WAITING and
-    both run the retry (measured: 3 processes popping 60 queued trials took 72-78; the SmolLM2
-    sweep ran one retry twice and lost a worker to "Cannot tell a COMPLETE trial"). With
-    ``BEGIN IMMEDIATE`` the read and the write are one locked step (SQLAlchemy's recipe for
-    pysqlite). PostgreSQL and MySQL honour FOR UPDATE and need nothing."""
-    from sqlalchemy import event
-
-    @event.listens_for(engine, "connect")
-    def _driver_leaves_transactions_to_us(dbapi_connection, record):
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(engine, "begin")
-    def _begin_immediate(connection):
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    engine.dispose()  # connections opened while Optuna set the storage up predate the hooks
-
-
-def _shown_url(url: str | None) -> str:
-    """The storage as sweep.json records it: "default", or the URL without its password."""
-    if url is None:
-        return "default"
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy reads: RDBStorage will say so
-        return url
-
-
 # ---------------------------------------------------------------------------------------
 # The worker
 
@@ -241,9 +208,26 @@ def progress(sweep: Sweep) -> str:
     """One line on where the sweep stands, from the storage: trials done (a failed trial is a
     done point) out of the spec's total, how many failed, and the running trials with the step
     their run has logged, e.g. ``34/108 trials done (1 failed); running: 05-0002 at step 40``."""
+    count = tally(sweep)
+    parts = [f"{count['done']}/{count['total']} trials done" + (f" ({count['failed']} failed)" if count["failed"] else "")]
+    if count["running"]:
+        parts.append("running: " + ", ".join(f"{Path(d).name} at step {runlog.last_step(sweep.path / d)}" for d in sorted(count["running"])))
+    return "; ".join(parts)
+
+
+def complete(sweep: Sweep) -> bool:
+    """Whether every point of the sweep is done (finished or failed) and nothing waits or runs."""
+    count = tally(sweep)
+    return count["done"] >= count["total"] and not count["running"] and not count["waiting"]
+
+
+def tally(sweep: Sweep) -> dict[str, Any]:
+    """From the storage: ``total`` (the spec's points), ``done`` (finished ones, failed included),
+    ``failed``, ``waiting`` (retries not yet taken) and ``running`` (the directories of running
+    trials)."""
     import optuna
 
-    total = done = failed = 0
+    total = done = failed = waiting = 0
     running = []
     for plan in sweep.spec.studies():
         total += plan.size
@@ -261,10 +245,8 @@ def progress(sweep: Sweep) -> str:
                 failed += t.state == optuna.trial.TrialState.FAIL
             elif t.state == optuna.trial.TrialState.RUNNING and t.user_attrs.get("dir"):
                 running.append(t.user_attrs["dir"])
-    parts = [f"{done}/{total} trials done" + (f" ({failed} failed)" if failed else "")]
-    if running:
-        parts.append("running: " + ", ".join(f"{Path(d).name} at step {runlog.last_step(sweep.path / d)}" for d in sorted(running)))
-    return "; ".join(parts)
+            waiting += t.state == optuna.trial.TrialState.WAITING
+    return {"total": total, "done": done, "failed": failed, "waiting": waiting, "running": running}
 
 
 def _done_by(worker: str, studies) -> dict[str, int]:
@@ -339,6 +321,29 @@ def retry(sweep: Sweep, study, trial) -> bool:
         return False
     storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial._trial_id))
     return True
+
+
+def retry_failed(sweep: Sweep) -> list[str]:
+    """Enqueue a retry of every trial that failed with an error and has none yet: the same
+    values and directory (``objective`` resumes the run from its checkpoint there), its error
+    left behind. Returns the retried trials' directories."""
+    import copy
+
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    again = RetryHeartbeatStaleTrialCallback(max_retry=None)  # asked for by the user: past the spec's `retries`
+    retried_dirs = []
+    for _, study in sweep.studies():
+        trials = study.get_trials(deepcopy=False)
+        retried = _retried(trials)
+        for trial in _trials(study, "FAIL"):
+            if trial.number in retried or "skipped" in trial.user_attrs:
+                continue
+            trial = copy.deepcopy(trial)
+            trial.user_attrs = {k: v for k, v in trial.user_attrs.items() if k not in ("error", "worker")}
+            again(study, trial)
+            retried_dirs.append(trial.user_attrs.get("dir", f"trial {trial.number}"))
+    return retried_dirs
 
 
 def reap_stale(sweep: Sweep, study) -> None:
@@ -420,26 +425,3 @@ def _status(plan: StudyPlan, study) -> dict[str, bool]:
         can_start = sum(_holds(t, retried) for t in trials) < plan.budget
     return {"waiting": optuna.trial.TrialState.WAITING in states, "running": optuna.trial.TrialState.RUNNING in states,
             "can_start": can_start}
-
-
-@contextlib.contextmanager
-def exit_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM end this process at once, like a kill: its trial stays RUNNING in the
-    storage and is resumed from its checkpoint by whoever runs the sweep next (every write of a
-    run is atomic). The previous handlers come back on exit (only in the main thread)."""
-
-    def stop(signum, frame):
-        print(f"softprompt sweep: stopped by signal {signum}; the running trial resumes when the sweep is run again",
-              file=sys.stderr, flush=True)
-        os._exit(128 + signum)
-
-    try:
-        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)

@@ -12,7 +12,9 @@ its axis values, state, validation score, reported metric, best step and wall ti
 behind every choice, for a table of metric against learning rate), and ``plots/``: the validation metric
 against the learning rate for each method, and for ``rank_probe`` runs the number of positive
 σ over training steps (the DPT paper's Figure 3). Only files are read (``trial.json``,
-``config.json``, ``metrics.json``, ``log.jsonl``): no database is needed.
+``config.json``, ``metrics.json``, ``log.jsonl``): no database is needed. A trial whose files
+cannot be read (a hand-broken ``metrics.json``) is left out of the numbers and named: one line on
+stderr, and in table.md and trials.csv as ``unreadable``; the rest of the report is written.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import csv
 import io
 import json
 import statistics
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from softprompt import runlog
+from softprompt.filenames import inside, safe_filename
 from softprompt.io import atomic_file, read_json
 
 from .engine import SPEC_FILE
@@ -41,6 +45,7 @@ class TrialResult:
     config: dict[str, Any] | None = None
     metrics: dict[str, Any] | None = None
     error: str | None = None
+    unreadable: str | None = None  # why its files cannot be read (then config and metrics are None)
 
     @property
     def method(self) -> str:
@@ -52,8 +57,9 @@ class TrialResult:
 
     @property
     def state(self) -> str:
-        """failed (it recorded an error), finished (it wrote metrics.json) or unfinished."""
-        return "failed" if self.error else "finished" if self.metrics is not None else "unfinished"
+        """unreadable (a broken file), failed (it recorded an error), finished (it wrote
+        metrics.json) or unfinished."""
+        return "unreadable" if self.unreadable else "failed" if self.error else "finished" if self.metrics is not None else "unfinished"
 
 
 @dataclass
@@ -97,14 +103,39 @@ def collect(path: str | Path) -> tuple[SweepSpec, list[TrialResult]]:
     spec = SweepSpec.from_dict(data["spec"], where=str(path / SPEC_FILE))
     results = []
     for record_file in sorted((path / "trials").glob("*/trial.json")):
-        folder = record_file.parent
-        record = read_json(record_file)
-        result = TrialResult(folder, record.get("params", {}), error=record.get("error"))
-        if (folder / "config.json").is_file():
-            result.config = read_json(folder / "config.json")
-        result.metrics = runlog.read_metrics(folder)
-        results.append(result)
+        try:
+            results.append(read_trial(spec, record_file.parent))
+        except (OSError, ValueError) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            print(f"softprompt sweep report: skipping trial {record_file.parent.name}: {reason}", file=sys.stderr, flush=True)
+            results.append(TrialResult(record_file.parent, {}, unreadable=reason))
     return spec, results
+
+
+def read_trial(spec: SweepSpec, folder: Path) -> TrialResult:
+    """One trial directory's files, checked for everything the report reads from them; a
+    ``ValueError`` naming the file otherwise."""
+    record, config = _object(folder / "trial.json"), None
+    if (folder / "config.json").is_file():
+        config = _object(folder / "config.json")
+    metrics = _object(folder / runlog.METRICS_NAME) if (folder / runlog.METRICS_NAME).is_file() else None
+    if not isinstance(record.get("params", {}), dict):
+        raise ValueError(f"{folder / 'trial.json'}: 'params' is not a JSON object")
+    if metrics is not None:
+        try:  # what build_table and the CSVs take from it
+            validation_score(spec, metrics)
+            float(metrics["test"][metrics["selection_metric"]])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{folder / runlog.METRICS_NAME}: not a finished run's metrics (no usable "
+                             f"{err.args[0] if isinstance(err, KeyError) else 'score'})") from None
+    return TrialResult(folder, record.get("params", {}), config, metrics, error=record.get("error"))
+
+
+def _object(file: Path) -> dict[str, Any]:
+    data = read_json(file)
+    if not isinstance(data, dict):
+        raise ValueError(f"{file}: expected a JSON object, got {type(data).__name__}")
+    return data
 
 
 def validation_score(spec: SweepSpec, metrics: dict[str, Any]) -> float:
@@ -201,8 +232,12 @@ def markdown(spec: SweepSpec, table: Table) -> str:
             lines.append(f"| {row} | " + " | ".join(parts) + " |")
     failed = [r for r in table.trials if r.state == "failed"]
     unfinished = [r for r in table.trials if r.state == "unfinished"]
+    unreadable = [r for r in table.trials if r.state == "unreadable"]
     finished = sum(r.metrics is not None for r in table.trials)
-    lines += ["", f"Trials: {finished} finished, {len(failed)} failed, {len(unfinished)} unfinished."]
+    lines += ["", f"Trials: {finished} finished, {len(failed)} failed, {len(unfinished)} unfinished"
+              + (f", {len(unreadable)} unreadable (left out)." if unreadable else ".")]
+    for r in unreadable:
+        lines.append(f"- unreadable: `{r.dir.name}`: {r.unreadable}")
     for r in failed:
         lines.append(f"- failed: `{r.dir.name}` ({_values(r.params)}): {r.error}")
     for r in unfinished:
@@ -253,7 +288,7 @@ def trials_csv_text(spec: SweepSpec, results: list[TrialResult]) -> str:
             metric = m["selection_metric"]
             numbers = [repr(validation_score(spec, m)), metric, m.get("test_split", "test"), repr(float(m["test"][metric])),
                        m.get("best_step", ""), m.get("wall_seconds", "")]
-        writer.writerow([r.dir.name, r.state, *(r.params.get(k, "") for k in names), *numbers, r.error or ""])
+        writer.writerow([r.dir.name, r.state, *(r.params.get(k, "") for k in names), *numbers, r.error or r.unreadable or ""])
     return out.getvalue()
 
 
@@ -289,7 +324,7 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
         ax.set_title(f"{method}: score on {where} vs learning rate")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        written.append(_save(fig, folder / f"lr-{method}.png"))
+        written.append(_save(fig, folder, f"lr-{method}"))
         plt.close(fig)
     probes = [r for r in finished if r.method == "rank_probe" and (r.dir / runlog.LOG_NAME).is_file()]
     for task in dict.fromkeys(r.task for r in probes):
@@ -307,7 +342,7 @@ def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
         ax.set_title(f"rank_probe on {task}: positive σ over training")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        written.append(_save(fig, folder / f"positive-sigma-{task}.png"))
+        written.append(_save(fig, folder, f"positive-sigma-{task}"))
         plt.close(fig)
     return written
 
@@ -317,7 +352,9 @@ def _short(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig, folder: Path, name: str) -> Path:
+    """``folder/<name>.png``; ``name`` holds a method's or a task's name, from the trials' files."""
+    path = inside(folder, folder / f"{safe_filename(name)}.png")
     with atomic_file(path) as tmp:
         fig.tight_layout()
         fig.savefig(tmp, dpi=100)
