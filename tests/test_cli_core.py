@@ -188,7 +188,9 @@ def test_predict_rank_mode_with_task_from_csv(tiny_run):
     assert main(argv) == 0
     out = [json.loads(line) for line in (tiny_run / "preds.jsonl").read_text().splitlines()]
     assert [r["idx"] for r in out] == ["7", "8"]
-    assert out[0]["input"] == "sentence: great fun"
+    # the folder records nothing (model.save): the template of its backbone's kind, decoder-only's
+    # instruction style, as train and preview pick it (issue 36), with --label-words names
+    assert out[0]["input"] == "Review: great fun\nSentiment:"
     assert all(r["prediction"] in ("negative", "positive") and r["generation"] is None for r in out)
 
 
@@ -232,7 +234,8 @@ def test_predict_mixes_prompts_in_batches_and_equals_each_prompt_alone(tiny_run,
     if mode == "rank":
         assert {r["prediction"] for r in mixed if r["prompt"] == "a"} <= {"negative", "positive"}
         assert {r["prediction"] for r in mixed if r["prompt"] == "rte_run"} <= {"unacceptable", "acceptable"}
-        assert mixed[1]["input"] == "sentence: a very dull plot"
+        # folders that record nothing (model.save): their backbone kind's (decoder-only) instruction template
+        assert mixed[1]["input"] == "Sentence: a very dull plot\nIs this sentence grammatical? Answer:"
 
 
 def test_predict_several_prompts_bad_input_is_one_line(tiny_run, capsys):

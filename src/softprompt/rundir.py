@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from . import checkpoint, runlog
+from . import checkpoint, distributed, runlog
 from .checkpoint import CheckpointError
 from .config import TrainConfig
 from .io import PromptFileError, clear_leftovers, read_json, write_dir_atomically, write_json_atomically
@@ -68,7 +68,7 @@ OWN_FOLDERS = {
 }
 SEED_DIR = re.compile(r"seed--?[0-9]+")  # RunDir.seed_dir's names; "seed-notes" is a user's folder
 # Fields that may differ between a run and its resumption (all others define the run).
-RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size"}
+RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp"}  # fsdp: the same prompt, sharded or not
 LOCK_NAME = ".lock"
 
 
@@ -85,11 +85,6 @@ def run_identity(config: dict[str, Any]) -> str:
     (every field but ``RESUMABLE``), as ``config.json`` holds them."""
     defining = {k: v for k, v in config.items() if k not in RESUMABLE}
     return hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _main_rank() -> bool:
-    """Under ``accelerate launch``/``torchrun`` only rank 0 takes the lock and clears leftovers."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 class RunDir:
@@ -144,7 +139,7 @@ class RunDir:
     def lock(self) -> None:
         """Take the directory (creating it) for this process, or raise ``RunLockedError``
         naming the process that has it."""
-        if self._lock is not None or not _main_rank():
+        if self._lock is not None or not distributed.is_main():
             return
         self._created = not self.path.exists()
         try:
@@ -202,7 +197,7 @@ class RunDir:
                 else:
                     target.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
-        if self.main and _main_rank():
+        if self.main and distributed.is_main():
             # A resumed run may still need a checkpoint a kill left moved aside (.checkpoint.old-*);
             # its next completed checkpoint removes it.
             clear_leftovers(self.path, keep_old=config.resume)

@@ -344,10 +344,12 @@ def _canonical_task(name: Any) -> str | None:
 
 
 def _task_label(task: str) -> str:
-    """What names the default output folder: the task's name, a task file's stem, or custom."""
+    """What names the default output folder: the task's name, a task file's stem, or custom; one
+    path component whatever the name holds (``filenames.safe_filename``)."""
+    from .filenames import safe_filename
     from .tasks.taskfile import is_task_file
 
-    return Path(str(task)).name.split(".")[0] if is_task_file(str(task)) else str(task)
+    return safe_filename(Path(str(task)).name.split(".")[0] if is_task_file(str(task)) else str(task))
 
 
 def _shown(value: Any) -> str:

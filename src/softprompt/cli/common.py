@@ -213,3 +213,16 @@ def given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
             value = int_list(value, "--" + name.replace("_", "-"))
         options[name] = value
     return options
+
+
+def prompt_usage(record: dict) -> dict:
+    """How a prompt folder says it is read (``usage``, written by ``softprompt train``); for a
+    folder that records nothing (``model.save``, an import, a folder from before records), the
+    template style of the backbone kind it was trained on, as ``train`` and ``preview`` pick it:
+    the instruction template on a decoder-only model, never the T5 one by accident."""
+    from softprompt.config import KIND_DEFAULTS
+
+    if record.get("usage"):
+        return record["usage"]
+    kind = (record.get("backbone") or {}).get("kind")
+    return {"style": KIND_DEFAULTS[kind]["style"]} if kind in KIND_DEFAULTS else {}

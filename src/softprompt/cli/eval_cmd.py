@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from .common import DATA_ENV, add_task_argument, add_task_options, data_dir, positive_int, task_argument, task_options
+from .common import DATA_ENV, add_task_argument, add_task_options, data_dir, positive_int, prompt_usage, task_argument, task_options
 
 
 # what a prompt's usage record sets when the prompt is evaluated outside its run
@@ -81,7 +81,7 @@ def run(args) -> int:
     given = task_options(args, list(OPTIONS))
     name = task_argument(args.task)
     # How the prompt was trained to be read (its folder's usage record), wherever it was copied
-    usage = record.get("usage") or {}
+    usage = prompt_usage(record)
     default_task = usage.get("task") or (CUSTOM if any(k in given for k in FILE_OPTIONS) else None)
     saved, from_run = run_config(prompt_dir, name or default_task, **given)
     if not from_run:  # outside its run: the record says what the run's config.json would

@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_task_options, positive_int, task_argument, task_options
+from .common import add_task_options, positive_int, prompt_usage, task_argument, task_options
 
 ID_FIELDS = ("id", "idx")
 PREDICT_OPTIONS = ("template", "label_words")
@@ -218,9 +218,9 @@ def run(args) -> int:
     dirs = prompt_dirs(args.prompt_dirs)
     output_file(args.output, "--output", args.overwrite, inputs=[args.input, *dirs.values()])
     names = list(dirs)
-    # what each prompt records it was trained with ({} for a folder that records nothing: the
-    # task's own default template, as before records existed)
-    usages = {name: read_record(path).get("usage") or {} for name, path in dirs.items()}
+    # what each prompt records it was trained with (a folder that records nothing: its backbone
+    # kind's template style)
+    usages = {name: prompt_usage(read_record(path)) for name, path in dirs.items()}
     tasks = _tasks(args, names, usages)
     settings = {name: reading(usages[name], args) for name in names}
     if args.mode == "rank":
