@@ -31,8 +31,9 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 EXPORTABLE = [m for m in softprompt.METHODS if m != "dept"]  # DePT changes the text's embeddings: not servable
 NEW_TOKENS = 8
 # Share of host memory vLLM's CPU backend reserves for its KV cache (2.4 GB of 24 here; the model
-# and 512-token rows need far less); the runs are float32, as softprompt's reference is.
-ENGINE = dict(dtype="float32", max_model_len=512, gpu_memory_utilization=0.1)
+# and 512-token rows need far less); the runs are float32, as softprompt's reference is, and eager
+# (no compilation: the engine loads in about a minute instead of several on a busy 2-core machine).
+ENGINE = dict(dtype="float32", max_model_len=512, gpu_memory_utilization=0.1, enforce_eager=True)
 TEXTS = [
     f"{kind}: {text}\n{cue}:"
     for text in ["a gripping, funny film", "the plot never ends", "what is the capital of France?", "two plus two",
@@ -205,7 +206,7 @@ def test_softprompt_serve_answers_concurrent_requests_for_three_prompts(vllm_pyt
     url = f"http://127.0.0.1:{port}/v1"
     command = [vllm_python, "-m", "softprompt", "serve", f"sst2={tmp_path / 'sst2'}", f"rte={tmp_path / 'rte'}",
                str(tmp_path / "qa.safetensors"), "--port", str(port), "--dtype", "float32",
-               "--max-model-len", str(ENGINE["max_model_len"]), "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"])]
+               "--max-model-len", str(ENGINE["max_model_len"]), "--gpu-memory-utilization", str(ENGINE["gpu_memory_utilization"]), "--enforce-eager"]
     env = {**os.environ, "PYTHONPATH": SRC, "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     try:

@@ -48,6 +48,8 @@ def register(subparsers) -> None:
                         help="context length: prompt, input and new tokens (default: the model's)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.5, metavar="F",
                         help="share of the accelerator's memory vLLM may take; on a CPU, of host memory (default: %(default)s)")
+    parser.add_argument("--enforce-eager", action="store_true",
+                        help="run the model eagerly, without compiling it (starts much faster on a CPU; vLLM's option)")
     parser.set_defaults(func=run)
 
 
@@ -120,7 +122,7 @@ async def _serve(args, model: str, tokenizer: Any, embed, prompts: dict[str, Any
 
     engine_args = AsyncEngineArgs(
         model=model, enable_prompt_embeds=True, dtype=args.dtype, max_model_len=args.max_model_len,
-        gpu_memory_utilization=args.gpu_memory_utilization,
+        gpu_memory_utilization=args.gpu_memory_utilization, enforce_eager=args.enforce_eager,
     )
     engine = AsyncLLM.from_engine_args(engine_args)
     try:
