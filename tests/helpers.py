@@ -52,16 +52,13 @@ def write_sst2(root: Path, n_train: int = 24) -> Path:
 
 
 def with_prompt(model, prompt, token_rows):
-    """The README recipe: left-padded rows ``[pads, prompt, text]``, the prompt right before each
-    row's first token. ``token_rows``: each row's token ids (a list of lists)."""
-    rows = [model.get_input_embeddings()(torch.tensor(ids)) for ids in token_rows]
-    T = max(len(r) for r in rows) + len(prompt)
-    embeds = torch.zeros(len(rows), T, prompt.shape[1], dtype=rows[0].dtype)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for i, r in enumerate(rows):
-        row = torch.cat([prompt.to(r.dtype), r])
-        embeds[i, T - len(row):], mask[i, T - len(row):] = row, 1
-    return embeds, mask
+    """The README recipe: left-padded rows ``[pads, prompt, text]``, the prompt ``[s + n, d]``
+    (sink tokens' embeddings included) right before each row's first token. ``token_rows``: each
+    row's token ids (a list of lists). Built by ``softprompt.serving``, the library's recipe."""
+    from softprompt.serving import embedder, left_padded, prompt_input
+
+    embed = embedder(model)
+    return left_padded([torch.cat([prompt.float(), prompt_input(None, embed, ids)]) for ids in token_rows])
 
 
 # ---------------------------------------------------------------------------------------

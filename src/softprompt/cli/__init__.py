@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import sys
 
-from . import demo_cmd, eval_cmd, export_cmd, inspect_cmd, params_cmd, predict_cmd, preview_cmd, recipes_cmd, sweep_cmd, tasks_cmd, train_cmd
+from . import demo_cmd, eval_cmd, export_cmd, inspect_cmd, params_cmd, predict_cmd, preview_cmd, recipes_cmd, serve_cmd, sweep_cmd, tasks_cmd, train_cmd
 from .common import CLIError, Parser
 
 # One module per subcommand, in the order `softprompt --help` lists them.
-SUBCOMMANDS = (demo_cmd, train_cmd, recipes_cmd, sweep_cmd, eval_cmd, predict_cmd, inspect_cmd, export_cmd, params_cmd, tasks_cmd, preview_cmd)
+SUBCOMMANDS = (demo_cmd, train_cmd, recipes_cmd, sweep_cmd, eval_cmd, predict_cmd, serve_cmd, inspect_cmd, export_cmd, params_cmd, tasks_cmd, preview_cmd)
 
 __all__ = ["CLIError", "build_parser", "main"]
 
