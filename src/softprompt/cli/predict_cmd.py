@@ -45,13 +45,14 @@ def register(subparsers) -> None:
                         help="prompt directories (model.save / softprompt train's OUTPUT/prompt), optionally named")
     parser.add_argument("--prompt-column", default="prompt", metavar="FIELD",
                         help="the input field naming each row's prompt (needed with several prompts; default: prompt)")
-    parser.add_argument("--model", help="the backbone the prompt was trained on (hub name, directory, .gguf; default: the embedded model)")
+    parser.add_argument("--model", metavar="NAME|DIR|GGUF", help="the backbone the prompt was trained on (hub name, directory, .gguf; default: the embedded model)")
     parser.add_argument("--input", required=True, metavar="FILE", help="a .jsonl, .json, .csv or .tsv file of input rows (optionally .gz)")
     parser.add_argument("--task", action="append", metavar="[NAME=]TASK",
                         help="a task name or task file: its template formats the rows, its label words parse the outputs "
                              "(or give --template); NAME=TASK for one prompt's rows (repeat for each)")
-    parser.add_argument("--mode", choices=["generate", "rank"], default="generate",
-                        help="generate text (default) or pick the best label word (classification tasks)")
+    parser.add_argument("--mode", choices=["auto", "generate", "rank"], default="auto",
+                        help="rank: pick the best label word (classification tasks); generate: free text; auto "
+                             "(default, as eval): rank when every prompt's task has label words")
     parser.add_argument("--output", required=True, metavar="FILE", help="where to write the predictions (.jsonl)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file (never the input or a run's files)")
     parser.add_argument("--batch-size", type=positive_int, default=16, metavar="B", help="rows per batch (default: %(default)s)")
@@ -223,6 +224,8 @@ def run(args) -> int:
     usages = {name: prompt_usage(read_record(path)) for name, path in dirs.items()}
     tasks = _tasks(args, names, usages)
     settings = {name: reading(usages[name], args) for name in names}
+    if args.mode == "auto":  # eval's rule (evaluate.default_mode), for every prompt's task at once
+        args.mode = "rank" if all(t.kind == "classification" and t.label_words for t in tasks.values()) else "generate"
     if args.mode == "rank":
         for name, task in tasks.items():
             if not (task.kind == "classification" and task.label_words):

@@ -26,23 +26,23 @@ def register(subparsers) -> None:
     parser.add_argument("task", nargs="?", metavar="TASK", help="task name (see `softprompt tasks`), e.g. cb, sst2, or a task "
                                                              "file (.yaml/.json); none with --train-file etc.: your files")
     add_task_argument(parser, "; the same as TASK", dest="task_option")
-    parser.add_argument("--data-dir", default=None,
+    parser.add_argument("--data-dir", default=None, metavar="DIR",
                         help="folder holding the benchmark's task folders (BoolQ/, CB/, ... or "
                              "SST-2/, MRPC/, ...) or their parent; default: $SOFTPROMPT_DATA_DIR, else the hub via `datasets`")
     parser.add_argument("--split", default="validation",
                         help="train | validation | test (default: validation)")
-    parser.add_argument("--n", type=int, default=3, help="how many examples to print (default 3)")
+    parser.add_argument("--n", type=positive_int, default=3, metavar="N", help="how many examples to print (default 3)")
     parser.add_argument("--protocol", choices=PROTOCOLS, default="paper",
                         help="paper: official splits; attempt: DePT/ULPT's re-split; dpt, dept, ulpt: a paper's splits and task details (default paper)")
-    parser.add_argument("--seed", type=int, default=42,
+    parser.add_argument("--seed", type=int, default=42, metavar="S",
                         help="shuffle seed of the attempt protocol (default 42)")
     parser.add_argument("--style", choices=STYLES, default=None,
                         help="template style (default: by the backbone's kind, as train picks it)")
-    parser.add_argument("--model", default=None, help="the backbone whose kind picks the style and whose tokenizer counts tokens "
+    parser.add_argument("--model", default=None, metavar="NAME|DIR|GGUF", help="the backbone whose kind picks the style and whose tokenizer counts tokens "
                                                       "(default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--chat-template", action="store_true", help="wrap each input in the tokenizer's chat template")
     parser.add_argument("--tokens", action="store_true", help="load the tokenizer: token counts per row and rows over --max-length")
-    parser.add_argument("--max-length", type=positive_int, default=256, help="for --tokens (default 256)")
+    parser.add_argument("--max-length", type=positive_int, default=256, metavar="T", help="for --tokens (default 256)")
     add_task_options(parser)
     parser.set_defaults(func=run)
 

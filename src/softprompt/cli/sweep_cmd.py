@@ -27,13 +27,14 @@ def register(subparsers) -> None:
         description="Run the trials of SPEC.yaml, each an ordinary `softprompt train` run in DIR/trials/;\n"
                     "the same command again continues the sweep. `softprompt sweep report DIR` writes the table\n"
                     "(rows methods, columns tasks, mean ± std over seeds) as Markdown and CSV, every trial's\n"
-                    "numbers (trials.csv), and plots.\n"
-                    "Specs: sweeps/ in the repository; the format: softprompt/sweep/spec.py.",
+                    "numbers (trials.csv), and plots. Examples: sweeps/ in the repository (docs/sweeps.md).",
+        epilog=spec_format(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("spec", metavar="SPEC.yaml|report", help="the sweep spec, or `report`")
     parser.add_argument("report_dir", metavar="DIR", nargs="?", help="(after `report`) the sweep directory")
-    parser.add_argument("--dir", help="the sweep directory (default runs/sweeps/<spec name>)")
+    parser.add_argument("--output-dir", "--dir", dest="dir", metavar="DIR",
+                        help="the sweep directory (default runs/sweeps/<spec name>; --dir is the same option)")
     parser.add_argument("--workers", type=positive_int, default=1, metavar="N",
                         help="worker processes on this machine, or SLURM array tasks (default 1)")
     parser.add_argument("--storage", metavar="URL",
@@ -47,13 +48,24 @@ def register(subparsers) -> None:
     parser.set_defaults(func=run)
 
 
+def spec_format() -> str:
+    """The spec format for ``--help``, from the one place that documents it (``sweep/spec.py``'s
+    docstring), read without importing the training stack (``softprompt --help`` stays light)."""
+    import ast
+    import importlib.util
+
+    origin = importlib.util.find_spec("softprompt.sweep.spec").origin
+    doc = ast.get_docstring(ast.parse(Path(origin).read_text(encoding="utf-8"))) or ""
+    return "the spec (YAML):\n" + doc.split("\n\n")[1] if "\n\n" in doc else ""
+
+
 def run(args) -> int:
     if args.spec == "report":
         if not args.report_dir:
             raise CLIError("usage: softprompt sweep report DIR")
         return report(args.report_dir)
     if args.report_dir:
-        raise CLIError(f"unexpected argument {args.report_dir!r} (did you mean --dir?)")
+        raise CLIError(f"unexpected argument {args.report_dir!r} (did you mean --output-dir?)")
     from softprompt.sweep.engine import Sweep
     from softprompt.sweep.spec import SweepSpec
 
