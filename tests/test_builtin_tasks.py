@@ -79,7 +79,7 @@ BASE = "hub: {path: x}\ntemplate: '{a}'\nlabel_words: [bad, good]\n"
     (BASE + "styles: {chat: {template: '{a}'}}\n", r"t\.yaml:styles\.chat: unknown name \(known: instruction\)$"),
     (BASE + "styles: {text-to-text: {template: '{a}'}}\n", r"t\.yaml:styles\.text-to-text: unknown name"),
     (BASE + "protocols: {dpt: {hub: y}}\n", r"t\.yaml:protocols\.dpt\.hub: not a field a variant changes"),
-    (BASE + "protocols: {t5: {metrics: [f1]}}\n", r"t\.yaml:protocols\.t5: unknown name \(known: paper, attempt, dpt, dept, ulpt\)$"),
+    (BASE + "protocols: {t5: {metrics: [f1]}}\n", r"t\.yaml:protocols\.t5: unknown name \(known: paper, attempt, dpt, dept, ulpt, lester\)$"),
     (BASE + "protocols: {dpt: {metrics: [bleu]}}\n", r"t\.yaml:protocols\.dpt\.metrics: unknown metric 'bleu'"),
     (BASE + "protocols: {dpt: []}\n", r"t\.yaml:protocols\.dpt: expected a mapping of the fields it changes"),
     (BASE + "protocols: [dpt]\n", r"t\.yaml:protocols: expected a mapping of name: changed fields"),

@@ -5,7 +5,8 @@ Fractions are returned in [0, 1] (not percent), correlations in [-1, 1]. Predict
 and always counts as wrong:
 - accuracy / grouped exact match: None never equals the gold label;
 - binary F1 and Matthews: None becomes the opposite of the gold class (DePT's
-  ``f1_score_with_invalid``), so it is a false positive or a false negative;
+  ``f1_score_with_invalid``), so it is a false positive or a false negative; a strict task
+  (the papers' protocols) keeps Matthews' None as a class of its own (-1), as their code does;
 - macro-F1: None becomes -1, a class outside the label set (T5's ``mean_multiclass_f1`` with
   ``string_label_to_class_id``'s default): a miss for the gold class, no false positive;
 - correlations: None becomes -1.0 (T5's ``string_to_float`` default).
@@ -117,13 +118,15 @@ def macro_f1(predictions: Sequence, golds: Sequence, num_classes: int) -> float:
                           average="macro", zero_division=0))
 
 
-def matthews(predictions: Sequence, golds: Sequence) -> float:
-    """Matthews correlation (CoLA); 0.0 when undefined (one class only)."""
+def matthews(predictions: Sequence, golds: Sequence, invalid_class: bool = False) -> float:
+    """Matthews correlation (CoLA); 0.0 when undefined (one class only). invalid_class: None
+    is a class of its own (DPT's metrics.py:108-112, DePT's src/metrics.py:118-120), not the
+    opposite of the gold class."""
     from sklearn.metrics import matthews_corrcoef
 
     _check(predictions, golds)
     golds = [int(g) for g in golds]
-    if set(golds) <= {0, 1}:
+    if set(golds) <= {0, 1} and not invalid_class:
         preds = _binary_with_invalid(predictions, golds)
     else:
         preds = [-1 if p is None else int(p) for p in predictions]
@@ -179,7 +182,7 @@ def group_exact_match(correct: Sequence[bool], groups: Sequence[Any]) -> float:
 
 # ----------------------------------------------------------------------------- dispatch
 def score(names: Sequence[str], predictions: Sequence, examples: Sequence, *, kind: str,
-          num_classes: int | None = None, scoring: str | None = None) -> dict[str, float]:
+          num_classes: int | None = None, scoring: str | None = None, strict: bool = False) -> dict[str, float]:
     """Compute each metric in `names` for a task of `kind`.
 
     Args:
@@ -189,6 +192,7 @@ def score(names: Sequence[str], predictions: Sequence, examples: Sequence, *, ki
         kind: ``classification`` | ``regression`` | ``generation``.
         num_classes: for macro-F1.
         scoring: ``wsc_referent``: a generation task scored as accuracy of referent matching.
+        strict: Matthews counts None as a class of its own (the papers' protocols).
     Returns:
         {name: value}, in the order of `names`.
     """
@@ -210,7 +214,7 @@ def score(names: Sequence[str], predictions: Sequence, examples: Sequence, *, ki
         elif name == "macro_f1":
             results[name] = macro_f1(predictions, golds, num_classes or 1 + max(int(g) for g in golds))
         elif name == "matthews":
-            results[name] = matthews(predictions, golds)
+            results[name] = matthews(predictions, golds, invalid_class=strict)
         elif name == "em":
             correct = [p is not None and p == g for p, g in zip(predictions, golds)]
             results[name] = group_exact_match(correct, groups) if any(groups) else sum(correct) / len(correct)
@@ -239,3 +243,37 @@ def _generation_metric(name, predictions, examples, golds, groups, scoring) -> f
     else:
         raise ValueError(f"metric {name!r} does not apply to generation tasks")
     return group_mean(values, groups)
+
+
+# ----------------------------------------------------------------------------- checkpoint selection
+def selection_metrics(selection: str | None, names: Sequence[str], task: str = "") -> tuple[str, tuple[str, ...]]:
+    """The validation value that chooses the checkpoint: ``(its name, the metrics it averages)``.
+
+    selection: None (the task's first metric), a metric name, ``mean`` (the mean of all the
+    task's metrics: Residual PT's prompt_tuner2.py:825 ``np.mean(acc_dict['score'])``) or
+    ``mean(a,b)`` (the mean of those). A mean of one metric is that metric.
+    """
+    if selection is None:
+        return names[0], (names[0],)
+    text = selection.replace(" ", "")
+    if text == "mean":
+        parts = tuple(names)
+    elif text.startswith("mean(") and text.endswith(")"):
+        parts = tuple(p for p in text[5:-1].split(",") if p)
+    else:
+        parts = (selection,)
+    unknown = [p for p in parts if p not in names]
+    if not parts or unknown:
+        shown = selection if parts == (selection,) else (unknown[0] if unknown else "")
+        raise ValueError(f"selection_metric {shown!r} is not a metric of task {task} ({', '.join(names)}; "
+                         f"or mean, or mean(a,b) of them)")
+    if len(parts) == 1:
+        return parts[0], parts
+    return f"mean({','.join(parts)})", parts
+
+
+def with_selection(results: dict[str, float], name: str, parts: Sequence[str]) -> dict[str, float]:
+    """`results` with the selection value added under `name` when it is a mean of several."""
+    if name in results:
+        return results
+    return {**results, name: sum(float(results[p]) for p in parts) / len(parts)}

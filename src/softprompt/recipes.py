@@ -79,6 +79,7 @@ _DEPT_LOGS = {
     "multirc": {"lr": 0.3, "lr_update": 5e-3, "max_steps": 30_000, "max_length": 348},
     "wic": {"lr": 0.3, "lr_update": 1e-3, "max_steps": 20_000},
     "wsc_bool": {"lr": 0.3, "lr_update": 1e-4, "max_steps": 20_000},
+    "wsc": {"lr": 0.3, "lr_update": 1e-4, "max_steps": 20_000},  # DePT's WSC is wsc_bool (wsc.yaml protocols.dept)
     **{t: {"lr": lr, "lr_update": 1e-4, "max_steps": steps, "batch_size": 16, "max_length": 512, "rank": 24}
        for t, lr, steps in (("hotpotqa", 0.4, 250_000), ("newsqa", 0.4, 200_000), ("nq", 0.3, 300_000), ("searchqa", 0.3, 250_000))},
 }
@@ -87,7 +88,7 @@ DEPT = Recipe(
     name="dept-paper",
     paper="Shi and Lipani 2024, DePT: Decomposed Prompt Tuning for Parameter-Efficient Fine-tuning (ICLR)",
     method="dept",
-    method_options={"length": 60, "rank": 30, "max_length": 256, "lr_update": 5e-3, "init": "text",
+    method_options={"length": 60, "rank": 30, "max_length": 256, "lr_update": 5e-3, "init": "text_special",
                     "init_text": "Classify this text is postive or not:"},
     settings={
         "protocol": "dept", "style": "text-to-text", "objective": "lm",
@@ -105,7 +106,8 @@ DEPT = Recipe(
         "adam_eps, weight_decay": "train.py builds transformers.AdamW([...], lr=...) itself: eps 1e-6, weight decay 0 (its --weight_decay 1e-5 never reaches the optimizer)",
         "lr_schedule, max_grad_norm": "train.py get_linear_schedule_with_warmup; Seq2SeqTrainer's max_grad_norm 1.0",
         "eval_mode, eval_every, max_new_tokens": "train.py predict_with_generate, --eval_steps 1000, load_best_model_at_end with metric_for_best_model = TASK_TO_METRICS[task][0]; generation_max_length 20",
-        "init": "train.py --text_init True with prompt_tuning_init_text 'Classify this text is postive or not:'",
+        "init": "train.py --text_init True with prompt_tuning_init_text 'Classify this text is postive or not:'; text_special: tokenizer(init_text) keeps T5's </s> (peft/tuners/prompt_tuning_lora.py:146)",
+        "target length": "train.py:520, 326: generation targets cut to generation_max_length 20 tokens in training (tasks/splits.py TARGET_CUT_PROTOCOLS, with max_new_tokens)",
         "protocol": "dept: the ATTEMPT re-split (src/tasks.py split_validation_test, seed 42) with DePT's task details (each task file's protocols.dept, tasks/builtin/)",
         "seed": "Seq2SeqTrainingArguments' seed 42 (output.log)",
     },
@@ -130,7 +132,7 @@ ULPT = Recipe(
         "lr, length, rank, max_steps, batch_size, max_length, warmup_steps, eval_every": "train.sh / README.md: lr 6e-1, PREFIX_LENGTH 100, R 2, MAX_STEPS 30000, batch_size 16, MAX_LENGTH 256, warmup 500, eval_steps 1000",
         "adam_eps, weight_decay": "train.py builds transformers.AdamW itself (from DePT): eps 1e-6, weight decay 0",
         "projection": "peft/tuners/prompt_tuning_lodim.py: xavier-uniform projection; its seed is the run's (set_seed before the model is built)",
-        "eval_mode, max_new_tokens": "train.py predict_with_generate, generation_max_length 20, metric_for_best_model = TASK_TO_METRICS[task][0]",
+        "eval_mode, max_new_tokens": "train.py predict_with_generate, generation_max_length 20 (also the training targets' cut: tasks/splits.py TARGET_CUT_PROTOCOLS), metric_for_best_model = TASK_TO_METRICS[task][0]",
         "protocol": "ulpt: the ATTEMPT re-split with DePT's task details (the code is DePT's)",
         "seed": "Seq2SeqTrainingArguments' seed 42",
     },
@@ -140,14 +142,14 @@ RESIDUAL = Recipe(
     name="residual-paper",
     paper="Razdaibiedina et al. 2023, Residual Prompt Tuning (Findings of ACL)",
     method="residual",
-    method_options={"length": 10, "bottleneck": 400, "init": "vocab"},
+    method_options={"length": 10, "bottleneck": 400, "init": "vocab_all"},
     settings={
         "protocol": "paper", "style": "text-to-text", "objective": "lm",
         "optimizer": "adamw", "adam_eps": 1e-8, "weight_decay": 1e-5, "max_grad_norm": 0.0,
         "lr": 0.3, "lr_schedule": "constant", "warmup_steps": 0,
         "epochs": 20, "batch_size": 8, "grad_accum": 1,
         "max_length": 512, "truncation_side": "right", "max_new_tokens": 16,
-        "eval_mode": "generate", "eval_every": 1, "eval_unit": "epochs",
+        "eval_mode": "generate", "eval_every": 1, "eval_unit": "epochs", "selection_metric": "mean",
         "seed": 42, "split_seed": 42,
     },
     sources={
@@ -155,8 +157,11 @@ RESIDUAL = Recipe(
         "bottleneck": "the Residual PT paper's SuperGLUE setup, bottleneck 400 (restated in the DPT paper's A.4); train.py's default is 800",
         "adam_eps, weight_decay, lr_schedule, max_grad_norm": "prompt_tuner2.py get_optimizer: transformers.AdamW(eps=1e-8) with weight decay 1e-5, no scheduler, no gradient clipping",
         "max_length": "train.py --seq_len 512 (t5_dataset.py truncation=True)",
-        "eval_mode, eval_every": "prompt_tuner2.py validate: generation after every epoch, best by validation accuracy (early_stopping keeps the best prompt)",
-        "protocol": "paper: official splits, reported on validation (get_test_subset 0), T5-style inputs",
+        "eval_mode, eval_every": "prompt_tuner2.py validate: generation after every epoch (early_stopping keeps the best prompt)",
+        "selection_metric": "prompt_tuner2.py:825 np.mean(acc_dict['score']): the mean of the task's metrics (CB accuracy and F1, MultiRC EM and F1, ReCoRD EM and F1: 591-613)",
+        "init": "prompt_tuner2.py:321-325: E from np.random.randint over the whole vocabulary (vocab_all)",
+        "protocol": "paper: official splits, reported on validation (get_test_subset 0); the inputs are not Residual PT's own (t5_dataset.py): docs/papers.md lists how they differ",
+        "max_new_tokens, seed": "ours: the authors generate max_length = task_to_target_len (2-10, prompt_tuner2.py:132-159) and set no seed",
     },
 )
 
@@ -166,7 +171,7 @@ LESTER = Recipe(
     method="prompt",
     method_options={"length": 100, "init": "vocab"},
     settings={
-        "protocol": "paper", "style": "text-to-text", "objective": "lm",
+        "protocol": "lester", "style": "text-to-text", "objective": "lm",
         "optimizer": "adafactor", "weight_decay": 1e-5, "max_grad_norm": 0.0,
         "lr": 0.3, "lr_schedule": "constant", "warmup_steps": 0,
         "max_steps": 30_000, "batch_size": 32, "grad_accum": 1,
@@ -181,7 +186,7 @@ LESTER = Recipe(
         "init": "vocab: sampled from the 5,000 most common tokens (paper §2.1's second-best; its best, class-label init, is not implemented)",
         "max_length": "not fixed by the paper or the gin files: 512, T5's SuperGLUE input length (our choice)",
         "eval_mode, eval_every": "paper §3: checkpoints chosen by early stopping on the development set's default metric; T5X evaluates by decoding (eval period: our choice)",
-        "protocol": "paper: official splits, reported on validation, T5's task preprocessing",
+        "protocol": "lester: official splits, reported on validation, T5's own preprocessing as the taskless_* tasks of prompt_tuning/data/super_glue.py:120-131 and glue.py (sorted key: fields, label names, no task name), which its configs train on (configs/test/train_t5_1_1_tiny_prompt.gin, scripts/sst2-demo.sh)",
     },
 )
 

@@ -35,11 +35,13 @@ import numpy as np
 import torch
 
 from . import distributed
+from .backbones import DECODER_ONLY
 from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
 from .checkpoint import STATE_FILE, backbone_fingerprint, check_backbone
 from .config import TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
 from .io import read_json
+from .metrics import selection_metrics, with_selection
 from .model import SoftPromptModel, attach
 from .optim import T5XAdafactor, lr_at, make_optimizer, steps_per_epoch, total_steps_for, warmup_steps_for
 from .plots import plot_run
@@ -47,6 +49,7 @@ from .progress import Progress
 from .rundir import RunDir
 from .runlog import summarize
 from .settings import for_backbone, from_python, per_seed, style_for
+from .tasks.splits import TARGET_CUT_PROTOCOLS
 from .usage import usage_record
 
 __all__ = ["RunState", "T5XAdafactor", "TrainingDiverged", "load_data", "lr_at", "make_optimizer", "steps_per_epoch",
@@ -143,6 +146,11 @@ def training_batches(c: TrainConfig, examples: list, tokenizer: Any, kind: str, 
 
         return choices.lengths(), batch
     encoded = encode_examples(examples, tokenizer, kind, c.max_length, c.separator, truncation_side=c.truncation_side)
+    if c.protocol in TARGET_CUT_PROTOCOLS and task.kind == "generation" and kind != DECODER_ONLY:
+        # DePT/ULPT: targets cut to the generation length, keeping the EOS (tasks/splits.py)
+        n = c.max_new_tokens
+        encoded = [dataclasses.replace(e, labels=torch.cat([e.labels[: n - 1], e.labels[-1:]])) if len(e.labels) > n else e
+                   for e in encoded]
     return [len(e) for e in encoded], lambda index: collate([encoded[i] for i in index], pad)
 
 
@@ -291,9 +299,8 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     if c.gradient_checkpointing:
         raw.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
-    selection = c.selection_metric or task.metrics[0]
-    if selection not in task.metrics:
-        raise ValueError(f"selection_metric {selection!r} is not a metric of task {task.name} ({', '.join(task.metrics)})")
+    # a metric, or the mean of several (Residual PT); with_selection adds a mean to each result
+    selection, averaged = selection_metrics(c.selection_metric, task.metrics, task.name)
     lengths, make_batch = training_batches(c, train_examples, tokenizer, raw.join.kind, task)
     stream = Stream(lengths, c.batch_size, c.seed, distributed.rank(), world)
     total_steps = total_steps_for(c, len(lengths), world)
@@ -304,8 +311,9 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     checkpoint_every = (c.checkpoint_every or c.eval_every) * unit
 
     def score(m, examples) -> dict[str, float]:
-        return evaluate(m, tokenizer, task, examples, mode=mode, batch_size=c.eval_batch_size, max_length=c.max_length,
-                        max_new_tokens=c.max_new_tokens, separator=c.separator, truncation_side=c.truncation_side)
+        return with_selection(evaluate(m, tokenizer, task, examples, mode=mode, batch_size=c.eval_batch_size, max_length=c.max_length,
+                                       max_new_tokens=c.max_new_tokens, separator=c.separator, truncation_side=c.truncation_side),
+                              selection, averaged)
 
     def plot() -> None:
         if run.main:

@@ -253,7 +253,7 @@ def _positive_float(config: Any, name: str) -> None:
 # ---------------------------------------------------------------------------------------
 # Initialization shared by the methods that start from token embeddings.
 
-TOKEN_INITS = ("vocab", "text", "normal")
+TOKEN_INITS = ("vocab", "text", "normal", "vocab_all", "text_special")
 
 
 def required_embed_std(info: BackboneInfo, what: str, instead: str) -> float:
@@ -276,21 +276,26 @@ def token_init(
     Every init starts from what the embedding module returns (``info.embed``), not the raw
     table: Gemma's module multiplies the table by √d.
     ``vocab``: embeddings of token ids drawn uniformly from the first ``INIT_VOCAB_POOL`` ids.
+    ``vocab_all``: the same from every row of the table (Residual PT's prompt_tuner2.py:321-325,
+    ``np.random.randint(N)`` over the encoder's N embedding rows).
     ``text``: embeddings of ``text``'s tokens, repeated or cut to ``n``.
+    ``text_special``: the same with the tokenizer's special tokens (T5's ``</s>``), as DePT's
+    ``tokenizer(init_text)`` (peft/tuners/prompt_tuning_lora.py:146-154).
     ``normal``: N(0, s²) with ``s = info.embed_std``, so the prompt starts on the scale of real
     tokens (T5's embeddings are ~100x larger than Llama's).
     """
     if info.skip_init:
         return torch.zeros(length, info.embed_dim)
-    if init == "vocab":
-        ids = torch.randint(0, min(INIT_VOCAB_POOL, info.vocab_size), (length,), generator=generator)
+    if init in ("vocab", "vocab_all"):
+        pool = info.vocab_size if init == "vocab_all" else min(INIT_VOCAB_POOL, info.vocab_size)
+        ids = torch.randint(0, pool, (length,), generator=generator)
         return _embed(info, ids)
-    if init == "text":
+    if init in ("text", "text_special"):
         if not text:
             raise ConfigError("init='text' needs init_text (the text whose embeddings start the prompt)")
         if info.tokenizer is None:
             raise ConfigError("init='text' needs a tokenizer: pass tokenizer= to softprompt.attach")
-        ids = info.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = info.tokenizer(text, add_special_tokens=init == "text_special")["input_ids"]
         if not ids:
             raise ConfigError(f"init_text {text!r} has no tokens")
         ids = torch.tensor((ids * (length // len(ids) + 1))[:length])

@@ -37,7 +37,7 @@ class DePTConfig(PromptConfig):
     rank: int = option(30, "rank r of the embedding update", "R")
     max_length: int = option(256, "text positions L the embedding update covers", "L")
     alpha: float = option(8.0, "scale of the update: alpha/sqrt(rank)", "A")
-    init: str = option("vocab", "how the prompt starts: vocab, text or normal", "INIT")
+    init: str = option("vocab", "how the prompt starts: vocab, text, normal, vocab_all (the whole vocabulary) or text_special (with the tokenizer's special tokens)", "INIT")
     init_text: str | None = option(None, "the text whose token embeddings start the prompt (init=text)", "TEXT")
     lr_update: float | None = option(None, "peak learning rate of the embedding update (default: the run's)", "LR")
     # Decoder-only (SmolLM2-135M, SST-2): at the shared lr 0.03 the update swamps the text's own

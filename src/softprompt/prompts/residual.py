@@ -41,7 +41,7 @@ class ResidualConfig(PromptConfig):
     # at once, so it wants a smaller step than a plain prompt; 1e-2 was best on the held-out rows.
     recipes = {"decoder-only": {"lr": 1e-2}}
     bottleneck: int = option(400, "width m of the reparameterizing MLP", "M")
-    init: str = option("vocab", "how the prompt starts: vocab, text or normal", "INIT")
+    init: str = option("vocab", "how the prompt starts: vocab, text, normal, vocab_all (the whole vocabulary) or text_special (with the tokenizer's special tokens)", "INIT")
     init_text: str | None = option(None, "the text whose token embeddings start the prompt (init=text)", "TEXT")
     norm_init: str = option("paper", "the LayerNorm's starting gain: paper (1) or scaled (the token embeddings' std)", "INIT")
 

@@ -71,8 +71,8 @@ def format_with_cut(task, row: dict, where: str) -> tuple[str, tuple[int, int]]:
 
 
 def row_to_examples(task, row: dict, is_train: bool) -> list[Example]:
-    """One row becomes one Example (ReCoRD's training rows: one per gold answer; T5's WSC
-    training drops the rows whose candidate is not the referent). A task with
+    """One row becomes one Example (ReCoRD's training rows: one per gold answer, and its
+    evaluation rows too under ``eval_copies``; T5's WSC training drops the rows whose candidate is not the referent). A task with
     ``choice_fields`` (COPA in the instruction style) is answered with the row's own text."""
     where = row.get("_where", "row")
     if task.preprocess:
@@ -110,6 +110,12 @@ def row_to_examples(task, row: dict, is_train: bool) -> list[Example]:
         label = answers[0] if answers else None
     if is_train and task.expand_answers and len(answers) > 1:
         return [Example(input_text, a, a, choices, answers, group, cut) for a in answers]
+    if not is_train and task.eval_copies and answers:
+        # one row per gold answer, averaged over rows (no group): DPT's data_utils.py:862-869
+        # keeps every answer on each copy (eval_utils.py:50-54); DePT's src/tasks.py:819-826
+        # scores each copy against its own target (src/postprocessors.py:36-40)
+        own = task.eval_copies == "own_answer"
+        return [Example(input_text, a, a, choices, (a,) if own else answers, None, cut) for a in answers]
     target = answers[0] if answers else ""
     return [Example(input_text, target, label, choices, answers, group, cut)]
 

@@ -24,6 +24,7 @@ __all__ = ["KINDS", "SPLITS", "Example", "HubSource", "LocalFormat", "Task", "te
 
 KINDS = ("classification", "regression", "generation")
 SPLITS = ("train", "validation", "test")
+EVAL_COPIES = (None, "all_answers", "own_answer")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,16 @@ class Task:
     max_train_rows: int | None = None  # cap on training rows, after the protocol's split (Yelp: 100k)
     expand_answers: bool = False  # train on one copy per gold answer (ReCoRD)
     scoring: str | None = None  # "wsc_referent": generation scored by referent matching
+    # ReCoRD's evaluation rows, as each paper's code builds them: None, one per query scored
+    # against its best gold answer (SuperGLUE's definition); "all_answers", one copy per gold
+    # answer scored against all of them (DPT); "own_answer", one copy per answer scored
+    # against that answer only (DePT, ULPT)
+    eval_copies: str | None = None
+    # scored as the papers' code scores: a prediction is a label word only when the text is
+    # exactly that word (no case folding, no trailing "."), and under Matthews correlation an
+    # invalid prediction is a class of its own. Set by the protocol the task is read under
+    # (splits.STRICT_PROTOCOLS), not by its file: not part of equality or of the written file.
+    strict: bool = field(default=False, compare=False)
     round_step: float | None = None  # regression: target text rounded to this step (STS-B: 0.2)
     round_gold: bool = True  # regression: score against the rounded target (T5), else the row's value
     size: str | None = None  # "small" | "large" | None: the attempt protocol's partition
@@ -83,6 +94,8 @@ class Task:
                 raise ValueError(f"task {self.name}: label words must be non-empty strings")
             if len(set(words)) != len(words):
                 raise ValueError(f"task {self.name}: label words must be distinct, got {words}")
+        if self.eval_copies not in EVAL_COPIES:
+            raise ValueError(f"task {self.name}: eval_copies must be one of {', '.join(map(str, EVAL_COPIES))}, got {self.eval_copies!r}")
         for name in ("train_filter", "eval_filter"):
             if getattr(self, name) not in (None, "label_true"):
                 raise ValueError(f"task {self.name}: {name} must be None or 'label_true', got {getattr(self, name)!r}")
@@ -178,6 +191,8 @@ class Task:
                 words = self.label_words or ()
             if text in words:
                 return words.index(text)
+            if self.strict:
+                return None
             folded = text.lower().rstrip(".!")
             for i, word in enumerate(words):
                 if folded == word.lower().rstrip(".!"):
@@ -197,4 +212,4 @@ class Task:
         predictions: what `parse` returns (or a class index from rank mode); None is wrong.
         """
         return metrics.score(self.metrics, predictions, examples, kind=self.kind,
-                             num_classes=self.num_classes, scoring=self.scoring)
+                             num_classes=self.num_classes, scoring=self.scoring, strict=self.strict)

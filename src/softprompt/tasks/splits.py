@@ -1,6 +1,6 @@
 """Split protocols and few-shot sampling.
 
-A protocol names a split rule and, for ``dpt``, ``dept`` and ``ulpt``, one paper's task details
+A protocol names a split rule and, for ``dpt``, ``dept``, ``ulpt`` and ``lester``, one paper's task details
 (templates, filters, checkpoint metric, training-row caps: the ``protocols:`` of each task file
 in tasks/builtin/, where each is documented):
 
@@ -8,6 +8,9 @@ in tasks/builtin/, where each is documented):
 - ``dpt``: the official splits with the DPT code's task details (XYaoooo/DPT).
 - ``attempt``: the ATTEMPT re-split with T5's task details.
 - ``dept``, ``ulpt``: the ATTEMPT re-split with DePT's / ULPT's task details.
+- ``lester``: the official splits with T5's own preprocessing as Lester et al. ran it (the
+  prompt-tuning repository's ``taskless_*`` tasks: T5's GLUE/SuperGLUE text preprocessor, its
+  alphabetically sorted ``key:`` fields without the task name, label names as targets).
 
 ``paper``: train on train, report on the official validation set (the DPT paper).
 
@@ -27,9 +30,21 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-PROTOCOLS = ("paper", "attempt", "dpt", "dept", "ulpt")
+PROTOCOLS = ("paper", "attempt", "dpt", "dept", "ulpt", "lester")
 # The split rule of each protocol.
-SPLIT_RULE = {"paper": "paper", "attempt": "attempt", "dpt": "paper", "dept": "attempt", "ulpt": "attempt"}
+SPLIT_RULE = {"paper": "paper", "attempt": "attempt", "dpt": "paper", "dept": "attempt", "ulpt": "attempt",
+              "lester": "paper"}
+# The protocols that score as their code does (a task's `strict`): exact label strings (DPT's
+# eval_utils.py:36-37 and DePT's src/postprocessors.py:24-25 only strip; T5's
+# string_label_to_class_id compares exactly) and an invalid prediction a class of its own under
+# Matthews (DPT metrics.py:108-112 string_to_float -> -1; DePT src/metrics.py:118-120 compares
+# the strings; T5 string_label_to_class_id's default -1).
+STRICT_PROTOCOLS = ("lester", "dpt", "dept", "ulpt")
+# The protocols that cut a generation task's training targets to the generation length, EOS
+# included (DePT's train.py:520 get_max_target_length -> generation_max_length 20 for a task
+# without labels_list, train.py:326 tokenizer(..., max_length, truncation=True); ULPT's is the
+# same code); train.py applies it with the run's max_new_tokens.
+TARGET_CUT_PROTOCOLS = ("dept", "ulpt")
 ATTEMPT_VALIDATION_SIZE = 1000
 
 

@@ -48,8 +48,8 @@ from softprompt.tasks.custom import find_split_files
 from softprompt.tasks.local import READERS
 from softprompt.tasks.preprocess import TRANSFORMS
 from softprompt.tasks.rows import label_text
-from softprompt.tasks.spec import KINDS, HubSource, LocalFormat, Task, template_fields
-from softprompt.tasks.splits import PROTOCOLS
+from softprompt.tasks.spec import EVAL_COPIES, KINDS, HubSource, LocalFormat, Task, template_fields
+from softprompt.tasks.splits import PROTOCOLS, STRICT_PROTOCOLS
 from softprompt.yamlfile import dump_yaml, load_yaml
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -59,8 +59,8 @@ DEFAULT_METRICS = {"classification": ("accuracy",), "regression": ("pearson", "s
 FIELD_KEYS = ("name", "kind", "description", "benchmark", "aliases", "data", "local", "hub", "template",
               "preprocess", "truncate_field", "label_field", "labels", "label_names", "label_words",
               "choice_fields", "target_field", "choices_field", "group_field", "train_filter",
-              "eval_filter", "max_train_rows", "expand_answers", "scoring", "round_step", "round_gold",
-              "metrics", "size", "paper_splits", "attempt_splits", "attempt_test_split")
+              "eval_filter", "max_train_rows", "expand_answers", "eval_copies", "scoring", "round_step",
+              "round_gold", "metrics", "size", "paper_splits", "attempt_splits", "attempt_test_split")
 KEYS = (*FIELD_KEYS, "styles", "protocols")
 # What a style or a protocol may change: how a row becomes text, its target, how it is scored
 # and split; never which task it is or where its rows live.
@@ -295,6 +295,9 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
     for key, value in flags.items():
         if not isinstance(value, bool):
             raise fail(key, f"expected true or false, got {value!r}")
+    flags["strict"] = protocol in STRICT_PROTOCOLS  # the papers' protocols score as their code
+    if data.get("eval_copies") not in EVAL_COPIES:
+        raise fail("eval_copies", f"unknown {data['eval_copies']!r} (known: {', '.join(c for c in EVAL_COPIES if c)})")
     if data.get("scoring") is not None and data["scoring"] not in SCORINGS:
         raise fail("scoring", f"unknown {data['scoring']!r} (known: {', '.join(SCORINGS)})")
     max_train_rows = data.get("max_train_rows")
@@ -310,6 +313,7 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
             group_field=text("group_field"), preprocess=_preprocess(text("preprocess"), fail),
             truncate_field=text("truncate_field"), train_filter=text("train_filter"),
             eval_filter=text("eval_filter"), max_train_rows=max_train_rows, scoring=text("scoring"),
+            eval_copies=data.get("eval_copies"),
             round_step=float(round_step) if round_step is not None else None, size=size,
             paper_splits=split_map("paper_splits"), attempt_splits=split_map("attempt_splits"),
             attempt_test_split=text("attempt_test_split") or "validation", local=local, hub=hub,
