@@ -174,7 +174,7 @@ DPT_PAPER_CB = {
     "recipe": "dpt-paper", "task": "cb", "method": "dpt", "length": 100, "bottleneck": 10, "init": "uniform",
     "protocol": "dpt", "split_seed": 42, "style": "text-to-text", "objective": "lm", "separator": " ",
     "optimizer": "adamw", "adam_eps": 1e-8, "weight_decay": 1e-5, "max_grad_norm": 1.0,
-    "lr": 0.3, "lr_schedule": "linear", "warmup_ratio": 0.1, "warmup_steps": None,
+    "lr": 0.3, "lr_schedule": "linear-hf", "warmup_ratio": 0.1, "warmup_steps": None,  # get_scheduler("linear"): issue 34 item 13
     "epochs": 100, "max_steps": None, "batch_size": 16, "grad_accum": 1,
     "max_length": 256, "truncation_side": "right", "max_new_tokens": 128,
     "eval_mode": "generate", "eval_every": 1, "eval_unit": "epochs", "selection_metric": None, "seed": 42,

@@ -232,3 +232,27 @@ def test_dept_wsc_is_wsc_bool():
         assert bool_example == example
     assert RECIPES["dept-paper"].per_task["wsc"] == RECIPES["dept-paper"].per_task["wsc_bool"]
     assert get_task("wsc").kind == "generation"  # T5's generative WSC elsewhere
+
+
+def test_linear_hf_is_transformers_schedule_exactly():
+    """Issue 34 item 13: DPT (main_ddp.py get_scheduler("linear")), DePT and ULPT (train.py
+    get_linear_schedule_with_warmup) step transformers' LambdaLR, whose step s has the factor
+    s / warmup: the first step runs at lr 0. ``linear-hf`` equals it at every step; softprompt's own
+    ``linear`` starts one step ahead."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from softprompt.optim import lr_at
+    from softprompt.recipes import RECIPES
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.3)
+    schedule = get_linear_schedule_with_warmup(optimizer, num_warmup_steps=4, num_training_steps=12)
+    theirs = []
+    for _ in range(13):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert [lr_at(s, 12, 4, 0.3, "linear-hf") for s in range(13)] == pytest.approx(theirs, abs=1e-12)
+    assert theirs[0] == 0.0 and lr_at(0, 12, 4, 0.3, "linear") == pytest.approx(0.075)
+    assert {RECIPES[name].settings["lr_schedule"] for name in ("dpt-paper", "dept-paper", "ulpt-paper")} == {"linear-hf"}

@@ -18,9 +18,12 @@ from .config import TrainConfig
 def lr_at(step: int, total_steps: int, warmup_steps: int, base_lr: float, schedule: str = "linear") -> float:
     """Learning rate of optimizer step ``step`` (0-based): linear warmup to ``base_lr`` over
     ``warmup_steps`` steps (the first step already gets ``base_lr / warmup_steps``), then
-    ``linear``: decay reaching 0 at ``total_steps``; ``constant``: ``base_lr`` to the end."""
+    ``linear``: decay reaching 0 at ``total_steps``; ``constant``: ``base_lr`` to the end.
+    ``linear-hf``: transformers' ``get_linear_schedule_with_warmup`` exactly, whose ``LambdaLR``
+    gives step ``s`` the factor ``s / warmup`` (the first step at lr 0), as the DPT, DePT and ULPT
+    code trains."""
     if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
+        return base_lr * (step + (schedule != "linear-hf")) / warmup_steps
     if schedule == "constant":
         return base_lr
     return base_lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
