@@ -13,7 +13,8 @@ import json
 import os
 from pathlib import Path
 
-from .common import DATA_ENV, add_task_argument, add_task_options, data_dir, positive_int, task_argument, task_options
+from .common import (DATA_ENV, add_backbone_options, add_task_argument, add_task_options, backbone_options, data_dir,
+                     positive_int, task_argument, task_options)
 
 
 def register(subparsers) -> None:
@@ -33,6 +34,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation length (default: the run's)")
     parser.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
     add_task_options(parser)  # default: the run's
+    add_backbone_options(parser, "the run's dtype and quantization")
     parser.set_defaults(func=run)
 
 
@@ -72,6 +74,7 @@ def run(args) -> int:
     saved, from_run = run_config(prompt_dir, name or (CUSTOM if any(k in given for k in FILE_OPTIONS) else None), **given)
     if args.eval_mode is not None and args.eval_mode not in MODES:
         raise ValueError(f"--eval-mode must be one of {', '.join(MODES)}; got {args.eval_mode!r}")
+    placement = backbone_options(args, saved)  # the run's backbone: the dtype it trained in
     # The run's task as it trained (its template, label words, files), the options given here
     # winning; another --task starts from that task's own defaults.
     same_task = not name or name == saved.task
@@ -84,7 +87,7 @@ def run(args) -> int:
     if args.max_examples:
         examples = examples[: args.max_examples]
 
-    backbone, tokenizer = load_backbone(args.model or saved.model)
+    backbone, tokenizer = load_backbone(args.model or saved.model, **placement)
     model = softprompt.load(backbone, prompt_dir)
     if saved.chat_template:
         from softprompt.batching import apply_chat_template

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .common import add_task_options, positive_int, task_argument, task_options
+from .common import add_backbone_options, add_task_options, backbone_options, positive_int, task_argument, task_options
 
 ID_FIELDS = ("id", "idx")
 PREDICT_OPTIONS = ("template", "label_words")
@@ -51,6 +51,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-length", type=positive_int, default=256, metavar="T", help="input tokens kept (cut from the left; default: %(default)s)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N", help="tokens generated per row (default: %(default)s)")
     add_task_options(parser, PREDICT_OPTIONS)  # without --task, --template alone: free generation
+    add_backbone_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -162,6 +163,7 @@ def run(args) -> int:
 
     from .outputs import output_file
 
+    placement = backbone_options(args)  # a bad --dtype before anything is read
     dirs = prompt_dirs(args.prompt_dirs)
     output_file(args.output, "--output", args.overwrite, inputs=[args.input, *dirs.values()])
     names = list(dirs)
@@ -179,7 +181,7 @@ def run(args) -> int:
                         choices=tuple(tasks[name].label_words) if args.mode == "rank" else None)
                 for (t, cut), name in zip(formatted, chosen)]
 
-    backbone, tokenizer = load_backbone(args.model)
+    backbone, tokenizer = load_backbone(args.model, **placement)
     bank = softprompt.PromptBank(backbone, dirs).eval()
     with torch.no_grad():
         if args.mode == "rank":
