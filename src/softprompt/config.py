@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .backbones.placement import DTYPES, OPTIONS as LOAD_OPTIONS, check_spelling
+from .placement_options import DTYPES, OPTIONS as LOAD_OPTIONS, check_spelling
 from .prompts import PromptConfig, make_config, method_fields, methods
 from .recipes import RECIPES
 from .tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS as TASK_OPTIONS

@@ -27,56 +27,18 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..placement_options import DEVICE_MAPS, DTYPES, OPTIONS, QUANTIZE, check_spelling, parse_max_memory
 from .facts import ENCODER_DECODER
 
-# The options that say how a backbone loads: load_backbone's keywords, TrainConfig's fields.
-OPTIONS = ("dtype", "device_map", "max_memory", "quantize")
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-QUANTIZE = ("4bit", "8bit")
-DEVICE_MAPS = ("auto", "balanced", "balanced_low_0", "sequential")  # accelerate's strategies
+__all__ = ["DEVICE_MAPS", "DTYPES", "OPTIONS", "PlacementError", "QUANTIZE", "available_devices", "check_spelling",
+           "device_map_for", "dtype_name", "input_device", "parse_max_memory", "quantization_config", "torch_dtype"]
+
 # Devices that are always there: disk offload needs only a folder.
 ALWAYS = ("cpu", "disk")
 
 
 class PlacementError(ValueError):
     """A dtype, device map or quantization that cannot be used here; one line naming the option."""
-
-
-# ---------------------------------------------------------------------------------------
-# Spelling: what a config record may hold (checked by TrainConfig, no file or device read)
-
-
-def check_spelling(dtype: Any, device_map: Any, max_memory: Any, quantize: Any) -> None:
-    """Raise ``ValueError`` naming the field for a value no machine could use."""
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}")
-    if quantize is not None and quantize not in QUANTIZE:
-        raise ValueError(f"quantize must be one of {', '.join(QUANTIZE)}; got {quantize!r}")
-    if device_map is not None and (not isinstance(device_map, str) or not (
-            device_map in DEVICE_MAPS or device_map.lower().endswith(".json"))):
-        raise ValueError(f"device_map must be one of {', '.join(DEVICE_MAPS)} or a .json file; got {device_map!r}")
-    if max_memory is not None:
-        if not isinstance(max_memory, str):
-            raise ValueError(f"max_memory must be text like 0=20GiB,cpu=64GiB; got {max_memory!r}")
-        parse_max_memory(max_memory)
-
-
-def parse_max_memory(text: str) -> dict[int | str, str]:
-    """``"0=20GiB,cpu=64GiB"`` -> ``{0: "20GiB", "cpu": "64GiB"}`` (accelerate's ``max_memory``)."""
-    from accelerate.utils import convert_file_size_to_int
-
-    caps: dict[int | str, str] = {}
-    for part in (p.strip() for p in text.split(",") if p.strip()):
-        device, sep, size = (s.strip() for s in part.partition("="))
-        try:
-            if not sep or not device or convert_file_size_to_int(size) <= 0:
-                raise ValueError
-        except ValueError:
-            raise ValueError(f"max_memory: {part!r} is not DEVICE=SIZE (e.g. 0=20GiB or cpu=64GiB)") from None
-        caps[int(device) if device.isdigit() else device] = size
-    if not caps:
-        raise ValueError("max_memory is empty; give DEVICE=SIZE pairs, e.g. 0=20GiB,cpu=64GiB")
-    return caps
 
 
 # ---------------------------------------------------------------------------------------

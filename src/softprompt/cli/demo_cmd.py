@@ -117,7 +117,7 @@ def run_demo(
     if model is None:
         from softprompt.backbones import load_backbone
 
-        from softprompt.backbones.placement import OPTIONS
+        from softprompt.placement_options import OPTIONS
 
         model, tokenizer = load_backbone(None, **{k: v for k, v in (overrides or {}).items() if k in OPTIONS})
     output_dir = Path(output_dir)
