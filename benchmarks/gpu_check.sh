@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of issue 31 (half-precision, quantized and dispatched backbones), one script,
 # under 10 minutes on one GPU. Each step is timed and its exit code reported; a failing step does
-# not stop the ones after it. Prints a summary and writes it to $OUT/results.txt.
+# not stop the ones after it. Prints a summary and writes it to $OUT/results.txt; exits 1 if any
+# step failed.
 #
 #   bash benchmarks/gpu_check.sh                          # from the repository root
 #   DATA_DIR=/path/to/glue OUT=/tmp/gpu-check STEPS=60 bash benchmarks/gpu_check.sh
@@ -95,3 +96,4 @@ for run in bf16 4bit device_map bf16_2proc; do
   if [[ -f "$OUT/$run/metrics.json" ]]; then accuracy "$OUT/$run" | tee -a "$RESULTS" || true; fi
 done
 echo "$FAILED step(s) failed; results in $RESULTS" | tee -a "$RESULTS"
+exit $(( FAILED > 0 ))

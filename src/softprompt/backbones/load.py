@@ -310,6 +310,8 @@ def _placement(spec: str | os.PathLike | None, dtype: torch.dtype | str, device_
         placed["device_map"], placed["max_memory"] = device_map_for(device_map, max_memory)
     if quantize is not None:
         placed["quantization_config"] = quantization_config(quantize, backbone_kind(spec))
+        if placed.get("device_map") is None:  # bitsandbytes quantizes as it loads onto a GPU: the current one
+            placed["device_map"] = {"": torch.cuda.current_device()}
     return {k: v for k, v in placed.items() if v is not None}
 
 
