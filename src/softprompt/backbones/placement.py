@@ -144,7 +144,8 @@ def input_device(backbone: nn.Module) -> torch.device:
     the ``meta`` device between calls), else its weight's device."""
     embeddings = backbone.get_input_embeddings()
     hook = getattr(embeddings, "_hf_hook", None)
-    device = getattr(hook, "execution_device", None)
-    if device is not None:
-        return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
+    for one in getattr(hook, "hooks", None) or [hook]:  # a SequentialHook holds several
+        device = getattr(one, "execution_device", None)
+        if device is not None:
+            return torch.device(f"cuda:{device}" if isinstance(device, int) else device)
     return embeddings.weight.device
