@@ -117,6 +117,20 @@ def test_auto_is_float32_on_a_cpu_and_recorded_concrete(saved):
     assert {p.dtype for p in load_backbone(saved / "llama", "auto")[0].parameters()} == {torch.float32}
 
 
+def test_auto_is_the_checkpoints_own_dtype_on_a_gpu(monkeypatch):
+    from transformers import LlamaConfig
+
+    from softprompt.backbones.placement import torch_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert torch_dtype("auto", LlamaConfig(dtype="bfloat16")) == torch.bfloat16
+    assert torch_dtype("auto", LlamaConfig(dtype="float16")) == torch.float16
+    assert torch_dtype("auto", LlamaConfig()) == torch.float32  # the checkpoint names none
+    assert torch_dtype("auto", None) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert torch_dtype("auto", LlamaConfig(dtype="bfloat16")) == torch.float32
+
+
 def cli_args(root, out, *extra):
     return ["train", "--model", str(root / "llama"), "--task", "sst2", "--label-words", "names", "--data-dir",
             str(root / "data"), "--method", "prompt", "--length", "3", "--batch-size", "4", "--max-steps", "2",
