@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .placement_options import DTYPES, OPTIONS as LOAD_OPTIONS, check_spelling
 from .prompts import PromptConfig, make_config, method_fields, methods
 from .recipes import RECIPES
 from .tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS as TASK_OPTIONS
@@ -119,6 +120,11 @@ class TrainConfig:
     log_every: int = _opt(10, "log every N steps", "N")
     mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P")
     gradient_checkpointing: bool = _opt(False, "trade compute for memory")
+    # how the backbone's frozen weights load (backbones/placement.py; docs/large-models.md)
+    dtype: str = _opt("float32", f"the frozen weights' dtype: {', '.join(DTYPES)} (auto: the checkpoint's own on a GPU, float32 on a CPU); the prompt and its optimizer stay float32", "DTYPE")
+    device_map: str | None = _opt(None, "spread the backbone over devices: auto, balanced or a .json file of module name -> device (0, cuda:1, cpu, disk)", "MAP")
+    max_memory: str | None = _opt(None, "per-device caps with --device-map, e.g. 0=20GiB,cpu=64GiB (what does not fit goes to disk)", "CAPS")
+    quantize: str | None = _opt(None, "4bit (NF4, bf16 compute: QLoRA's) or 8bit backbone through bitsandbytes (a CUDA GPU; pip install 'softprompt[quantize]')", "BITS")
     fsdp: bool = _opt(False, "shard the frozen backbone's layers across the processes of a distributed launch (FSDP2; docs/distributed.md)")
     # where each option's value came from (option -> source; softprompt.settings); None: not resolved yet
     sources: dict[str, str] | None = _opt(None, "where each option's value came from", cli=False)
@@ -193,6 +199,10 @@ class TrainConfig:
         choice("lr_schedule", LR_SCHEDULES)
         choice("eval_unit", EVAL_UNITS)
         choice("truncation_side", TRUNCATION_SIDES)
+        try:
+            check_spelling(self.dtype, self.device_map, self.max_memory, self.quantize)
+        except ValueError as err:
+            raise ValueError(f"TrainConfig: {err}") from None
         if self.output_dir is not None and (not isinstance(self.output_dir, str) or not self.output_dir):
             raise ValueError(f"TrainConfig: output_dir must be a directory path, got {self.output_dir!r}")
         if self.sources is not None and (not isinstance(self.sources, dict) or not all(
@@ -246,6 +256,11 @@ class TrainConfig:
 
         return resolve_task(self.task, style=style, protocol=self.protocol,
                             **{name: getattr(self, name) for name in TASK_OPTIONS})
+
+    def load_options(self) -> dict[str, Any]:
+        """``load_backbone``'s keywords for this run's backbone: dtype, device map, memory caps,
+        quantization."""
+        return {name: getattr(self, name) for name in LOAD_OPTIONS}
 
     def prompt_config(self) -> PromptConfig:
         """The method's validated config from ``method_options``."""

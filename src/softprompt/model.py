@@ -23,7 +23,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from . import io
-from .backbones import RowPrompts, backbone_info, backbone_record, join_for, sink_ids
+from .backbones import RowPrompts, backbone_info, backbone_record, input_device, join_for, sink_ids
 from .prompts import PromptConfig, PromptMethod, build_method, config_from_dict, make_config
 
 RowNames = str | Sequence[str] | None  # ``prompt=``: a name per row, one name for all, or none
@@ -61,8 +61,9 @@ class PromptedModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """Where the backbone reads its input embeddings: every prompt is kept there."""
-        return self.backbone.get_input_embeddings().weight.device
+        """Where the backbone reads its input embeddings (its first layer, also when accelerate
+        dispatched it over devices): every prompt is kept there."""
+        return input_device(self.backbone)
 
     def _put(self, name: str, module: PromptMethod) -> None:
         """Hold ``module`` as the prompt ``name`` (replacing any of that name): checked against
@@ -92,7 +93,7 @@ class PromptedModel(nn.Module):
         decoder-only, its kept keys and values). Nothing can train inside (no gradients reach
         the prompts, nor their methods' text adjustments); leaving the block forgets them."""
         with torch.no_grad():
-            self._frozen = {name: module().detach() for name, module in self.prompts.items()}
+            self._frozen = {name: self._materialize(module).detach() for name, module in self.prompts.items()}
         try:
             yield
         finally:
@@ -120,13 +121,21 @@ class PromptedModel(nn.Module):
         which = [index[name] for name in names] if names else [0] * input_ids.shape[0]
         return distinct, torch.tensor(which, dtype=torch.long, device=input_ids.device)
 
+    def _materialize(self, module: PromptMethod) -> torch.Tensor:
+        """A prompt's rows ``[n, d]`` in float32, its parameters' precision, whatever the backbone's
+        dtype or an autocast around the call: a reparameterization (ULPT's ``Z P̃``, DPT's ``A B``,
+        the residual MLP) is a few thousand multiply-adds, and in bf16 it would round the prompt
+        before the backbone sees it. ``_inputs`` casts it once, where it meets the text."""
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            return module()
+
     def _ahead(self, name: str) -> torch.Tensor:
-        """The prompt ``name`` as the text reads it, ``[s + n, d]``: the frozen tokens its config
-        puts ahead of it (``sink``, embedded by the backbone as text is), then its rows ``[n, d]``
-        (the frozen ones inside ``frozen_prompt``). ``s = 0`` for ``sink="none"``."""
+        """The prompt ``name`` as the text reads it, ``[s + n, d]`` float32: the frozen tokens its
+        config puts ahead of it (``sink``, embedded by the backbone as text is), then its rows
+        ``[n, d]`` (the frozen ones inside ``frozen_prompt``). ``s = 0`` for ``sink="none"``."""
         module = self.prompts[name]
         frozen = (self._frozen or {}).get(name)
-        rows = frozen if frozen is not None else module()
+        rows = frozen if frozen is not None else self._materialize(module)
         ids = sink_ids(self.backbone, self.join.kind, module.config.sink)
         if not ids:
             return rows
@@ -157,13 +166,17 @@ class PromptedModel(nn.Module):
     def _inputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, prompt: RowNames = None):
         """``(RowPrompts, text embeddings [B, T, d])`` for a batch: each distinct prompt
         ``[n_p, d]`` once, kept under its name, and which row reads which. With no prompt, an
-        empty one ``[0, d]`` for every row: the join then runs the text alone."""
+        empty one ``[0, d]`` for every row: the join then runs the text alone.
+
+        Where the prompt meets the text, and the one place it is cast: from float32 to the text
+        embeddings' dtype (the backbone's; a no-op for a float32 backbone). The gradient flows back
+        through the cast to the float32 parameters."""
         distinct, which = self._which(prompt, input_ids)
         embeds = self._embeds(input_ids, attention_mask, distinct, which)
         if not distinct:
             check_positions(self.backbone, 0, input_ids.shape[1])
-            return RowPrompts([torch.zeros(0, embeds.shape[-1], device=embeds.device)], which), embeds
-        ahead = [self._ahead(name) for name in distinct]
+            return RowPrompts([torch.zeros(0, embeds.shape[-1], device=embeds.device, dtype=embeds.dtype)], which), embeds
+        ahead = [self._ahead(name).to(embeds.dtype) for name in distinct]
         check_positions(self.backbone, max(p.shape[0] for p in ahead), input_ids.shape[1])
         return RowPrompts(ahead, which, distinct), embeds
 
@@ -295,14 +308,9 @@ class SoftPromptModel(PromptedModel):
         return self.prompt.config.method
 
     def prompt_embeddings(self) -> torch.Tensor:
-        """The materialized prompt, ``[n, d]``, computed in the prompt's own precision (float32).
-
-        Under mixed-precision autocast the reparameterizations (ULPT's ``Z P̃``, DPT's ``A B``, the
-        residual MLP) would otherwise run in bf16/fp16 and round the prompt before the backbone
-        sees it; they are a few thousand multiply-adds, so full precision costs nothing. The join
-        casts the result to the backbone's dtype where it meets the text embeddings."""
-        with torch.autocast(device_type=self.device.type, enabled=False):
-            return self.prompt()
+        """The materialized prompt, ``[n, d]``, float32 (``_materialize``: the forward pass
+        computes it the same way and casts it to the backbone's dtype where it meets the text)."""
+        return self._materialize(self.prompt)
 
     def num_trainable(self) -> int:
         """Exact count of trainable parameters (the backbone has none)."""

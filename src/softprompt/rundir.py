@@ -68,7 +68,9 @@ OWN_FOLDERS = {
 }
 SEED_DIR = re.compile(r"seed--?[0-9]+")  # RunDir.seed_dir's names; "seed-notes" is a user's folder
 # Fields that may differ between a run and its resumption (all others define the run).
-RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp"}  # fsdp: the same prompt, sharded or not
+# fsdp, device_map, max_memory: where the same frozen weights sit, not what they compute (dtype and
+# quantize change the numbers: a run resumed with another is refused)
+RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp", "device_map", "max_memory"}
 LOCK_NAME = ".lock"
 
 

@@ -31,6 +31,9 @@ Layers 2-4 are defaults with rules:
   task's label words (vocabulary init when there are none).
 * The task defaults to ``custom`` when training files are given; the separator to a space, or
   nothing after a chat template (the answer starts the assistant's turn).
+* ``dtype: auto`` is made concrete with the backbone's facts (the checkpoint's own dtype on a
+  GPU, float32 on a CPU: ``backbones.backbone_dtype``), so config.json records the dtype the
+  backbone loaded in and ``--resume`` and ``eval`` rebuild the same backbone anywhere.
 
 Two calls, because layers 3-4 need the backbone's kind and the task: ``resolve`` applies
 everything else (the CLI, the sweep's trials and the demo call it; ``train()`` calls
@@ -240,6 +243,8 @@ def for_backbone(config: TrainConfig, kind: str, *, bos: bool = True, task: Any 
         unset = getattr(config, key) is None if key in FIELDS else key not in config.method_options
         if unset:
             changes[key], sources[key] = value, source
+    if config.dtype == "auto":
+        changes["dtype"], sources["dtype"] = _concrete_dtype(config)
     if changes.get("objective") == "class" and not classification:
         changes["objective"], sources["objective"] = "lm", sources["objective"] + " (lm: not a classification task)"
     options = {**config.method_options, **{k: v for k, v in changes.items() if k not in FIELDS}}
@@ -252,6 +257,18 @@ def for_backbone(config: TrainConfig, kind: str, *, bos: bool = True, task: Any 
         return config
     record = None if config.sources is None else {**config.sources, **sources}
     return _build({**config.to_dict(), **changes, "sources": record}, "TrainConfig")
+
+
+def _concrete_dtype(config: TrainConfig) -> tuple[str, str]:
+    """``dtype: auto`` as the dtype ``config.model`` loads in, and its source."""
+    import torch
+
+    from .backbones import backbone_dtype
+
+    name = backbone_dtype(config.model, "auto")
+    given = (config.sources or {}).get("dtype", DEFAULT)
+    where = "the checkpoint's own, on a GPU" if torch.cuda.is_available() else "on a CPU"
+    return name, f"{given} (auto: {name}, {where})"
 
 
 def resolved(config: TrainConfig, kind: str, **facts: Any) -> TrainConfig:

@@ -195,7 +195,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
 
     Args:
         model: a transformers backbone (a prompt is attached) or a ready ``SoftPromptModel``;
-            None loads ``config.model`` with ``softprompt.backbones.load_backbone``.
+            None loads ``config.model`` with ``softprompt.backbones.load_backbone`` (in
+            ``config.dtype``, placed and quantized as the config says).
         tokenizer: the backbone's tokenizer (needed when ``model`` is given).
         task: a ``Task`` object instead of building it from ``config.task`` (a name or a task
             file) and the task options (``config.build_task``).
@@ -250,7 +251,8 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
     if model is None:
         from .backbones import load_backbone
 
-        model, tokenizer = load_backbone(config.model)
+        # the run's dtype, device map and quantization; a device or library missing here is one line
+        model, tokenizer = load_backbone(config.model, **config.load_options())
     if tokenizer is None:
         raise ValueError("train: pass tokenizer= with model=")
     if config.chat_template:

@@ -4,7 +4,8 @@ or a saved prompt needs, and loading a model from whatever the user names.
 Modules, each importing only those below it (an import-linter contract in pyproject.toml):
 
 * ``load``: a model and tokenizer from a name, path or GGUF file; ``backbone_facts`` peeks the
-  config before loading. ``join``: ``join_for``, the join a loaded backbone takes.
+  config before loading. ``placement``: the dtype, device map and quantization it loads with,
+  checked before loading, and where a (dispatched) backbone reads its input. ``join``: ``join_for``, the join a loaded backbone takes.
 * ``decoder_only`` / ``encoder_decoder``: the two joins.
 * ``prefix_cache`` (a decoder's prompt keys and values, kept and laid out per row) and ``base``
   (the ``Join`` interface).
@@ -29,17 +30,22 @@ from .facts import (
 )
 from .join import join_for
 from .layout import RowPrompts, as_rows
-from .load import ModelLoadError, backbone_facts, backbone_kind, default_model_available, load_backbone
+from .load import ModelLoadError, backbone_dtype, backbone_facts, backbone_kind, default_model_available, load_backbone
+from .placement import DTYPES, QUANTIZE, PlacementError, input_device
 
 __all__ = [
     "DECODER_ONLY",
+    "DTYPES",
     "ENCODER_DECODER",
     "IGNORE_INDEX",
     "KINDS",
     "ModelLoadError",
+    "PlacementError",
+    "QUANTIZE",
     "RowPrompts",
     "UnsupportedModelError",
     "as_rows",
+    "backbone_dtype",
     "backbone_facts",
     "backbone_info",
     "backbone_kind",
@@ -47,6 +53,7 @@ __all__ = [
     "backbone_record",
     "bos_token_id",
     "default_model_available",
+    "input_device",
     "join_for",
     "kind_of",
     "load_backbone",

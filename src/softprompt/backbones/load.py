@@ -10,6 +10,9 @@
 * a path to a ``.gguf`` file;
 * a hub name, loaded from the local Hugging Face cache (the hub may be unreachable).
 
+in the dtype, on the devices and quantized as ``placement`` decides (``--dtype``,
+``--device-map``, ``--max-memory``, ``--quantize``), checked before any weight is read.
+
 Every failure is one line saying what is missing and what to do (``ModelLoadError``).
 """
 
@@ -18,12 +21,16 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import os
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .facts import DECODER_ONLY, ENCODER_DECODER, kind_of
+from .placement import device_map_for, dtype_name, quantization_config, torch_dtype
 
 DEFAULT_NAMES = ("default", "smollm2")
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -86,7 +93,7 @@ def default_cache_dir(gguf: str | Path | None = None) -> Path:
     return cache_root() / "models" / f"{DEFAULT_MODEL_NAME}-{gguf_fingerprint(gguf)}"
 
 
-def _load_default(dtype: torch.dtype) -> tuple[Any, Any]:
+def _load_default(dtype: torch.dtype | str, placed: dict[str, Any]) -> tuple[Any, Any]:
     gguf = default_gguf_path()
     if gguf is None:
         raise ModelLoadError(f"the default model {DEFAULT_MODEL_NAME} is not installed: {INSTALL_HINT}")
@@ -101,7 +108,7 @@ def _load_default(dtype: torch.dtype) -> tuple[Any, Any]:
     # Always return the model as read back from the cache, so the first and later loads
     # give the same object (same config, same dtype handling).
     try:
-        model, tokenizer = _load_dir(cache, dtype)
+        model, tokenizer = _load_dir(cache, dtype, placed)
     except ModelLoadError as err:
         raise ModelLoadError(f"the cached default model is unreadable ({err}); delete {cache} to rebuild it") from None
     # Saved prompts record the backbone's name; the model's name beats a cache path.
@@ -157,7 +164,27 @@ def _model_class(config: Any):
     return AutoModelForSeq2SeqLM if kind_of(config) == ENCODER_DECODER else AutoModelForCausalLM
 
 
-def _load_dir(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
+def _pretrained(config: Any, name: str, dtype: torch.dtype | str, placed: dict[str, Any], **kwargs: Any) -> Any:
+    """``from_pretrained`` in the dtype ``placement.torch_dtype`` decides for this checkpoint,
+    with the device map, memory caps and quantization ``placed`` holds. A device map gets a
+    fresh offload folder (used only if some weights go to disk), removed with the model."""
+    options = dict(placed)
+    folder = None
+    if options.get("device_map") is not None:
+        (cache_root() / "offload").mkdir(parents=True, exist_ok=True)
+        folder = options["offload_folder"] = tempfile.mkdtemp(prefix="weights-", dir=cache_root() / "offload")
+    try:
+        model = _model_class(config).from_pretrained(name, dtype=torch_dtype(dtype, config), **options, **kwargs)
+    except BaseException:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    if folder is not None:
+        weakref.finalize(model, shutil.rmtree, folder, True)
+    return model
+
+
+def _load_dir(path: str | Path, dtype: torch.dtype | str, placed: dict[str, Any] | None = None) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     path = Path(path)
@@ -165,7 +192,7 @@ def _load_dir(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
         raise ModelLoadError(f"{path}: no config.json (expected a transformers model directory)")
     try:
         config = AutoConfig.from_pretrained(str(path))
-        model = _model_class(config).from_pretrained(str(path), dtype=dtype)
+        model = _pretrained(config, str(path), dtype, placed or {})
     except (OSError, ValueError) as err:
         raise ModelLoadError(f"{path}: cannot load model ({_first_line(err)})") from None
     try:
@@ -175,7 +202,7 @@ def _load_dir(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
     return _finish(model, tokenizer)
 
 
-def _load_hub(name: str, dtype: torch.dtype) -> tuple[Any, Any]:
+def _load_hub(name: str, dtype: torch.dtype | str, placed: dict[str, Any]) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoTokenizer
 
     # Local cache first, and only then the hub if it answers at all: huggingface_hub retries
@@ -185,7 +212,7 @@ def _load_hub(name: str, dtype: torch.dtype) -> tuple[Any, Any]:
             break
         try:
             config = AutoConfig.from_pretrained(name, local_files_only=local_only)
-            model = _model_class(config).from_pretrained(name, dtype=dtype, local_files_only=local_only)
+            model = _pretrained(config, name, dtype, placed, local_files_only=local_only)
             tokenizer = AutoTokenizer.from_pretrained(name, local_files_only=local_only)
             return _finish(model, tokenizer)
         except (OSError, ValueError):
@@ -236,30 +263,71 @@ def _first_line(err: BaseException) -> str:
 # The entry point
 
 
-def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype | str = torch.float32, *,
+                  device_map: str | None = None, max_memory: str | None = None,
+                  quantize: str | None = None) -> tuple[Any, Any]:
     """Load a frozen-ready backbone and its tokenizer.
 
     Args:
         spec: None / "default" / "smollm2" (the embedded SmolLM2-135M-Instruct), a local
             transformers directory, a ``.gguf`` file, or a Hugging Face hub name.
-        dtype: parameter dtype of the returned model.
+        dtype: parameter dtype of the returned model: a torch dtype or a ``placement.DTYPES``
+            name (``auto``: the checkpoint's own on a GPU, float32 on a CPU).
+        device_map: ``auto``, ``balanced`` or a JSON file of module -> device (accelerate's
+            dispatch over GPUs, CPU and disk); ``max_memory``: per-device caps, ``0=20GiB,cpu=64GiB``.
+        quantize: ``4bit`` (NF4, bf16 compute) or ``8bit`` through bitsandbytes (a CUDA GPU).
     Returns:
         ``(model, tokenizer)``; the model is in eval mode, the tokenizer has a pad token.
     Raises:
-        ModelLoadError: one line naming the model and what to do.
+        ModelLoadError: one line naming the model and what to do; ``placement.PlacementError``:
+        one line naming the option that cannot be used here (before any weight is read).
     """
+    placed = _placement(spec, dtype, device_map, max_memory, quantize)
     if spec is None or str(spec).lower() in DEFAULT_NAMES:
-        return _load_default(dtype)
+        return _load_default(dtype, placed)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
-        return _load_gguf(path, dtype)
+        if placed:
+            raise ModelLoadError(f"{path}: a .gguf file loads dequantized on one device; for --device-map or --quantize "
+                                 "save it as a transformers directory (model.save_pretrained) and load that")
+        return _load_gguf(path, torch_dtype(dtype))
     if path.is_dir():
-        return _load_dir(path, dtype)
+        return _load_dir(path, dtype, placed)
     if path.exists():
         raise ModelLoadError(f"{path}: not a model directory or .gguf file")
     if str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1:
         raise ModelLoadError(f"{spec}: no such model directory or file")
-    return _load_hub(str(spec), dtype)
+    return _load_hub(str(spec), dtype, placed)
+
+
+def _placement(spec: str | os.PathLike | None, dtype: torch.dtype | str, device_map: str | None,
+               max_memory: str | None, quantize: str | None) -> dict[str, Any]:
+    """``from_pretrained``'s placement arguments (none given: ``{}``), every one checked against
+    this machine and the model's kind before the load."""
+    torch_dtype(dtype)  # a bad name fails here (auto reads no config without a checkpoint)
+    placed: dict[str, Any] = {}
+    if device_map is not None or max_memory is not None:
+        placed["device_map"], placed["max_memory"] = device_map_for(device_map, max_memory)
+    if quantize is not None:
+        placed["quantization_config"] = quantization_config(quantize, backbone_kind(spec))
+        if placed.get("device_map") is None:  # bitsandbytes quantizes as it loads onto a GPU: the current one
+            placed["device_map"] = {"": torch.cuda.current_device()}
+    return {k: v for k, v in placed.items() if v is not None}
+
+
+def backbone_dtype(spec: str | os.PathLike | None, dtype: str) -> str:
+    """The dtype name ``load_backbone(spec, dtype)`` loads in (``auto`` made concrete from the
+    checkpoint's config, read without the weights), what a run's config.json records."""
+    if dtype != "auto":
+        return dtype_name(torch_dtype(dtype))
+    config = _peek_config(spec)
+    if config is None and (spec is None or str(spec).lower() in DEFAULT_NAMES) and default_model_available():
+        cached = default_cache_dir() / "config.json"  # the embedded model's own: float32, as dequantized
+        if cached.is_file():
+            from transformers import AutoConfig
+
+            config = AutoConfig.from_pretrained(str(cached.parent))
+    return dtype_name(torch_dtype("auto", config))
 
 
 def _peek_config(spec: str | os.PathLike | None) -> Any:

@@ -139,6 +139,34 @@ def add_task_argument(parser: argparse.ArgumentParser, note: str = "", dest: str
                         help=f.metadata["help"] + note)
 
 
+def add_backbone_options(parser: argparse.ArgumentParser, default: str = "train's") -> None:
+    """``--dtype``, ``--device-map``, ``--max-memory``, ``--quantize`` for a command that loads a
+    backbone and is not ``train``, defined by the same ``TrainConfig`` fields as train's."""
+    from softprompt.config import cli_fields
+    from softprompt.placement_options import OPTIONS
+
+    group = parser.add_argument_group(f"how the backbone loads (default: {default}; docs/large-models.md)")
+    for f in cli_fields():
+        if f.name in OPTIONS:
+            _add_field_option(group, f)
+
+
+def backbone_options(args: argparse.Namespace, run: Any = None) -> dict[str, Any]:
+    """``load_backbone``'s keywords from ``add_backbone_options``: each option given, else the
+    run's dtype and quantization (``run``, a ``TrainConfig``: the backbone it trained on; its
+    device map was another machine's), else train's defaults. Checked, one line naming the option."""
+    from softprompt.config import TrainConfig
+    from softprompt.placement_options import OPTIONS, check_spelling
+
+    defaults = TrainConfig.__dataclass_fields__
+    options = {name: getattr(args, name, None) for name in OPTIONS}
+    for name in ("dtype", "quantize"):
+        if options[name] is None:
+            options[name] = getattr(run, name) if run is not None else defaults[name].default
+    check_spelling(**options)
+    return options
+
+
 def task_options(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     """The task options among ``names`` the user gave: a template's ``\\n`` unescaped, file
     paths made absolute (a run's config.json then works from any folder)."""

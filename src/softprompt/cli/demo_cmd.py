@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import DATA_ENV, data_dir as default_data_dir, positive_int
+from .common import DATA_ENV, add_backbone_options, backbone_options, data_dir as default_data_dir, positive_int
 
 DEFAULT_METHODS = ("ulpt",)
 
@@ -55,6 +55,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-steps", type=positive_int, metavar="N", help=f"training steps per method (default: {DEMO['max_steps']})")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier runs in OUT/<method>/")
+    add_backbone_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -103,7 +104,8 @@ def run_demo(
 
     Args:
         model, tokenizer: the backbone (default: ``load_backbone(None)``, the embedded SmolLM2).
-        overrides: TrainConfig fields that replace the recipe (tests use tiny budgets).
+        overrides: TrainConfig fields that replace the recipe (tests use tiny budgets); its
+            ``dtype``, ``device_map``, ``max_memory``, ``quantize`` also load the default backbone.
     Returns:
         rows ``{"method", "zero_shot", "tuned", "trainable_parameters", "wall_seconds", "output_dir"}``
         with accuracies in [0, 1]. Zero-shot is measured once, by the first method's run.
@@ -115,7 +117,9 @@ def run_demo(
     if model is None:
         from softprompt.backbones import load_backbone
 
-        model, tokenizer = load_backbone(None)
+        from softprompt.placement_options import OPTIONS
+
+        model, tokenizer = load_backbone(None, **{k: v for k, v in (overrides or {}).items() if k in OPTIONS})
     output_dir = Path(output_dir)
     rows: list[dict[str, Any]] = []
     for method in methods:
@@ -165,16 +169,18 @@ def run(args) -> int:
     from softprompt.backbones import load_backbone
 
     methods = parse_methods(args.methods)
+    placement = backbone_options(args)  # recorded in each run's config.json, as train's options are
     folder = default_data_dir(args.data_dir)
     if folder is not None and not Path(folder).is_dir():
         raise FileNotFoundError(f"--data-dir {folder}: no such directory (expected a GLUE directory holding SST-2/)")
     started = time.time()
     demo_task(folder)
-    model, tokenizer = load_backbone(args.model)
+    model, tokenizer = load_backbone(args.model, **placement)
     name = getattr(model.config, "_name_or_path", None) or "the model"
     source = folder or "the Hugging Face hub"
     print(f"softprompt demo: SST-2 ({source}) on {name}; methods: {', '.join(methods)}", flush=True)
-    overrides = {"max_steps": args.max_steps} if args.max_steps else None
+    given = {k: v for k, v in placement.items() if getattr(args, k) is not None}
+    overrides = {**({"max_steps": args.max_steps} if args.max_steps else {}), **given}
     rows = run_demo(methods, args.output_dir, folder, model, tokenizer, overrides, args.overwrite, args.seed)
     split = rows[0]["eval_split"]
     print()

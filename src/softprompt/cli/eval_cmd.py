@@ -16,7 +16,8 @@ import json
 import os
 from pathlib import Path
 
-from .common import DATA_ENV, add_task_argument, add_task_options, data_dir, positive_int, prompt_usage, task_argument, task_options
+from .common import (DATA_ENV, add_backbone_options, add_task_argument, add_task_options, backbone_options, data_dir,
+                     positive_int, prompt_usage, task_argument, task_options)
 
 
 # what a prompt's usage record sets when the prompt is evaluated outside its run
@@ -41,6 +42,7 @@ def register(subparsers) -> None:
     parser.add_argument("--output", metavar="FILE", help="also write the metrics as JSON here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output file")
     add_task_options(parser)  # default: the run's
+    add_backbone_options(parser, "the run's dtype and quantization")
     parser.set_defaults(func=run)
 
 
@@ -88,6 +90,7 @@ def run(args) -> int:
         saved = saved.replace(**{k: usage[k] for k in READING if k in usage})
     if args.eval_mode is not None and args.eval_mode not in MODES:
         raise ValueError(f"--eval-mode must be one of {', '.join(MODES)}; got {args.eval_mode!r}")
+    placement = backbone_options(args, saved)  # the run's backbone: the dtype it trained in
     # The run's task as it trained (its template, label words, files), the options given here
     # winning (one line says so); another --task starts from that task's own defaults.
     same_task = not name or name == saved.task
@@ -114,7 +117,7 @@ def run(args) -> int:
     if args.max_examples:
         examples = examples[: args.max_examples]
 
-    backbone, tokenizer = load_backbone(args.model or saved.model)
+    backbone, tokenizer = load_backbone(args.model or saved.model, **placement)
     model = softprompt.load(backbone, prompt_dir)
     if saved.chat_template:
         from softprompt.batching import apply_chat_template

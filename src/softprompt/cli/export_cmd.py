@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .common import add_backbone_options, backbone_options
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -31,6 +33,7 @@ def register(subparsers) -> None:
     parser.add_argument("--model", help="backbone for --from peft (hub name, local directory or .gguf; default: the embedded model)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT_DIR if it holds softprompt's own output (an adapter it exported, or a prompt directory)")
+    add_backbone_options(parser, "train's; with --from peft only")
     parser.set_defaults(func=run)
 
 
@@ -50,6 +53,10 @@ def run(args) -> int:
         raise ValueError(f"OUT_DIR {out} contains the source directory; choose another")
     if os.path.lexists(out) and not args.overwrite:
         raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    placement = backbone_options(args)
+    loading = [f"--{k.replace('_', '-')}" for k in placement if getattr(args, k, None) is not None]
+    if loading and args.from_format != "peft":  # only --from peft loads a backbone
+        raise ValueError(f"{loading[0]} is only used with --from peft")
     if args.to == "embeds":
         if args.model:
             raise ValueError("--model is only used with --from peft")
@@ -67,7 +74,7 @@ def run(args) -> int:
     if args.from_format == "peft":
         from softprompt.backbones import load_backbone
 
-        backbone, _ = load_backbone(args.model)
+        backbone, _ = load_backbone(args.model, **placement)
         model = softprompt.import_peft(backbone, args.source)
         model.save(out)
         print(f"imported PEFT adapter {args.source} as a {model.num_trainable():,}-parameter prompt: {out}")

@@ -29,7 +29,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import add_task_options, positive_int, prompt_usage, task_argument, task_options
+from .common import add_backbone_options, add_task_options, backbone_options, positive_int, prompt_usage, task_argument, task_options
 
 ID_FIELDS = ("id", "idx")
 PREDICT_OPTIONS = ("template", "label_words")
@@ -62,6 +62,7 @@ def register(subparsers) -> None:
                         help="wrap each input in the tokenizer's chat template (default: as the prompt was trained)")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16, metavar="N", help="tokens generated per row (default: %(default)s)")
     add_task_options(parser, PREDICT_OPTIONS)  # without --task, --template alone: free generation
+    add_backbone_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -212,10 +213,11 @@ def run(args) -> int:
     from softprompt.io import write_jsonl_atomically
     from softprompt.tasks import Example
 
-    from .outputs import output_file
-
     from softprompt.io import read_record
 
+    from .outputs import output_file
+
+    placement = backbone_options(args)  # a bad --dtype before anything is read
     dirs = prompt_dirs(args.prompt_dirs)
     output_file(args.output, "--output", args.overwrite, inputs=[args.input, *dirs.values()])
     names = list(dirs)
@@ -239,7 +241,7 @@ def run(args) -> int:
                         choices=tuple(tasks[name].label_words) if args.mode == "rank" else None)
                 for (t, cut), name in zip(formatted, chosen)]
 
-    backbone, tokenizer = load_backbone(args.model)
+    backbone, tokenizer = load_backbone(args.model, **placement)
     bank = softprompt.PromptBank(backbone, dirs).eval()
     # rows whose prompts are read alike run in one mixed batch stream
     groups: dict[tuple, list[int]] = {}
