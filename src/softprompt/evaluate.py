@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from . import distributed
-from .backbones import DECODER_ONLY, IGNORE_INDEX
+from .backbones import DECODER_ONLY, IGNORE_INDEX, input_device
 from .batching import collate, encode_choice_set, encode_pairs, eos_id, pad_id, report_truncated
 from .model import PromptedModel
 from .progress import Progress
@@ -97,7 +97,8 @@ def _kind(model: nn.Module) -> str:
 
 
 def _device(model: nn.Module) -> torch.device:
-    return model.backbone.get_input_embeddings().weight.device
+    """Where the inputs go: the embedding's execution device, also for a dispatched backbone."""
+    return input_device(model.backbone)
 
 
 def _named(prompts: Sequence[str] | None, rows: list[int]) -> dict[str, Any]:
