@@ -47,3 +47,19 @@ def test_no_test_module_imports_another():
 
 def test_the_import_checks_see_an_import():
     assert _imported(ROOT / "tests/test_codebase.py") >= {"ast", "pytest", "pathlib"}
+
+
+def test_no_import_cycle_anywhere_in_the_package():
+    """import-linter's layers check imports between layers; this checks every module pair,
+    lazy (in-function) imports included: no module reaches itself through its imports."""
+    grimp = pytest.importorskip("grimp", reason="grimp comes with import-linter (the test extra)")
+    graph = grimp.build_graph("softprompt")
+    assert len(graph.modules) > 60
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if imported != module and imported.startswith("softprompt"):
+                back = graph.find_shortest_chain(importer=imported, imported=module)
+                if back:
+                    cycles.append(" -> ".join((module, *back)))
+    assert cycles == []
