@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from lm_eval.api.registry import register_model
 from lm_eval.models.huggingface import HFLM
-from lm_eval.models.utils import stop_sequences_criteria
+from lm_eval.models.utils_hf import stop_sequences_criteria
 
 from .backbones import load_backbone
 from .model import PromptedModel, load
