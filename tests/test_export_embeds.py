@@ -74,6 +74,6 @@ def test_metadata_and_refusals(tmp_path, capsys):
     softprompt.attach(backbone, "prompt", length=2, sink="bos").save(tmp_path / "s")
     assert main(["export", str(tmp_path / "s"), str(tmp_path / "s.safetensors"), "--to", "embeds"]) == 0
     assert "after the embeddings of token ids [1]" in capsys.readouterr().out
-    with pytest.raises(PromptFileError, match="a PEFT prompt-tuning adapter puts its prompt first"):
+    with pytest.raises(PromptFileError, match=r"sink='bos'\); give the backbone it was trained on"):
         softprompt.export_peft(tmp_path / "s", tmp_path / "s_peft")
     assert not (tmp_path / "s_peft").exists()

@@ -138,7 +138,7 @@ def test_peft_export_gives_the_same_logits(builder, tmp_path):
     model = softprompt.attach(builder(), method="dpt", length=4, bottleneck=2)
     model.save(tmp_path / "p")
     softprompt.export_peft(tmp_path / "p", tmp_path / "peft")
-    assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "peft").iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
     peft_model = PeftModel.from_pretrained(builder(), str(tmp_path / "peft")).eval()
     ids, mask, labels = batch_for(model.backbone, padding="right")
     with torch.no_grad():

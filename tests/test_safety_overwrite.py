@@ -112,7 +112,7 @@ def test_overwrite_keeps_the_user_s_files_beside_the_run_s(setup, tmp_path):
     assert not (run / "seed-2").exists() and is_run(run / "seed-3")
 
 
-@pytest.mark.parametrize("where", ["plots/figure1.svg", "prompt/README.md", "checkpoint/mine.txt", "seed-1/plots/fig.svg"])
+@pytest.mark.parametrize("where", ["plots/figure1.svg", "prompt/notes.md", "checkpoint/mine.txt", "seed-1/plots/fig.svg"])
 def test_a_user_s_file_inside_a_folder_softprompt_writes_whole_stops_the_overwrite(setup, tmp_path, capsys, where):
     run = tmp_path / "run"
     seeds = ["--seeds", "1"] if where.startswith("seed-") else []

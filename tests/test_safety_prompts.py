@@ -176,8 +176,8 @@ def test_export_overwrite_replaces_its_own_output_only(run_dir, tmp_path, capsys
     (out / "notes.txt").unlink()  # empty: fine
     assert main(["export", str(run_dir / "prompt"), str(out), "--overwrite"]) == 0
     assert main(["export", str(run_dir / "prompt"), str(out), "--overwrite"]) == 0  # its own output: replaced
-    assert sorted(p.name for p in out.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
-    (out / "README.md").write_text("a model card")  # no longer only what softprompt wrote
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "adapter_config.json", "adapter_model.safetensors"]
+    (out / "README.md").write_text("a model card")  # the user's card, not softprompt's: no longer only what softprompt wrote
     assert main(["export", str(run_dir / "prompt"), str(out), "--overwrite"]) == 2
     assert (out / "README.md").exists()
 

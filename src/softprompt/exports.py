@@ -15,9 +15,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from .cards import CARD_NAME, card_text, is_own_card
 from .io import PromptFileError, atomic_file, read_json, write_dir_atomically
 from .prompt_files import CONFIG_NAME, FORMAT, WEIGHTS_NAME, check_finite, load_prompt_module, read_safetensors
 from .prompts import PromptMethod
+from .runlog import read_metrics
 from .version import __version__
 
 PEFT_CONFIG_NAME = "adapter_config.json"
@@ -37,16 +39,37 @@ def _materialized_prompt(prompt_dir: str | Path, why_not: str) -> tuple[torch.Te
         return module().detach().float().contiguous(), record
 
 
-def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write a PEFT prompt-tuning adapter holding the materialized prompt of ``prompt_dir``."""
+def sink_token_ids(prompt_dir: str | Path, record: dict) -> list[int]:
+    """The tokens the prompt of ``prompt_dir`` (its ``record``) is read after: ``[]`` for
+    ``sink="none"``, ``[BOS]`` (the recorded backbone's) for ``sink="bos"``."""
+    sink = record["config"].get("sink", "none")
+    if sink == "none":
+        return []
+    if record["backbone"].get("bos_token_id") is None:
+        raise PromptFileError(f"{Path(prompt_dir) / CONFIG_NAME}: sink={sink!r} but the backbone record names no bos_token_id")
+    return [int(record["backbone"]["bos_token_id"])]
+
+
+PEFT_SINK_KEY = "softprompt_sink"  # adapter_model.safetensors metadata: "bos" when row 0 is the frozen BOS
+
+
+def export_peft(prompt_dir: str | Path, out_dir: str | Path, backbone=None) -> Path:
+    """Write a PEFT prompt-tuning adapter holding the materialized prompt of ``prompt_dir``, and
+    its model card.
+
+    PEFT reads ``[virtual tokens, input ids]``; softprompt reads ``[sink, prompt, text]`` where the
+    text starts with the tokenizer's own prefix (Llama's BOS) in both. So a ``sink="bos"`` prompt
+    ``[n, d]`` becomes an ``n + 1``-token adapter whose row 0 is the BOS token as the backbone's
+    embedding module gives it, the rest the prompt: the same rows, the same logits. That row is
+    the backbone's, so ``backbone`` (the transformers model the prompt was trained on) is needed
+    then; its sizes and BOS id must be the recorded ones. The weights' metadata marks the row
+    (``softprompt_sink: bos``) so ``import_peft`` gives the sink=bos prompt back."""
     from peft import PromptTuningConfig
 
     prompt, record = _materialized_prompt(prompt_dir, "a PEFT prompt-tuning adapter can only hold a prompt")
-    if record["config"].get("sink", "none") != "none":
-        raise PromptFileError(
-            f"{prompt_dir}: the prompt was trained after the model's BOS token (sink={record['config']['sink']!r}); "
-            "a PEFT prompt-tuning adapter puts its prompt first (export --to embeds keeps the token)"
-        )
+    ahead = sink_token_ids(prompt_dir, record)
+    if ahead:
+        prompt = torch.cat([_embedded(prompt_dir, record, backbone, ahead), prompt])  # [1 + n, d]
     kind = record["backbone"].get("kind", "decoder-only")
     config = PromptTuningConfig(
         task_type=PEFT_TASK_TYPES[kind],
@@ -56,12 +79,45 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
         num_transformer_submodules=1,
         base_model_name_or_path=record["backbone"].get("name"),
     )
+    metadata = {"format": "pt", PEFT_SINK_KEY: record["config"].get("sink", "none")}
+    card = card_text(record, "peft", read_metrics(Path(prompt_dir).parent) if Path(prompt_dir).name == "prompt" else None)
 
     def write(tmp: Path) -> None:
         config.save_pretrained(str(tmp))
-        save_file({"prompt_embeddings": prompt}, str(tmp / PEFT_WEIGHTS_NAME), metadata={"format": "pt"})
+        save_file({"prompt_embeddings": prompt.contiguous()}, str(tmp / PEFT_WEIGHTS_NAME), metadata=metadata)
+        (tmp / CARD_NAME).write_text(card)
 
     return write_dir_atomically(out_dir, write)
+
+
+def _embedded(prompt_dir: str | Path, record: dict, backbone, ids: list[int]) -> torch.Tensor:
+    """The tokens ``ids`` through ``backbone``'s embedding module, ``[s, d]`` float32, after
+    checking ``backbone`` is the one ``record`` names (sizes and BOS id)."""
+    if backbone is None:
+        raise PromptFileError(f"{prompt_dir}: the prompt is read after the model's BOS token (sink='bos'); "
+                              "give the backbone it was trained on (--model) to put that token's embedding in the adapter")
+    table = backbone.get_input_embeddings().weight
+    recorded = record["backbone"]
+    found = {"embed_dim": table.shape[1], "vocab_size": table.shape[0], "bos_token_id": getattr(backbone.config, "bos_token_id", None)}
+    for key, value in found.items():
+        if value != recorded.get(key):
+            raise PromptFileError(f"{prompt_dir}: the prompt was trained on a backbone with {key} {recorded.get(key)}; "
+                                  f"this one has {value}")
+    with torch.no_grad():
+        return backbone.get_input_embeddings()(torch.tensor(ids, device=table.device)).detach().float().cpu()
+
+
+def peft_sink(adapter_dir: str | Path) -> str:
+    """``"bos"`` when ``export_peft`` wrote the adapter ``adapter_dir`` from a ``sink="bos"``
+    prompt (its row 0 is then the BOS embedding), else ``"none"``."""
+    from safetensors import safe_open
+
+    file = Path(adapter_dir) / PEFT_WEIGHTS_NAME
+    try:
+        with safe_open(str(file), framework="pt") as handle:
+            return (handle.metadata() or {}).get(PEFT_SINK_KEY, "none")
+    except (SafetensorError, OSError) as err:
+        raise PromptFileError(f"{file}: corrupted or truncated safetensors file ({err})") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -81,13 +137,7 @@ def export_embeds(prompt_dir: str | Path, out_file: str | Path) -> Path:
     (README: Serving)."""
     prompt, record = _materialized_prompt(prompt_dir, "prompt embeddings alone cannot reproduce it")
     backbone = record["backbone"]
-    sink = record["config"].get("sink", "none")
-    if sink == "none":
-        ahead = []
-    elif backbone.get("bos_token_id") is not None:
-        ahead = [int(backbone["bos_token_id"])]
-    else:
-        raise PromptFileError(f"{Path(prompt_dir) / CONFIG_NAME}: sink={sink!r} but the backbone record names no bos_token_id")
+    ahead = sink_token_ids(prompt_dir, record)
     metadata = {
         "format": EMBEDS_FORMAT,
         "name": str(backbone.get("name") or ""),
@@ -136,13 +186,16 @@ def check_replaceable_file(path: str | Path) -> None:
                               "softprompt's own output, choose another OUT") from None
 
 
-OWN_FILES = {"prompt": {WEIGHTS_NAME, CONFIG_NAME}, "peft": {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME}}
+# What softprompt writes as each kind of folder: an older folder has no README.md card, so a
+# folder is ours when it holds these names only and at least REQUIRED_FILES.
+OWN_FILES = {"prompt": {WEIGHTS_NAME, CONFIG_NAME, CARD_NAME}, "peft": {PEFT_CONFIG_NAME, PEFT_WEIGHTS_NAME, CARD_NAME}}
+REQUIRED_FILES = {kind: names - {CARD_NAME} for kind, names in OWN_FILES.items()}
 
 
 def check_replaceable(path: str | Path, kind: str) -> None:
     """Refuse to replace ``path`` unless it is missing, an empty directory, or what softprompt
     itself writes as ``kind``: a prompt directory (``"prompt"``) or a PEFT adapter that
-    ``export_peft`` wrote (``"peft"``: exactly its two files). Replacing swaps the whole
+    ``export_peft`` wrote (``"peft"``: its files, the card optional). Replacing swaps the whole
     directory, so anything else there (a run, a user's files) must never be taken for it."""
     path = Path(path)
     if not os.path.lexists(path):
@@ -155,13 +208,14 @@ def check_replaceable(path: str | Path, kind: str) -> None:
     if not names:
         return
     what = {"prompt": "a softprompt prompt directory", "peft": "a PEFT adapter softprompt exported"}[kind]
-    ours = set(names) == OWN_FILES[kind]
+    ours = REQUIRED_FILES[kind] <= set(names) <= OWN_FILES[kind]
     if ours:
         try:
             if kind == "prompt":
                 ours = read_json(path / CONFIG_NAME).get("format") == FORMAT
             else:
                 ours = read_json(path / PEFT_CONFIG_NAME).get("peft_type") == "PROMPT_TUNING"
+            ours = ours and (CARD_NAME not in names or is_own_card(path / CARD_NAME))  # a user's own card stays
         except (OSError, ValueError, AttributeError):
             ours = False
     if not ours:

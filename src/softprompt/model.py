@@ -24,6 +24,8 @@ from transformers.utils import ModelOutput
 
 from . import io
 from .backbones import RowPrompts, backbone_info, backbone_record, input_device, join_for, sink_ids
+from .exports import peft_sink
+from .prompt_files import resolve_prompt_dir
 from .prompts import PromptConfig, PromptMethod, build_method, config_from_dict, make_config
 
 RowNames = str | Sequence[str] | None  # ``prompt=``: a name per row, one name for all, or none
@@ -391,21 +393,35 @@ def check_positions(backbone: nn.Module, prompt: int, text: int) -> None:
 
 
 def load(backbone: nn.Module, path: str | Path) -> SoftPromptModel:
-    """Attach the prompt saved in directory ``path`` to ``backbone`` (frozen)."""
+    """Attach the prompt saved in directory ``path`` to ``backbone`` (frozen). ``path`` may be a
+    Hub repository id (``user/repo``): it is fetched through ``huggingface_hub`` (its cache;
+    ``HF_HUB_OFFLINE`` respected)."""
     module, record = io.load_prompt_module(path, backbone_info(backbone))
     return SoftPromptModel(backbone, module, usage=record.get("usage"))
 
 
 def import_peft(backbone: nn.Module, adapter_dir: str | Path) -> SoftPromptModel:
-    """Load a PEFT prompt-tuning adapter as a vanilla ``prompt`` method on ``backbone``."""
+    """Load a PEFT prompt-tuning adapter as a vanilla ``prompt`` method on ``backbone``. An
+    adapter ``export_peft`` wrote from a ``sink="bos"`` prompt, whose row 0 is still exactly
+    this backbone's BOS embedding, comes back as that prompt: ``n`` rows, ``sink="bos"``. Row 0
+    changed (the adapter trained on in PEFT, where every row is trainable) imports as all ``n + 1``
+    rows, ``sink="none"``: the same input rows, so the same outputs."""
+    adapter_dir = resolve_prompt_dir(adapter_dir)  # a Hub id too
     table = io.read_peft_prompt(adapter_dir)  # [n, d]
     info = backbone_info(backbone)
     if table.shape[1] != info.embed_dim:
         raise io.PromptFileError(
             f"{Path(adapter_dir) / io.PEFT_WEIGHTS_NAME}: prompt has embedding size {table.shape[1]}; this backbone has {info.embed_dim}"
         )
+    sink = "none"
+    if peft_sink(adapter_dir) == "bos" and table.shape[0] > 1:
+        with torch.no_grad():
+            ids = sink_ids(backbone, join_for(backbone).kind, "bos")
+            bos = backbone.get_input_embeddings()(torch.tensor(ids, device=backbone.get_input_embeddings().weight.device)).float().cpu()  # [1, d]
+        if torch.equal(bos, table[:1]):
+            sink, table = "bos", table[1:]
     info.skip_init = True
     # A PEFT prompt-tuning adapter is vanilla prompt tuning: its prompt is a free matrix.
-    module = build_method(config_from_dict("prompt", {"length": table.shape[0]}), info)
+    module = build_method(config_from_dict("prompt", {"length": table.shape[0], "sink": sink}), info)
     module.set_prompt(table)
     return SoftPromptModel(backbone, module)

@@ -7,7 +7,12 @@ A prompt directory holds
 * ``prompt_config.json``: the method and its config, the backbone's name, kind, embedding
   and vocabulary size, the library version, the method's own metadata (ULPT: seed and
   checksum of the projection) and, for a prompt ``softprompt train`` saved, how it was trained
-  to be read (``usage``: template, label words...; ``usage.py``; older folders have none).
+  to be read (``usage``: template, label words...; ``usage.py``; older folders have none);
+* ``README.md``: its model card (``cards.py``; older folders have none).
+
+Wherever a prompt directory is read, a Hub repository id (``user/repo``) that names no local
+path is one too: ``resolve_prompt_dir`` fetches it through ``huggingface_hub`` (its cache, and
+``HF_HUB_OFFLINE``, as every Hugging Face library).
 
 Every size the record states is checked against the tensors (``load_prompt_module``), and a
 load that meets the directory in the middle of ``save``'s atomic swap (a file there a moment
@@ -32,6 +37,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .cards import CARD_NAME, card_text, hub_id
 from .io import PromptFileError, read_json, write_dir_atomically
 from .prompts import BackboneInfo, PromptMethod, build_method, config_from_dict
 from .usage import check_usage
@@ -90,14 +96,16 @@ def trainable_tensors(prompt: PromptMethod) -> dict[str, torch.Tensor]:
 
 def save_prompt(prompt: PromptMethod, backbone: dict[str, Any], path: str | Path,
                 usage: dict[str, Any] | None = None) -> Path:
-    """Write ``prompt.safetensors`` and ``prompt_config.json`` to the directory ``path``,
-    atomically; a write that fails is a ``SaveError`` and leaves ``path`` as it was."""
+    """Write ``prompt.safetensors``, ``prompt_config.json`` and the model card ``README.md`` to
+    the directory ``path``, atomically; a write that fails is a ``SaveError`` and leaves ``path``
+    as it was."""
     record = prompt_record(prompt, backbone, usage)
     tensors = trainable_tensors(prompt)
 
     def write(tmp: Path) -> None:
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"format": "pt", "method": prompt.config.method})
         (tmp / CONFIG_NAME).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD_NAME).write_text(card_text(record, "prompt"))
 
     try:
         return write_dir_atomically(path, write)
@@ -135,9 +143,28 @@ def check_finite(name: str, tensor: torch.Tensor, where: str | Path) -> None:
         raise PromptFileError(f"{where}: tensor {name} holds {bad} NaN or infinite value(s) of {tensor.numel()}; refusing to use it")
 
 
+def resolve_prompt_dir(path: str | Path) -> Path:
+    """The local folder of ``path``: itself when it exists, else, when it reads as a Hub id
+    (``user/repo``), the repository's snapshot through ``huggingface_hub.snapshot_download``
+    (cached; offline under ``HF_HUB_OFFLINE`` from the cache alone). One-line errors."""
+    if Path(path).exists() or hub_id(path) is None:
+        return Path(path)
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(str(path)))
+    except LocalEntryNotFoundError:
+        raise FileNotFoundError(f"{path}: no such prompt directory, and no Hub repository of that name in the local Hub "
+                                "cache (offline, or the Hub cannot be reached)") from None
+    except (HfHubHTTPError, OSError, ValueError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise FileNotFoundError(f"{path}: no such prompt directory, and the Hub gave no repository of that name ({detail})") from None
+
+
 def read_record(path: str | Path) -> dict[str, Any]:
-    """Read and check ``prompt_config.json`` of the prompt directory ``path``."""
-    path = Path(path)
+    """Read and check ``prompt_config.json`` of the prompt directory ``path`` (or Hub id)."""
+    path = resolve_prompt_dir(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such prompt directory")
     file = path / CONFIG_NAME
@@ -205,6 +232,7 @@ def _swapping(path: Path) -> bool:
 
 
 def _load_prompt_module(path: str | Path, info: BackboneInfo | None) -> tuple[PromptMethod, dict[str, Any]]:
+    path = resolve_prompt_dir(path)
     record = read_record(path)
     file = Path(path) / CONFIG_NAME
     try:

@@ -51,6 +51,7 @@ from .config import TrainConfig
 from .io import PromptFileError, clear_leftovers, read_json, write_dir_atomically, write_json_atomically
 from .lock import FileLock, LockHeld
 from .model import SoftPromptModel
+from .cards import CARD_NAME
 from .prompt_files import CONFIG_NAME, WEIGHTS_NAME, copy_into_prompt, read_safetensors, read_tensors
 from .prompts import methods
 
@@ -62,7 +63,7 @@ RUN_FILES = ("config.json", runlog.LOG_NAME, runlog.METRICS_NAME, "summary.json"
 # The folders among them that a run writes whole (one atomic swap), and the only names it puts in
 # each: anything else there is a user's, and replacing the folder would lose it.
 OWN_FOLDERS = {
-    "prompt": (WEIGHTS_NAME, CONFIG_NAME),
+    "prompt": (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME),
     checkpoint.FOLDER: (checkpoint.PROMPT_FILE, checkpoint.OPTIMIZER_FILE, checkpoint.STATE_FILE),
     "plots": ("*.png",),  # plots.plot_run: one PNG per curve
 }

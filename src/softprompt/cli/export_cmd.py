@@ -6,8 +6,11 @@ prompt embeddings for serving engines.
     softprompt export PROMPT_DIR --to embeds OUT.safetensors  # the prompt [n, d] alone, as input embeddings (README: Serving)
 
 The PEFT adapter holds the materialized prompt ``P [n, d]`` only (the method's factors are not
-kept), so ``peft.PeftModel.from_pretrained`` gives the same logits as softprompt. Importing
-gives a vanilla ``prompt`` of the same values.
+kept), so ``peft.PeftModel.from_pretrained`` gives the same logits as softprompt; a prompt
+trained with ``sink=bos`` gets the BOS token's embedding as its first virtual token, taken from
+``--model`` (the backbone it was trained on). Importing gives a vanilla ``prompt`` of the same
+values (``sink=bos`` again for such an export). Every output folder gets its model card
+(README.md), and SOURCE_DIR may be a Hub repository id (``user/repo``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ def register(subparsers) -> None:
     direction = parser.add_mutually_exclusive_group()
     direction.add_argument("--to", choices=["peft", "embeds"], help="export format (default: peft)")
     direction.add_argument("--from", dest="from_format", choices=["peft"], help="import from this format")
-    parser.add_argument("--model", help="backbone for --from peft (hub name, local directory or .gguf; default: the embedded model)")
+    parser.add_argument("--model", help="backbone for --from peft, and for --to peft of a sink=bos prompt (hub name, local directory or .gguf; default: the embedded model)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace OUT_DIR if it holds softprompt's own output (an adapter it exported, or a prompt directory)")
     add_backbone_options(parser, "train's; with --from peft only")
@@ -39,13 +42,16 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import softprompt
-    from softprompt.io import check_replaceable, check_replaceable_file, read_embeds
+    from softprompt.io import check_replaceable, check_replaceable_file, read_embeds, read_record
 
     from .common import CLIError
 
     out = Path(args.output)
     from softprompt.paths import real_path
 
+    from softprompt.prompt_files import resolve_prompt_dir
+
+    args.source = str(resolve_prompt_dir(args.source))  # a Hub id: its snapshot in the local cache
     source, target = real_path(args.source, "SOURCE_DIR"), real_path(args.output, "OUT_DIR")
     if source == target:
         raise ValueError(f"OUT_DIR {out} is the source directory; choose another")
@@ -79,8 +85,13 @@ def run(args) -> int:
         model.save(out)
         print(f"imported PEFT adapter {args.source} as a {model.num_trainable():,}-parameter prompt: {out}")
         return 0
-    if args.model:
-        raise ValueError("--model is only used with --from peft")
-    softprompt.export_peft(args.source, out)
+    backbone = None
+    if read_record(args.source)["config"].get("sink", "none") != "none":
+        from softprompt.backbones import load_backbone
+
+        backbone, _ = load_backbone(args.model)  # the sink token's embedding is the backbone's
+    elif args.model:
+        raise ValueError("--model is only used with --from peft, or --to peft of a sink=bos prompt")
+    softprompt.export_peft(args.source, out, backbone)
     print(f"exported {args.source} as a PEFT prompt-tuning adapter: {out}")
     return 0

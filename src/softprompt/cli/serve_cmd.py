@@ -101,7 +101,9 @@ def run(args) -> int:
 
     paths = named_prompts(args.prompts)
     # DePT and other methods that change the text's embeddings are refused here, before any load
-    prompts = {name: read_prompt(path) for name, path in paths.items()}
+    from softprompt.prompt_files import resolve_prompt_dir
+
+    prompts = {name: read_prompt(resolve_prompt_dir(path)) for name, path in paths.items()}  # a Hub id: its cached snapshot
     # The model in this process gives the embedding module (the text's rows, as softprompt
     # embeds them) and the record prompts are checked against; vLLM holds its own copy.
     backbone, tokenizer = load_backbone(args.model)
