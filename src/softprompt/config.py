@@ -37,6 +37,8 @@ OPTIMIZERS = ("adamw", "adafactor")
 LR_SCHEDULES = ("linear", "constant", "linear-hf")
 EVAL_UNITS = ("steps", "epochs")
 TRUNCATION_SIDES = ("right", "left")
+# Experiment trackers ``report_to`` names (accelerate's tracker names; "all" is every one)
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 # What a run uses for the settings left unset (None), by backbone kind, below the method's own
 # recipe (``PromptConfig.recipes``); ``softprompt.settings`` applies them. Encoder-decoder: the papers' T5 setting, exact.
@@ -120,6 +122,7 @@ class TrainConfig:
     log_every: int = _opt(10, "log every N steps", "N")
     mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P")
     gradient_checkpointing: bool = _opt(False, "trade compute for memory")
+    report_to: str | None = _opt(None, f"also send log.jsonl's records and the resolved config to experiment trackers: {', '.join(TRACKERS)} (comma-separated) or all; written under OUTPUT/trackers/ (pip install 'softprompt[trackers]')", "NAMES")
     # how the backbone's frozen weights load (backbones/placement.py; docs/large-models.md)
     dtype: str = _opt("float32", f"the frozen weights' dtype: {', '.join(DTYPES)} (auto: the checkpoint's own on a GPU, float32 on a CPU); the prompt and its optimizer stay float32", "DTYPE")
     device_map: str | None = _opt(None, "spread the backbone over devices: auto, balanced or a .json file of module name -> device (0, cuda:1, cpu, disk)", "MAP")
@@ -203,6 +206,7 @@ class TrainConfig:
             check_spelling(self.dtype, self.device_map, self.max_memory, self.quantize)
         except ValueError as err:
             raise ValueError(f"TrainConfig: {err}") from None
+        tracker_names(self.report_to)  # a one-line error for an unknown tracker
         if self.output_dir is not None and (not isinstance(self.output_dir, str) or not self.output_dir):
             raise ValueError(f"TrainConfig: output_dir must be a directory path, got {self.output_dir!r}")
         if self.sources is not None and (not isinstance(self.sources, dict) or not all(
@@ -311,6 +315,16 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(read_config_file(path), where=str(path))
+
+
+def tracker_names(report_to: str | None) -> list[str]:
+    """The trackers ``report_to`` names, in ``TRACKERS`` order ("all": every one; None: none)."""
+    if report_to is None:
+        return []
+    words = {w.strip() for w in report_to.split(",") if w.strip()} if isinstance(report_to, str) else set()
+    if not words or words - {*TRACKERS, "all"}:
+        raise ValueError(f"TrainConfig: report_to must be comma-separated names among {', '.join(TRACKERS)} or all; got {report_to!r}")
+    return list(TRACKERS) if "all" in words else [t for t in TRACKERS if t in words]
 
 
 def cli_fields() -> list[dataclasses.Field]:
