@@ -58,7 +58,7 @@ __all__ = ["RunDir", "RunExistsError", "RunLockedError", "CheckpointError", "run
            "RUN_FILES", "RESUMABLE"]
 
 # Files and folders a run writes; `overwrite` removes exactly these (and leftovers), nothing else.
-RUN_FILES = ("config.json", runlog.LOG_NAME, runlog.METRICS_NAME, "summary.json", "prompt", checkpoint.FOLDER, "plots", "trackers")
+RUN_FILES = ("config.json", runlog.LOG_NAME, runlog.METRICS_NAME, "summary.json", "prompt", checkpoint.FOLDER, "plots", "trackers", "data")
 # The folders among them that a run writes whole (one atomic swap), and the only names it puts in
 # each: anything else there is a user's, and replacing the folder would lose it.
 OWN_FOLDERS = {
@@ -67,6 +67,7 @@ OWN_FOLDERS = {
     "plots": ("*.png",),  # plots.plot_run: one PNG per curve
     # trackers.py: each tracker's own output ("NAME/": a folder the tracker writes as it likes)
     "trackers": ("tensorboard/", "wandb/", "mlflow.db"),
+    "data": ("train.jsonl", "validation.jsonl", "test.jsonl"),  # train(train_data=...): the rows given in Python
 }
 SEED_DIR = re.compile(r"seed--?[0-9]+")  # RunDir.seed_dir's names; "seed-notes" is a user's folder
 # Fields that may differ between a run and its resumption (all others define the run).

@@ -28,6 +28,7 @@ import math
 import random
 import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +50,7 @@ from .rundir import RunDir
 from .runlog import summarize
 from .settings import for_backbone, from_python, per_seed, style_for
 from .trackers import Trackers
-from .trainingdata import Stream, load_data, training_batches
+from .trainingdata import Stream, load_data, row_files, training_batches, write_rows
 from .usage import usage_record
 
 __all__ = ["RunState", "T5XAdafactor", "TrainingDiverged", "load_data", "lr_at", "make_optimizer", "steps_per_epoch",
@@ -83,7 +84,8 @@ class RunState:
 # Entry points
 
 
-def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: Any = None) -> dict[str, Any]:
+def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: Any = None, *,
+          train_data: Any = None, validation_data: Any = None, test_data: Any = None) -> dict[str, Any]:
     """Train (or resume) the run described by ``config``; returns the content of metrics.json
     (or, with ``seeds``, of summary.json: one run per seed in ``OUTPUT/seed-N``).
 
@@ -94,13 +96,19 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
         tokenizer: the backbone's tokenizer (needed when ``model`` is given).
         task: a ``Task`` object instead of building it from ``config.task`` (a name or a task
             file) and the task options (``config.build_task``).
+        train_data, validation_data, test_data: rows instead of files (a list of dicts, a
+            ``datasets.Dataset``), written once to ``OUTPUT/data/<split>.jsonl``: the run records
+            them as its ``train_file`` (...), so ``resume`` and ``softprompt eval`` read them there.
     Raises:
         RunExistsError, TrainingDiverged, ValueError/FileNotFoundError with one-line messages.
 
     A record built in Python is resolved first (``settings.from_python``: its recipe, the
     environment); the settings that depend on the backbone's kind once that is known.
     """
-    config = from_python(config)
+    rows = {k: v for k, v in dict(train_data=train_data, validation_data=validation_data, test_data=test_data).items() if v is not None}
+    if rows and config.output_dir is None:
+        raise ValueError("train: train_data needs output_dir: the rows are written into the run")
+    config = from_python(config, row_files(config.output_dir, list(rows)) if rows else None)
     Trackers.check(config)  # a missing tracker package is one line now, not after loading the model
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():  # accelerate would run float32 and say nothing
         raise ValueError("--mixed-precision fp16 needs a CUDA GPU; on the CPU the run would be float32 (use bf16 or no)")
@@ -109,6 +117,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
     # nothing else yet); the others never read it before ``_prepare`` has made it ready.
     run = RunDir.open(config) if distributed.is_main() else RunDir(config.output_dir, main=False)
     try:
+        if rows:
+            config = _write_rows(run, config, rows)
         return _train_locked(config, run, model, tokenizer, task)
     finally:
         run.release()
@@ -164,6 +174,18 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
     run.write_metrics(summary, "summary.json")
     distributed.barrier()
     return summary
+
+
+def _write_rows(run: RunDir, config: TrainConfig, rows: dict[str, Any]) -> TrainConfig:
+    """The rows into ``OUTPUT/data/`` before anything reads them. A new run is prepared first
+    (an overwritten run's files go, config.json is written: a run that fails later is still a
+    run ``--overwrite`` replaces), and then no longer overwrites: ``_prepare`` would remove the rows."""
+    if run.main:
+        if not config.resume:
+            run.prepare(config)
+        write_rows(run.path, rows, resume=config.resume)
+    distributed.barrier()  # the other processes read the rows
+    return config.replace(overwrite=False) if config.overwrite else config
 
 
 def _prepare(run: RunDir, config: TrainConfig) -> RunDir:
@@ -354,3 +376,15 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     raw.backbone.eval()
     distributed.barrier()  # when train() returns, on any process, the run's files are complete
     return metrics
+
+
+class _CallableModule(types.ModuleType):
+    """``softprompt.train(config, ...)`` trains whichever object the name holds: the function (what
+    the package's lazy ``__getattr__`` gives) or this module, which the import system puts in that
+    attribute once anything imports ``softprompt.train``. Calling the module calls ``train``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

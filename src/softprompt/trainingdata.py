@@ -1,11 +1,15 @@
 """The data side of training: a run's splits (``load_data``), the batches its objective trains on
-(``training_batches``) and the continuous batch stream (``Stream``), which ``train.py`` runs.
+(``training_batches``), the continuous batch stream (``Stream``), and rows given in Python
+(``train(config, train_data=[{...}, ...])``), written once into ``OUTPUT/data/`` so such a run
+records, resumes and evaluates them as a run on files does (``row_files``, ``write_rows``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import json
+from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
@@ -14,7 +18,7 @@ from .batching import collate, encode_choice_set, encode_examples, length_groupe
 from .config import TrainConfig
 from .tasks.splits import TARGET_CUT_PROTOCOLS
 
-__all__ = ["Stream", "load_data", "training_batches"]
+__all__ = ["DATA_FOLDER", "ROW_SPLITS", "Stream", "load_data", "row_files", "training_batches", "write_rows"]
 
 
 def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
@@ -118,3 +122,49 @@ class Stream:
             self.epoch, self.index = self.epoch + 1, 0
         return chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
 
+
+
+DATA_FOLDER = "data"
+# train()'s keyword -> the file option it becomes and the split's file in OUTPUT/data/
+ROW_SPLITS = {"train_data": ("train_file", "train.jsonl"), "validation_data": ("validation_file", "validation.jsonl"),
+              "test_data": ("test_file", "test.jsonl")}
+
+
+def row_files(run_dir: str | Path, keywords: list[str]) -> dict[str, str]:
+    """The file options the rows become: ``{"train_file": "/abs/OUTPUT/data/train.jsonl"}``."""
+    folder = Path(run_dir).expanduser().resolve() / DATA_FOLDER
+    return {ROW_SPLITS[k][0]: str(folder / ROW_SPLITS[k][1]) for k in keywords}
+
+
+def write_rows(run_dir: str | Path, rows: Mapping[str, Any], resume: bool = False) -> None:
+    """Rows given in Python (a list of dicts, a ``datasets.Dataset``: anything iterable of
+    mappings) as JSON Lines in ``OUTPUT/data/``, one atomic folder write. Resuming, the rows
+    given must be the ones the run holds (one line if not); none need be given."""
+    from .io import write_dir_atomically
+
+    folder = Path(run_dir) / DATA_FOLDER
+    texts = {ROW_SPLITS[k][1]: _jsonl(v, k) for k, v in rows.items()}
+    if resume:
+        for name, text in texts.items():
+            if not (folder / name).is_file() or (folder / name).read_text(encoding="utf-8") != text:
+                raise ValueError(f"train: the rows given are not the run's {folder / name}; resume with the same rows, or none")
+        return
+
+    def write(tmp: Path) -> None:
+        for name, text in texts.items():
+            (tmp / name).write_text(text, encoding="utf-8")
+
+    write_dir_atomically(folder, write)
+
+
+def _jsonl(rows: Any, keyword: str) -> str:
+    if isinstance(rows, (str, bytes, Mapping)) or not hasattr(rows, "__iter__"):
+        raise ValueError(f"train: {keyword} must be a list of dicts or a datasets.Dataset, got {type(rows).__name__}")
+    lines = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, Mapping):
+            raise ValueError(f"train: {keyword}[{i}] is a {type(row).__name__}; give mappings of field: value")
+        lines.append(json.dumps(dict(row), ensure_ascii=False) + "\n")
+    if not lines:
+        raise ValueError(f"train: {keyword} is empty")
+    return "".join(lines)
