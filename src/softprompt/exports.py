@@ -39,7 +39,9 @@ def _materialized_prompt(prompt_dir: str | Path, why_not: str) -> tuple[torch.Te
 
 def export_peft(prompt_dir: str | Path, out_dir: str | Path) -> Path:
     """Write a PEFT prompt-tuning adapter holding the materialized prompt of ``prompt_dir``."""
-    from peft import PromptTuningConfig
+    from .extras import require
+
+    PromptTuningConfig = require("peft", "a PEFT export (softprompt export --to peft)").PromptTuningConfig
 
     prompt, record = _materialized_prompt(prompt_dir, "a PEFT prompt-tuning adapter can only hold a prompt")
     if record["config"].get("sink", "none") != "none":
