@@ -10,6 +10,8 @@ the checkpoint (``checkpoint.py``); every write atomic (``io.py``).
       prompt/         the best prompt so far (a prompt directory: ``softprompt.load`` reads it)
       checkpoint/     prompt + optimizer + RNG tensors (safetensors) and the loop state (JSON)
       plots/          drawn from log.jsonl
+      trackers/       --report-to's TensorBoard, MLflow and W&B output (trackers.py)
+      data/           rows given to train() in Python, as JSON Lines (train_data=...)
       seed-N/         with several seeds: one run directory per seed; summary.json beside them
 
 What softprompt wrote is told by one rule (``is_run``, ``owned``): a run directory is one whose
