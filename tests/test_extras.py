@@ -50,9 +50,13 @@ def test_the_core_install_trains_on_a_csv_and_names_each_missing_extra(tmp_path)
     assert done.stderr.strip().splitlines() == [
         "softprompt sweep: error: softprompt sweep needs optuna, which is not installed: pip install 'softprompt[sweep]'"]
 
-    done = core_only("train", "--model", str(tmp_path / "missing.gguf"), "--train-file", "train.csv", "--template", "{text} :",
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    done = core_only("train", "--model", str(tmp_path / "model.gguf"), "--train-file", "train.csv", "--validation-file", "dev.csv",
+                     "--template", "{text} :",
                      "--label-words", "neg=bad,pos=good", "--output-dir", "run2", cwd=tmp_path)
-    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("softprompt train: error: ")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == ("softprompt train: error: a .gguf backbone (the embedded SmolLM2 too) needs gguf, "
+                                                    "which is not installed: pip install 'softprompt[gguf]'")
 
 
 def test_require_names_the_extra_and_passes_a_broken_package_through(tmp_path, monkeypatch):
