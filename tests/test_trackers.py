@@ -93,6 +93,21 @@ def test_tensorboard_and_mlflow_hold_exactly_the_log(tmp_path, monkeypatch):
     assert run.data.params == {k: v for k, v in hyperparameters(saved).items() if len(v) <= limit}
 
 
+def test_mlflow_defaults_to_a_sqlite_store_in_the_run(tmp_path, monkeypatch):
+    """No $MLFLOW_TRACKING_URI: the runs go to OUTPUT/trackers/mlflow.db, which --overwrite replaces."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    train(config(tmp_path, report_to="mlflow", max_steps=2), tiny_llama(), tiny_tokenizer())
+    store = tmp_path / "run" / "trackers" / "mlflow.db"
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    (experiment,) = [e for e in client.search_experiments() if e.name == "sst2-prompt"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    got = {key: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics}
+    assert got == expected(tmp_path / "run")
+    train(config(tmp_path, max_steps=2, overwrite=True), tiny_llama(), tiny_tokenizer())
+    assert not (tmp_path / "run" / "trackers").exists()
+
+
 def test_a_resumed_run_keeps_tensorboard_equal_to_the_log(tmp_path, monkeypatch):
     """A run interrupted while computing step 4 (its last checkpoint at step 2, step 3 logged)
     and resumed: the events after the checkpoint are purged as log.jsonl's records are, so the
