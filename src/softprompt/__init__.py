@@ -5,6 +5,8 @@ import softprompt
 model = softprompt.attach(backbone, method="ulpt", length=100, rank=2)
 out = model(input_ids=ids, attention_mask=mask, labels=labels)   # out.loss, out.logits
 model.save("my-prompt"); model = softprompt.load(backbone, "my-prompt")
+metrics = softprompt.train(softprompt.TrainConfig(template="Review: {text}\nSentiment:", label_words="neg=negative,pos=positive",
+                                                  output_dir="runs/reviews"), train_data=rows, validation_data=dev_rows)
 ```
 """
 
@@ -21,13 +23,16 @@ _EXPORTS = {
     "SoftPromptModel": "model", "attach": "model", "import_peft": "model", "load": "model",
     "METHODS": "prompts", "make_config": "prompts",
     "PromptBank": "bank",
+    "TrainConfig": "config", "train": "train",
 }
 
 if TYPE_CHECKING:  # what static tools and IDEs see
     from .bank import PromptBank
+    from .config import TrainConfig
     from .io import export_embeds, export_peft
     from .model import SoftPromptModel, attach, import_peft, load
     from .prompts import METHODS, make_config
+    from .train import train
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 

@@ -37,6 +37,8 @@ OPTIMIZERS = ("adamw", "adafactor")
 LR_SCHEDULES = ("linear", "constant", "linear-hf")
 EVAL_UNITS = ("steps", "epochs")
 TRUNCATION_SIDES = ("right", "left")
+# Experiment trackers ``report_to`` names (accelerate's tracker names; "all" is every one)
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 
 # What a run uses for the settings left unset (None), by backbone kind, below the method's own
 # recipe (``PromptConfig.recipes``); ``softprompt.settings`` applies them. Encoder-decoder: the papers' T5 setting, exact.
@@ -47,9 +49,17 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def _opt(default: Any = None, help: str = "", metavar: str | None = None, cli: bool = True, factory: Any = None) -> Any:
-    """A field with its command-line help; ``cli=False`` for fields a command handles itself."""
-    metadata = {"help": help, "metavar": metavar, "cli": cli}
+# The groups `softprompt train --help` shows the options in, in this order (a field's ``group``).
+GROUPS = ("model", "data and task", "method", "optimization", "evaluation and checkpoints", "output and logging")
+
+
+def _opt(default: Any = None, help: str = "", metavar: str | None = None, cli: bool = True, factory: Any = None,
+         group: str = "") -> Any:
+    """A field with its command-line help and help group; ``cli=False`` for fields a command
+    handles itself."""
+    if group not in GROUPS:
+        raise ValueError(f"_opt: group must be one of {GROUPS}, got {group!r}")
+    metadata = {"help": help, "metavar": metavar, "cli": cli, "group": group}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -60,74 +70,75 @@ class TrainConfig:
     """See the module docstring. ``None`` means "the default of that component"."""
 
     # what to train
-    recipe: str | None = _opt(None, f"a paper's setup as defaults ({', '.join(RECIPES)}; see `softprompt recipes`); every other option overrides it", "NAME")
-    task: str = _opt("sst2", "task name (see `softprompt tasks`) or task file (.yaml/.json; `softprompt tasks --show NAME` prints one to start from); default with --train-file: your files", "NAME|FILE")
-    model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF")
-    method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD")
-    method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict)
-    label_words: str | None = _opt(None, "label words: names, digits, comma-separated words (one per class), or VALUE=WORD pairs naming your files' label values (default: the style's)", "WORDS")
-    template: str | None = _opt(None, "the input template over the task's fields, e.g. 'Review: {sentence}\\nSentiment:' (default: the style's)", "TEXT")
-    style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE")
-    chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)")
+    recipe: str | None = _opt(None, f"a paper's setup as defaults ({', '.join(RECIPES)}; see `softprompt recipes`); every other option overrides it", "NAME", group='method')
+    task: str = _opt("sst2", "task name (see `softprompt tasks`) or task file (.yaml/.json; `softprompt tasks --show NAME` prints one to start from); default with --train-file: your files", "NAME|FILE", group='data and task')
+    model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF", group='model')
+    method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD", group='method')
+    method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict, group='method')
+    label_words: str | None = _opt(None, "label words: names, digits, comma-separated words (one per class), or VALUE=WORD pairs naming your files' label values (default: the style's)", "WORDS", group='data and task')
+    template: str | None = _opt(None, "the input template over the task's fields, e.g. 'Review: {sentence}\\nSentiment:' (default: the style's)", "TEXT", group='data and task')
+    style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE", group='data and task')
+    chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)", group='data and task')
     # your own data, no task file needed (tasks/resolve.py)
-    train_file: str | None = _opt(None, "training rows: a .jsonl, .json, .csv or .tsv file, optionally .gz, or a folder of them (with no --task: a task over your files; give --template)", "FILE")
-    validation_file: str | None = _opt(None, "validation rows (same formats)", "FILE")
-    test_file: str | None = _opt(None, "test rows (same formats)", "FILE")
-    label_field: str | None = _opt(None, "the field holding the class or number (default: label); label words may name its values: --label-words neg=negative,pos=positive", "FIELD")
-    target_field: str | None = _opt(None, "the field holding the answer text: a generation task", "FIELD")
+    train_file: str | None = _opt(None, "training rows: a .jsonl, .json, .csv or .tsv file, optionally .gz, or a folder of them (with no --task: a task over your files; give --template)", "FILE", group='data and task')
+    validation_file: str | None = _opt(None, "validation rows (same formats)", "FILE", group='data and task')
+    test_file: str | None = _opt(None, "test rows (same formats)", "FILE", group='data and task')
+    label_field: str | None = _opt(None, "the field holding the class or number (default: label); label words may name its values: --label-words neg=negative,pos=positive", "FIELD", group='data and task')
+    target_field: str | None = _opt(None, "the field holding the answer text: a generation task", "FIELD", group='data and task')
     # data
-    data_dir: str | None = _opt(None, "local benchmark folder (default: $SOFTPROMPT_DATA_DIR, else the hub)", "DIR")
-    protocol: str = _opt("paper", f"splits and task details: {', '.join(PROTOCOLS)} (paper/attempt: official or ATTEMPT splits with T5's details; dpt: official splits, dept/ulpt: ATTEMPT splits, with that paper's details)", "NAME")
-    split_seed: int = _opt(42, "shuffle seed of the attempt protocol", "S")
-    shots: int | None = _opt(None, "train on K examples (few-shot)", "K")
-    shots_per_class: int | None = _opt(None, "train on K examples per class", "K")
-    holdout: int | None = _opt(None, "hold out N training rows to choose the checkpoint on; the official validation split is then only reported", "N")
-    max_length: int = _opt(256, "max tokens per example; a longer input loses the end of its passage (or of the text before the template's closing cue), never the target", "T")
-    truncation_side: str = _opt("right", "which end of that part is cut: right (all four papers' code) or left", "SIDE")
-    separator: str | None = _opt(None, "text between the input and the target (default: a space; none after a chat template)", "TEXT")
+    data_dir: str | None = _opt(None, "local benchmark folder (default: $SOFTPROMPT_DATA_DIR, else the hub)", "DIR", group='data and task')
+    protocol: str = _opt("paper", f"splits and task details: {', '.join(PROTOCOLS)} (paper/attempt: official or ATTEMPT splits with T5's details; dpt: official splits, dept/ulpt: ATTEMPT splits, with that paper's details)", "NAME", group='data and task')
+    split_seed: int = _opt(42, "shuffle seed of the attempt protocol", "S", group='data and task')
+    shots: int | None = _opt(None, "train on K examples (few-shot)", "K", group='data and task')
+    shots_per_class: int | None = _opt(None, "train on K examples per class", "K", group='data and task')
+    holdout: int | None = _opt(None, "hold out N training rows to choose the checkpoint on; the official validation split is then only reported", "N", group='data and task')
+    max_length: int = _opt(256, "max tokens per example; a longer input loses the end of its passage (or of the text before the template's closing cue), never the target", "T", group='data and task')
+    truncation_side: str = _opt("right", "which end of that part is cut: right (all four papers' code) or left", "SIDE", group='data and task')
+    separator: str | None = _opt(None, "text between the input and the target (default: a space; none after a chat template)", "TEXT", group='data and task')
     # optimization
-    seed: int = _opt(0, "random seed", "S")
-    seeds: list[int] | None = _opt(None, "one run per seed into OUTPUT/seed-N; summary.json has mean ± std", "S,S,...")
-    max_steps: int | None = _opt(None, "optimizer steps (wins over --epochs)", "N")
-    epochs: float | None = _opt(None, "epochs (default 1 when --max-steps is not given)", "E")
-    batch_size: int = _opt(16, "examples per micro-batch", "B")
-    grad_accum: int = _opt(1, "micro-batches per optimizer step", "K")
-    objective: str | None = _opt(None, "training loss: lm (the target text's tokens) or class (cross-entropy over the choices' scores, what rank evaluation compares; classification tasks); default: the recipe", "NAME")
-    lr: float | None = _opt(None, "peak learning rate (default: the recipe; 0.3 on encoder-decoder models, as in the papers)", "LR")
-    lr_schedule: str = _opt("linear", f"{', '.join(LR_SCHEDULES)}: after warmup, decay linearly to 0, or stay at the peak (Lester et al., Residual PT); linear-hf: transformers' linear schedule exactly (its first warmup step at lr 0: DPT, DePT, ULPT)", "NAME")
-    warmup_steps: int | None = _opt(None, "linear warmup steps (default: the recipe)", "N")
-    warmup_ratio: float | None = _opt(None, "warmup as a fraction of the run's steps (DPT: 0.1); excludes --warmup-steps", "F")
-    optimizer: str = _opt("adamw", f"{' or '.join(OPTIMIZERS)} (Adafactor as Lester et al.'s T5X ran it: decay 0.8, no parameter scaling, lr given)", "NAME")
-    adam_eps: float = _opt(1e-8, "AdamW epsilon (torch's 1e-8; DePT and ULPT use transformers.AdamW's 1e-6)", "E")
-    weight_decay: float = _opt(1e-5, "weight decay (AdamW's decoupled one; Adafactor's)", "W")
-    max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0: no clipping", "X")
-    patience: int | None = _opt(None, "early stopping after N evaluations without improvement", "N")
+    seed: int = _opt(0, "random seed", "S", group='optimization')
+    seeds: list[int] | None = _opt(None, "one run per seed into OUTPUT/seed-N; summary.json has mean ± std", "S,S,...", group='optimization')
+    max_steps: int | None = _opt(None, "optimizer steps (wins over --epochs)", "N", group='optimization')
+    epochs: float | None = _opt(None, "epochs (default 1 when --max-steps is not given)", "E", group='optimization')
+    batch_size: int = _opt(16, "examples per micro-batch", "B", group='optimization')
+    grad_accum: int = _opt(1, "micro-batches per optimizer step", "K", group='optimization')
+    objective: str | None = _opt(None, "training loss: lm (the target text's tokens) or class (cross-entropy over the choices' scores, what rank evaluation compares; classification tasks); default: the recipe", "NAME", group='optimization')
+    lr: float | None = _opt(None, "peak learning rate (default: the recipe; 0.3 on encoder-decoder models, as in the papers)", "LR", group='optimization')
+    lr_schedule: str = _opt("linear", f"{', '.join(LR_SCHEDULES)}: after warmup, decay linearly to 0, or stay at the peak (Lester et al., Residual PT); linear-hf: transformers' linear schedule exactly (its first warmup step at lr 0: DPT, DePT, ULPT)", "NAME", group='optimization')
+    warmup_steps: int | None = _opt(None, "linear warmup steps (default: the recipe)", "N", group='optimization')
+    warmup_ratio: float | None = _opt(None, "warmup as a fraction of the run's steps (DPT: 0.1); excludes --warmup-steps", "F", group='optimization')
+    optimizer: str = _opt("adamw", f"{' or '.join(OPTIMIZERS)} (Adafactor as Lester et al.'s T5X ran it: decay 0.8, no parameter scaling, lr given)", "NAME", group='optimization')
+    adam_eps: float = _opt(1e-8, "AdamW epsilon (torch's 1e-8; DePT and ULPT use transformers.AdamW's 1e-6)", "E", group='optimization')
+    weight_decay: float = _opt(1e-5, "weight decay (AdamW's decoupled one; Adafactor's)", "W", group='optimization')
+    max_grad_norm: float = _opt(1.0, "gradient clipping norm; 0: no clipping", "X", group='optimization')
+    patience: int | None = _opt(None, "early stopping after N evaluations without improvement", "N", group='evaluation and checkpoints')
     # evaluation
-    eval_every: int = _opt(100, "evaluate every N steps (or epochs, see --eval-unit)", "N")
-    eval_unit: str = _opt("steps", f"what --eval-every and --checkpoint-every count: {' or '.join(EVAL_UNITS)}", "UNIT")
-    selection_metric: str | None = _opt(None, "the validation metric that chooses the checkpoint (default: the task's first under the protocol)", "NAME")
-    eval_mode: str = _opt("auto", "auto, rank or generate (auto: rank when there are label words)", "MODE")
-    eval_batch_size: int = _opt(32, "evaluation batch size", "B")
-    max_eval_examples: int | None = _opt(None, "cap the validation set at its first N examples", "N")
-    max_test_examples: int | None = _opt(None, "cap the test set at its first N examples", "N")
-    max_new_tokens: int = _opt(16, "generation length in generate mode", "N")
-    zero_shot: bool = _opt(True, "evaluate the backbone without a prompt first")
+    eval_every: int = _opt(100, "evaluate every N steps (or epochs, see --eval-unit)", "N", group='evaluation and checkpoints')
+    eval_unit: str = _opt("steps", f"what --eval-every and --checkpoint-every count: {' or '.join(EVAL_UNITS)}", "UNIT", group='evaluation and checkpoints')
+    selection_metric: str | None = _opt(None, "the validation metric that chooses the checkpoint (default: the task's first under the protocol)", "NAME", group='evaluation and checkpoints')
+    eval_mode: str = _opt("auto", "auto, rank or generate (auto: rank when there are label words)", "MODE", group='evaluation and checkpoints')
+    eval_batch_size: int = _opt(32, "evaluation batch size", "B", group='evaluation and checkpoints')
+    max_eval_examples: int | None = _opt(None, "cap the validation set at its first N examples", "N", group='evaluation and checkpoints')
+    max_test_examples: int | None = _opt(None, "cap the test set at its first N examples", "N", group='evaluation and checkpoints')
+    max_new_tokens: int = _opt(16, "generation length in generate mode", "N", group='evaluation and checkpoints')
+    zero_shot: bool = _opt(True, "evaluate the backbone without a prompt first", group='evaluation and checkpoints')
     # bookkeeping
-    output_dir: str | None = _opt(None, "where the run goes (default: runs/<task>-<method>)", "DIR")
-    overwrite: bool = _opt(False, "replace the run in --output-dir", cli=False)
-    resume: bool = _opt(False, "continue the run in --output-dir from its last checkpoint", cli=False)
-    checkpoint_every: int | None = _opt(None, "checkpoint every N steps or epochs (default: --eval-every)", "N")
-    log_every: int = _opt(10, "log every N steps", "N")
-    mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P")
-    gradient_checkpointing: bool = _opt(False, "trade compute for memory")
+    output_dir: str | None = _opt(None, "where the run goes (default: runs/<task>-<method>)", "DIR", group='output and logging')
+    overwrite: bool = _opt(False, "replace the run in --output-dir", cli=False, group='output and logging')
+    resume: bool = _opt(False, "continue the run in --output-dir from its last checkpoint", cli=False, group='output and logging')
+    checkpoint_every: int | None = _opt(None, "checkpoint every N steps or epochs (default: --eval-every)", "N", group='evaluation and checkpoints')
+    log_every: int = _opt(10, "log every N steps", "N", group='output and logging')
+    mixed_precision: str = _opt("no", f"{', '.join(MIXED_PRECISION)}", "P", group='model')
+    gradient_checkpointing: bool = _opt(False, "trade compute for memory", group='model')
+    report_to: str | None = _opt(None, f"also send log.jsonl's records and the resolved config to experiment trackers: {', '.join(TRACKERS)} (comma-separated) or all; written under OUTPUT/trackers/ (pip install 'softprompt[trackers]')", "NAMES", group='output and logging')
     # how the backbone's frozen weights load (backbones/placement.py; docs/large-models.md)
-    dtype: str = _opt("float32", f"the frozen weights' dtype: {', '.join(DTYPES)} (auto: the checkpoint's own on a GPU, float32 on a CPU); the prompt and its optimizer stay float32", "DTYPE")
-    device_map: str | None = _opt(None, "spread the backbone over devices: auto, balanced or a .json file of module name -> device (0, cuda:1, cpu, disk)", "MAP")
-    max_memory: str | None = _opt(None, "per-device caps with --device-map, e.g. 0=20GiB,cpu=64GiB (what does not fit goes to disk)", "CAPS")
-    quantize: str | None = _opt(None, "4bit (NF4, bf16 compute: QLoRA's) or 8bit backbone through bitsandbytes (a CUDA GPU; pip install 'softprompt[quantize]')", "BITS")
-    fsdp: bool = _opt(False, "shard the frozen backbone's layers across the processes of a distributed launch (FSDP2; docs/distributed.md)")
+    dtype: str = _opt("float32", f"the frozen weights' dtype: {', '.join(DTYPES)} (auto: the checkpoint's own on a GPU, float32 on a CPU); the prompt and its optimizer stay float32", "DTYPE", group='model')
+    device_map: str | None = _opt(None, "spread the backbone over devices: auto, balanced or a .json file of module name -> device (0, cuda:1, cpu, disk)", "MAP", group='model')
+    max_memory: str | None = _opt(None, "per-device caps with --device-map, e.g. 0=20GiB,cpu=64GiB (what does not fit goes to disk)", "CAPS", group='model')
+    quantize: str | None = _opt(None, "4bit (NF4, bf16 compute: QLoRA's) or 8bit backbone through bitsandbytes (a CUDA GPU; pip install 'softprompt[quantize]')", "BITS", group='model')
+    fsdp: bool = _opt(False, "shard the frozen backbone's layers across the processes of a distributed launch (FSDP2; docs/distributed.md)", group='model')
     # where each option's value came from (option -> source; softprompt.settings); None: not resolved yet
-    sources: dict[str, str] | None = _opt(None, "where each option's value came from", cli=False)
+    sources: dict[str, str] | None = _opt(None, "where each option's value came from", cli=False, group='output and logging')
 
     def __init__(self, **options: Any) -> None:
         """Keyword options: the fields above plus the chosen method's own options. Nothing is
@@ -203,6 +214,7 @@ class TrainConfig:
             check_spelling(self.dtype, self.device_map, self.max_memory, self.quantize)
         except ValueError as err:
             raise ValueError(f"TrainConfig: {err}") from None
+        tracker_names(self.report_to)  # a one-line error for an unknown tracker
         if self.output_dir is not None and (not isinstance(self.output_dir, str) or not self.output_dir):
             raise ValueError(f"TrainConfig: output_dir must be a directory path, got {self.output_dir!r}")
         if self.sources is not None and (not isinstance(self.sources, dict) or not all(
@@ -311,6 +323,16 @@ class TrainConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
         return cls.from_dict(read_config_file(path), where=str(path))
+
+
+def tracker_names(report_to: str | None) -> list[str]:
+    """The trackers ``report_to`` names, in ``TRACKERS`` order ("all": every one; None: none)."""
+    if report_to is None:
+        return []
+    words = {w.strip() for w in report_to.split(",") if w.strip()} if isinstance(report_to, str) else set()
+    if not words or words - {*TRACKERS, "all"}:
+        raise ValueError(f"TrainConfig: report_to must be comma-separated names among {', '.join(TRACKERS)} or all; got {report_to!r}")
+    return list(TRACKERS) if "all" in words else [t for t in TRACKERS if t in words]
 
 
 def cli_fields() -> list[dataclasses.Field]:

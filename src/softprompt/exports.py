@@ -64,7 +64,9 @@ def export_peft(prompt_dir: str | Path, out_dir: str | Path, backbone=None) -> P
     the backbone's, so ``backbone`` (the transformers model the prompt was trained on) is needed
     then; its sizes and BOS id must be the recorded ones. The weights' metadata marks the row
     (``softprompt_sink: bos``) so ``import_peft`` gives the sink=bos prompt back."""
-    from peft import PromptTuningConfig
+    from .extras import require
+
+    PromptTuningConfig = require("peft", "a PEFT export (softprompt export --to peft)").PromptTuningConfig
 
     prompt, record = _materialized_prompt(prompt_dir, "a PEFT prompt-tuning adapter can only hold a prompt")
     ahead = sink_token_ids(prompt_dir, record)

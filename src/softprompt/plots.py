@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
+from .extras import require
 from .filenames import inside, safe_filename
 from .io import atomic_file, write_dir_atomically
 
@@ -15,12 +16,9 @@ STEP_KEYS = {"step", "epoch", "loss", "lr", "examples_per_second"}
 
 
 def _pyplot():
-    import matplotlib
-
+    matplotlib = require("matplotlib", "plots")  # softprompt[plots]; train() skips its plots without it (one line)
     matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    return plt
+    return require("matplotlib.pyplot", "plots")
 
 
 def plot_run(out: Path, metric: str = "accuracy", labels: dict[str, str] | None = None) -> Path:

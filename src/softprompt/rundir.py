@@ -10,6 +10,8 @@ the checkpoint (``checkpoint.py``); every write atomic (``io.py``).
       prompt/         the best prompt so far (a prompt directory: ``softprompt.load`` reads it)
       checkpoint/     prompt + optimizer + RNG tensors (safetensors) and the loop state (JSON)
       plots/          drawn from log.jsonl
+      trackers/       --report-to's TensorBoard, MLflow and W&B output (trackers.py)
+      data/           rows given to train() in Python, as JSON Lines (train_data=...)
       seed-N/         with several seeds: one run directory per seed; summary.json beside them
 
 What softprompt wrote is told by one rule (``is_run``, ``owned``): a run directory is one whose
@@ -59,13 +61,16 @@ __all__ = ["RunDir", "RunExistsError", "RunLockedError", "CheckpointError", "run
            "RUN_FILES", "RESUMABLE"]
 
 # Files and folders a run writes; `overwrite` removes exactly these (and leftovers), nothing else.
-RUN_FILES = ("config.json", runlog.LOG_NAME, runlog.METRICS_NAME, "summary.json", "prompt", checkpoint.FOLDER, "plots")
+RUN_FILES = ("config.json", runlog.LOG_NAME, runlog.METRICS_NAME, "summary.json", "prompt", checkpoint.FOLDER, "plots", "trackers", "data")
 # The folders among them that a run writes whole (one atomic swap), and the only names it puts in
 # each: anything else there is a user's, and replacing the folder would lose it.
 OWN_FOLDERS = {
     "prompt": (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME),
     checkpoint.FOLDER: (checkpoint.PROMPT_FILE, checkpoint.OPTIMIZER_FILE, checkpoint.STATE_FILE),
     "plots": ("*.png",),  # plots.plot_run: one PNG per curve
+    # trackers.py: each tracker's own output ("NAME/": a folder the tracker writes as it likes)
+    "trackers": ("tensorboard/", "wandb/", "mlflow.db"),
+    "data": ("train.jsonl", "validation.jsonl", "test.jsonl"),  # train(train_data=...): the rows given in Python
 }
 SEED_DIR = re.compile(r"seed--?[0-9]+")  # RunDir.seed_dir's names; "seed-notes" is a user's folder
 # Fields that may differ between a run and its resumption (all others define the run).
@@ -340,7 +345,8 @@ def owned(folder: str | Path) -> list[Path]:
         patterns = OWN_FOLDERS.get(name)
         wrong_kind = path.is_symlink() or (not path.is_dir() if patterns else not path.is_file())
         foreign = [path] if wrong_kind else [] if patterns is None else sorted(
-            e for e in path.iterdir() if e.is_symlink() or not e.is_file() or not any(fnmatch.fnmatchcase(e.name, p) for p in patterns))
+            e for e in path.iterdir() if e.is_symlink() or not (e.is_file() or e.is_dir())
+            or not any(fnmatch.fnmatchcase(e.name + "/" * e.is_dir(), p) for p in patterns))
         if foreign:
             raise RunExistsError(f"{foreign[0]} was not written by softprompt; --overwrite only removes softprompt's own "
                                  f"files: move it out of {folder} first")

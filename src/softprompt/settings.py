@@ -111,14 +111,15 @@ def resolve(layers: Sequence[Layer], where: str = "options", keep_record: bool =
     return _recorded(config, sources, where)
 
 
-def from_python(config: TrainConfig) -> TrainConfig:
+def from_python(config: TrainConfig, files: Mapping[str, str] | None = None) -> TrainConfig:
     """A record built in Python (``sources`` None) resolved with the options it was given as
     the explicit layer ("python argument"), below them the run's config.json when it resumes;
-    a resolved record as it is."""
+    a resolved record as it is. ``files``: file options ``train()`` adds to the given ones (the
+    rows it was given, written into the run), so the task is the user's files unless named."""
     if config.sources is not None:
-        return config
+        return config.replace(**files) if files else config
     data = config.to_dict()  # method options flat, those named like a field under method_options
-    layer = {k: v for k, v in data.items() if k in config.given or k not in FIELDS}
+    layer = {k: v for k, v in data.items() if k in config.given or k not in FIELDS} | dict(files or {})
     layer["method_options"] = data["method_options"]  # every method option was given
     saved = Path(config.output_dir or "") / "config.json"
     if config.resume and config.output_dir and saved.is_file():

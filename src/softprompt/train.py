@@ -28,6 +28,7 @@ import math
 import random
 import sys
 import time
+import types
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +36,7 @@ import numpy as np
 import torch
 
 from . import distributed
-from .backbones import DECODER_ONLY
-from .batching import apply_chat_template, collate, encode_choice_set, encode_examples, length_grouped_order, pad_id
+from .batching import apply_chat_template
 from .checkpoint import STATE_FILE, backbone_fingerprint, check_backbone
 from .config import TrainConfig
 from .evaluate import NoPrompt, default_mode, evaluate
@@ -49,7 +49,8 @@ from .progress import Progress
 from .rundir import RunDir
 from .runlog import summarize
 from .settings import for_backbone, from_python, per_seed, style_for
-from .tasks.splits import TARGET_CUT_PROTOCOLS
+from .trackers import Trackers
+from .trainingdata import Stream, load_data, row_files, training_batches, write_rows
 from .usage import usage_record
 
 __all__ = ["RunState", "T5XAdafactor", "TrainingDiverged", "load_data", "lr_at", "make_optimizer", "steps_per_epoch",
@@ -80,116 +81,11 @@ class RunState:
 
 
 # ---------------------------------------------------------------------------------------
-# Pure pieces: data, the batch stream (the schedule and the optimizer are in optim.py)
-
-
-def load_data(config: TrainConfig, task) -> tuple[list, list, list, str]:
-    """``(train, validation, test, test_split)``. Under the paper protocol a task whose test
-    split is missing or unlabeled is reported on its validation set (as the DPT paper does).
-    With ``holdout``, that many training rows (a ``split_seed`` permutation) become the
-    validation set the checkpoint is chosen on, and the official validation split is only
-    reported (it is the test set when the test split has no labels); a task with no validation
-    split then needs a labeled test split."""
-    kw = dict(data_dir=config.data_dir, protocol=config.protocol, seed=config.split_seed)
-    train = task.load("train", **kw)
-    try:
-        validation = task.load("validation", **kw)
-    except FileNotFoundError:
-        if not config.holdout:
-            raise
-        validation = None  # the held-out rows choose; the test split is reported
-    test_split = "test"
-    try:
-        test = task.load("test", **kw)
-        if not test or all(e.label is None and not e.answers for e in test):
-            raise FileNotFoundError("test split unlabeled")
-    except FileNotFoundError as missing:
-        if validation is None:
-            raise FileNotFoundError(f"{missing}: with --holdout and no validation split, give a labeled "
-                                    f"test split to report on") from None
-        test, test_split = validation, "validation"
-    if config.holdout:
-        if config.holdout >= len(train):
-            raise ValueError(f"holdout {config.holdout} leaves no training rows (task {task.name} has {len(train)})")
-        order = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.split_seed)).tolist()
-        validation = [train[i] for i in order[: config.holdout]]
-        train = [train[i] for i in order[config.holdout :]]
-    train = task.sample(train, shots=config.shots, shots_per_class=config.shots_per_class, seed=config.seed)
-    if not train:
-        raise ValueError(f"task {task.name}: the train split is empty")
-    if not validation:
-        raise ValueError(f"task {task.name}: the validation split is empty")
-    if config.max_eval_examples:
-        validation = validation[: config.max_eval_examples]
-    if config.max_test_examples:
-        test = test[: config.max_test_examples]
-    return train, validation, test, test_split
-
-
-def training_batches(c: TrainConfig, examples: list, tokenizer: Any, kind: str, task: Any):
-    """What the loop trains on, for the run's objective: ``(lengths, batch)`` with
-    ``lengths[i]`` the cost of example ``i`` (for length-grouped batching) and ``batch(index)``
-    the model's keyword arguments for those examples.
-
-    ``lm``: the target text's tokens (label word + EOS, or the answer). ``class``: the
-    cross-entropy over the scores of the example's choices (label words), which is exactly what
-    rank evaluation compares (PET and LM-BFF train this way)."""
-    pad = pad_id(tokenizer)
-    if c.objective == "class":
-        if task.kind != "classification" or any(not isinstance(e.label, int) for e in examples):
-            raise ValueError(f"objective class needs a classification task with labeled rows; task {task.name} is {task.kind} (use --objective lm)")
-        choices = encode_choice_set(examples, tokenizer, kind, c.max_length, c.separator, task.label_words, truncation_side=c.truncation_side)
-        gold = torch.tensor([e.label for e in examples], dtype=torch.long)
-
-        def batch(index: list[int]) -> dict[str, torch.Tensor]:
-            return {**choices.batch(index, pad), "choice_labels": gold[index]}
-
-        return choices.lengths(), batch
-    encoded = encode_examples(examples, tokenizer, kind, c.max_length, c.separator, truncation_side=c.truncation_side)
-    if c.protocol in TARGET_CUT_PROTOCOLS and task.kind == "generation" and kind != DECODER_ONLY:
-        # DePT/ULPT: targets cut to the generation length, keeping the EOS (tasks/splits.py)
-        n = c.max_new_tokens
-        encoded = [dataclasses.replace(e, labels=torch.cat([e.labels[: n - 1], e.labels[-1:]])) if len(e.labels) > n else e
-                   for e in encoded]
-    return [len(e) for e in encoded], lambda index: collate([encoded[i] for i in index], pad)
-
-
-class Stream:
-    """The training batches: epoch ``e`` walks ``length_grouped_order`` seeded by
-    ``(seed, e)``; ``(epoch, index)`` is the whole position (stored in checkpoints)."""
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
-        self.rank, self.world = rank, world
-        self.epoch, self.index = 0, 0
-        self._order_epoch, self._order = None, []
-
-    def order(self) -> list[int]:
-        if self._order_epoch != self.epoch:
-            epoch_seed = self.seed * 1_000_003 + self.epoch
-            self._order = length_grouped_order(self.lengths, self.batch_size * self.world, epoch_seed)
-            self._order_epoch = self.epoch
-        return self._order
-
-    def next(self) -> list[int]:
-        """This process's indices of the next micro-batch."""
-        global_batch = self.batch_size * self.world
-        order = self.order()
-        if self.world > 1 and self.index + global_batch > len(order):  # no ragged batch across processes
-            self.epoch, self.index = self.epoch + 1, 0
-            order = self.order()
-        chunk = order[self.index : self.index + global_batch]
-        self.index += global_batch
-        if self.index >= len(order):
-            self.epoch, self.index = self.epoch + 1, 0
-        return chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-
-
-# ---------------------------------------------------------------------------------------
 # Entry points
 
 
-def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: Any = None) -> dict[str, Any]:
+def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: Any = None, *,
+          train_data: Any = None, validation_data: Any = None, test_data: Any = None) -> dict[str, Any]:
     """Train (or resume) the run described by ``config``; returns the content of metrics.json
     (or, with ``seeds``, of summary.json: one run per seed in ``OUTPUT/seed-N``).
 
@@ -200,13 +96,20 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
         tokenizer: the backbone's tokenizer (needed when ``model`` is given).
         task: a ``Task`` object instead of building it from ``config.task`` (a name or a task
             file) and the task options (``config.build_task``).
+        train_data, validation_data, test_data: rows instead of files (a list of dicts, a
+            ``datasets.Dataset``), written once to ``OUTPUT/data/<split>.jsonl``: the run records
+            them as its ``train_file`` (...), so ``resume`` and ``softprompt eval`` read them there.
     Raises:
         RunExistsError, TrainingDiverged, ValueError/FileNotFoundError with one-line messages.
 
     A record built in Python is resolved first (``settings.from_python``: its recipe, the
     environment); the settings that depend on the backbone's kind once that is known.
     """
-    config = from_python(config)
+    rows = {k: v for k, v in dict(train_data=train_data, validation_data=validation_data, test_data=test_data).items() if v is not None}
+    if rows and config.output_dir is None:
+        raise ValueError("train: train_data needs output_dir: the rows are written into the run")
+    config = from_python(config, row_files(config.output_dir, list(rows)) if rows else None)
+    Trackers.check(config)  # a missing tracker package is one line now, not after loading the model
     if config.mixed_precision == "fp16" and not torch.cuda.is_available():  # accelerate would run float32 and say nothing
         raise ValueError("--mixed-precision fp16 needs a CUDA GPU; on the CPU the run would be float32 (use bf16 or no)")
     distributed.start()
@@ -214,6 +117,8 @@ def train(config: TrainConfig, model: Any = None, tokenizer: Any = None, task: A
     # nothing else yet); the others never read it before ``_prepare`` has made it ready.
     run = RunDir.open(config) if distributed.is_main() else RunDir(config.output_dir, main=False)
     try:
+        if rows:
+            config = _write_rows(run, config, rows)
         return _train_locked(config, run, model, tokenizer, task)
     finally:
         run.release()
@@ -269,6 +174,18 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
     run.write_metrics(summary, "summary.json")
     distributed.barrier()
     return summary
+
+
+def _write_rows(run: RunDir, config: TrainConfig, rows: dict[str, Any]) -> TrainConfig:
+    """The rows into ``OUTPUT/data/`` before anything reads them. A new run is prepared first
+    (an overwritten run's files go, config.json is written: a run that fails later is still a
+    run ``--overwrite`` replaces), and then no longer overwrites: ``_prepare`` would remove the rows."""
+    if run.main:
+        if not config.resume:
+            run.prepare(config)
+        write_rows(run.path, rows, resume=config.resume)
+    distributed.barrier()  # the other processes read the rows
+    return config.replace(overwrite=False) if config.overwrite else config
 
 
 def _prepare(run: RunDir, config: TrainConfig) -> RunDir:
@@ -339,6 +256,12 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
 
     # -- resume from the checkpoint, or start with the zero-shot baseline --------------------
     saved = run.load_checkpoint(raw, optimizer) if c.resume else None
+    trackers = Trackers.start(c, run.path, resumed_step=saved["step"] if saved else None) if run.main else Trackers([])
+
+    def log(record: dict[str, Any]) -> None:  # each record to log.jsonl and to the trackers (--report-to)
+        run.log(record)
+        trackers.log(record)
+
     if saved is not None:
         check_backbone(saved.get("backbone"), fingerprint, run.path)
         state = RunState(**saved)
@@ -349,7 +272,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
         run.truncate_log(-1)  # a resumed run killed before its first checkpoint starts over
         if c.zero_shot:
             state.zero_shot = score(NoPrompt(raw.backbone), test)
-            run.log({"step": 0, "zero_shot": state.zero_shot, "split": test_split})
+            log({"step": 0, "zero_shot": state.zero_shot, "split": test_split})
     elapsed_before = state.elapsed
 
     # -- the loop ------------------------------------------------------------------------------
@@ -399,14 +322,14 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
                 speed = window_examples / max(time.time() - window_start, 1e-9)
                 record = {"step": step, "epoch": stream.epoch, "loss": state.window_loss / n, "lr": lr,
                           "examples_per_second": speed, **raw.diagnostics()}
-                run.log(record)
+                log(record)
                 shown = dict(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}", ex_s=f"{speed:.1f}")
                 state.window_loss, window_examples, window_start = 0.0, 0, time.time()
             bar.update(1, **shown)
             # validate: keep the best prompt, stop early when patience runs out
             if step % eval_every == 0 or step == total_steps:
                 metrics = score(raw, validation)
-                run.log({"step": step, "validation": metrics})
+                log({"step": step, "validation": metrics})
                 if state.best_value is None or float(metrics[selection]) > state.best_value:
                     state.best_value, state.best_step, state.best_validation, state.bad_evals = float(metrics[selection]), step, metrics, 0
                     run.save_prompt(raw)
@@ -414,7 +337,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
                     state.bad_evals += 1
                     if c.patience and state.bad_evals >= c.patience:
                         state.stopped = "early_stopping"
-                        run.log({"step": step, "early_stopping": True, "best_step": state.best_step})
+                        log({"step": step, "early_stopping": True, "best_step": state.best_step})
                 model.train()
             # checkpoint
             if step % checkpoint_every == 0 or step == total_steps or state.stopped:
@@ -424,9 +347,13 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     except TrainingDiverged as err:
         bar.close()
         kept = run.keep_last_good_prompt(raw) if run.main else "the main process keeps the last good prompt"  # finite, from before the failing step
-        run.log({"step": state.step, "error": str(err)})
+        log({"step": state.step, "error": str(err)})
         plot()
+        trackers.finish()
         raise TrainingDiverged(f"training stopped: {err}; {kept}") from None
+    except BaseException:  # an interrupted run closes its tracker runs too (MLflow keeps one active per process)
+        trackers.finish()
+        raise
     bar.close()
     model.eval()
 
@@ -442,9 +369,22 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
         "stopped": state.stopped or "completed",
         "trainable_parameters": raw.num_trainable(), "wall_seconds": elapsed_before + time.time() - started,
     }
-    run.log({"step": state.step, "test": test_metrics, "split": test_split})
+    log({"step": state.step, "test": test_metrics, "split": test_split})
     plot()
+    trackers.finish()
     run.write_metrics(metrics)
     raw.backbone.eval()
     distributed.barrier()  # when train() returns, on any process, the run's files are complete
     return metrics
+
+
+class _CallableModule(types.ModuleType):
+    """``softprompt.train(config, ...)`` trains whichever object the name holds: the function (what
+    the package's lazy ``__getattr__`` gives) or this module, which the import system puts in that
+    attribute once anything imports ``softprompt.train``. Calling the module calls ``train``."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..extras import require
 from .facts import DECODER_ONLY, ENCODER_DECODER, kind_of
 from .placement import device_map_for, dtype_name, quantization_config, torch_dtype
 
@@ -148,6 +149,7 @@ def _load_gguf(path: str | Path, dtype: torch.dtype) -> tuple[Any, Any]:
     path = Path(path)
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such GGUF file")
+    require("gguf", "a .gguf backbone (the embedded SmolLM2 too)")  # transformers reads GGUF with it
     try:
         # transformers dequantizes GGUF weights to float32 (needs the gguf package).
         model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)

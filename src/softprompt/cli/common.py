@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -18,6 +19,15 @@ class CLIError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
+class WrappingFormatter(argparse.RawDescriptionHelpFormatter):
+    """A description's own line breaks kept, an indented line (a spec format, an example) as it
+    is, each other line longer than the terminal wrapped, as the options' help is."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(indent + line if line[:1].isspace() or not line else textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+                         for line in text.splitlines())
+
+
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line (not the usage block), exit code 2, named by
     the subcommand they belong to (``softprompt train: error: ...``), with "did you mean" for a
@@ -26,6 +36,8 @@ class Parser(argparse.ArgumentParser):
 
     def __init__(self, *args: typing.Any, **kwargs: typing.Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
+        if kwargs.get("formatter_class") is argparse.RawDescriptionHelpFormatter:
+            kwargs["formatter_class"] = WrappingFormatter  # its line breaks kept, its long lines wrapped
         super().__init__(*args, **kwargs)
 
     def parse_args(self, args=None, namespace=None):  # type: ignore[override]
@@ -104,12 +116,14 @@ def _scalar_type(annotation: Any) -> Any:
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> list[str]:
-    """``--name`` for every command-line field of ``TrainConfig``; returns their names."""
-    from softprompt.config import cli_fields
+    """``--name`` for every command-line field of ``TrainConfig``, in the help groups its fields
+    name (``config.GROUPS``: model, data and task, ...); returns their names."""
+    from softprompt.config import GROUPS, cli_fields
 
+    groups = {name: parser.add_argument_group(name) for name in GROUPS}
     names = []
-    for f in cli_fields():
-        _add_field_option(parser, f)
+    for f in sorted(cli_fields(), key=lambda f: GROUPS.index(f.metadata["group"])):  # stable: declaration order within a group
+        _add_field_option(groups[f.metadata["group"]], f)
         names.append(f.name)
     return names
 

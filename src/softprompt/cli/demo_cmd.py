@@ -13,6 +13,7 @@ comments. Every registered method runs with it (each with its own defaults for i
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -71,9 +72,39 @@ def parse_methods(text: str) -> list[str]:
     return methods
 
 
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached, found within about a second and before any
+    heavy import (the hub client would retry for half a minute): ``HF_HUB_OFFLINE``, or no
+    connection to its endpoint. None when it can be, or when a proxy decides that."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants  # the hub's own reading of HF_HUB_OFFLINE and HF_ENDPOINT
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return None
+    url = urlsplit(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=1.0).close()
+    except OSError:
+        return f"{url.hostname} cannot be reached"
+    return None
+
+
+def check_data_source(data_dir: str | None) -> None:
+    """Without a data folder the demo reads SST-2 from the hub: offline, say so in one line now."""
+    if data_dir is None and (reason := hub_unreachable()) is not None:
+        raise ValueError(f"SST-2 comes from the Hugging Face hub without --data-dir, and {reason}: pass --data-dir DIR "
+                         f"(or set {DATA_ENV}) with DIR/SST-2/{{train,dev}}.tsv from GLUE")
+
+
 def demo_task(data_dir: str | None):
     """SST-2 with the demo's template and label words, and a check that its data can be had."""
     from softprompt.tasks import get_task
+
+    check_data_source(data_dir)
 
     task = get_task("sst2")
     try:
@@ -166,13 +197,14 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run(args) -> int:
+    folder = default_data_dir(args.data_dir)
+    if folder is not None and not Path(folder).is_dir():
+        raise FileNotFoundError(f"--data-dir {folder}: no such directory (expected a GLUE directory holding SST-2/)")
+    check_data_source(folder)  # first: offline without data is one line within a second or two
     from softprompt.backbones import load_backbone
 
     methods = parse_methods(args.methods)
     placement = backbone_options(args)  # recorded in each run's config.json, as train's options are
-    folder = default_data_dir(args.data_dir)
-    if folder is not None and not Path(folder).is_dir():
-        raise FileNotFoundError(f"--data-dir {folder}: no such directory (expected a GLUE directory holding SST-2/)")
     started = time.time()
     demo_task(folder)
     model, tokenizer = load_backbone(args.model, **placement)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from softprompt import runlog
+from softprompt.extras import require
 from softprompt.io import atomic_file, read_json, write_json_atomically
 from softprompt.lock import FileLock, LockHeld
 
@@ -105,7 +106,7 @@ class Sweep:
         """The RDB storage with the heartbeat on (a trial silent for 2 heartbeats is stale) and
         stale trials re-enqueued with their values and directory."""
         if self._storage is None:
-            import optuna
+            optuna = require("optuna", "softprompt sweep")
             from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
             optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -125,7 +126,7 @@ class Sweep:
         many trials the study already holds (``existing``): a restarted sweep would otherwise draw
         the same values again (measured: the SmolLM2 sweep re-ran lr 0.044 and 0.140 after a
         restart). A fresh, uninterrupted sweep draws what it always drew."""
-        import optuna
+        optuna = require("optuna", "softprompt sweep")
 
         if plan.grid is not None:  # the same seed everywhere: every process shuffles the grid alike
             return optuna.samplers.GridSampler(plan.grid, seed=self.spec.seed)
@@ -135,7 +136,7 @@ class Sweep:
         return optuna.samplers.TPESampler(seed=seed)
 
     def studies(self, worker: int = 0) -> list[tuple[StudyPlan, Any]]:
-        import optuna
+        optuna = require("optuna", "softprompt sweep")
 
         studies = []
         for plan in self.spec.studies():
@@ -225,7 +226,7 @@ def tally(sweep: Sweep) -> dict[str, Any]:
     """From the storage: ``total`` (the spec's points), ``done`` (finished ones, failed included),
     ``failed``, ``waiting`` (retries not yet taken) and ``running`` (the directories of running
     trials)."""
-    import optuna
+    optuna = require("optuna", "softprompt sweep")
 
     total = done = failed = waiting = 0
     running = []
@@ -262,7 +263,7 @@ def _done_by(worker: str, studies) -> dict[str, int]:
 def objective(sweep: Sweep, plan: StudyPlan, study, trial) -> float:
     """Train the trial's run in its directory (resuming what is there) and return its
     validation metric."""
-    import optuna
+    optuna = require("optuna", "softprompt sweep")
 
     from softprompt.rundir import RunLockedError
     from softprompt.train import train
@@ -311,7 +312,7 @@ def objective(sweep: Sweep, plan: StudyPlan, study, trial) -> float:
 def retry(sweep: Sweep, study, trial) -> bool:
     """Fail a RUNNING trial known to be dead and enqueue its retry (same values, same
     directory), as Optuna does for a stale one; False when another process got there first."""
-    import optuna
+    optuna = require("optuna", "softprompt sweep")
 
     storage = sweep.storage()
     try:
@@ -329,7 +330,7 @@ def retry_failed(sweep: Sweep) -> list[str]:
     left behind. Returns the retried trials' directories."""
     import copy
 
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
+    RetryHeartbeatStaleTrialCallback = require("optuna.storages", "softprompt sweep").RetryHeartbeatStaleTrialCallback
 
     again = RetryHeartbeatStaleTrialCallback(max_retry=None)  # asked for by the user: past the spec's `retries`
     retried_dirs = []
@@ -349,7 +350,7 @@ def retry_failed(sweep: Sweep) -> list[str]:
 def reap_stale(sweep: Sweep, study) -> None:
     """Fail and re-enqueue the stale trials (Optuna's heartbeat check), and those killed before
     their first heartbeat: RUNNING without a directory long after they started."""
-    import optuna
+    optuna = require("optuna", "softprompt sweep")
 
     optuna.storages.fail_stale_trials(study)
     limit = datetime.timedelta(seconds=10 * sweep.spec.heartbeat)
@@ -369,7 +370,7 @@ def _me() -> str:
 
 
 def _trials(study, state: str) -> list:
-    import optuna
+    optuna = require("optuna", "softprompt sweep")
 
     return study.get_trials(deepcopy=False, states=(getattr(optuna.trial.TrialState, state),))
 
@@ -385,7 +386,7 @@ def _retried(trials) -> set[int]:
 def _holds(t, retried: set[int]) -> bool:
     """Whether trial ``t`` stands for its point: not skipped, and not a dead trial that a retry
     replaced."""
-    import optuna
+    optuna = require("optuna", "softprompt sweep")
 
     return "skipped" not in t.user_attrs and not (t.state == optuna.trial.TrialState.FAIL and t.number in retried)
 
@@ -414,7 +415,7 @@ def _skip_reason(plan: StudyPlan, study, me) -> str | None:
 
 
 def _status(plan: StudyPlan, study) -> dict[str, bool]:
-    import optuna
+    optuna = require("optuna", "softprompt sweep")
 
     trials = study.get_trials(deepcopy=False)
     states = {t.state for t in trials}

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from softprompt import runlog
+from softprompt.extras import require
 from softprompt.filenames import inside, safe_filename
 from softprompt.io import atomic_file, read_json
 
@@ -295,10 +296,9 @@ def trials_csv_text(spec: SweepSpec, results: list[TrialResult]) -> str:
 def plot(spec: SweepSpec, table: Table, folder: Path) -> list[Path]:
     """``lr-<method>.png`` for each method run at several learning rates, and
     ``positive-sigma-<task>.png`` for ``rank_probe`` runs; returns the files written."""
-    import matplotlib
-
+    matplotlib = require("matplotlib", "the sweep's plots")
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = require("matplotlib.pyplot", "the sweep's plots")
 
     written = []
     finished = [r for r in table.trials if r.metrics is not None and r.config is not None]
