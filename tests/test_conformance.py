@@ -54,7 +54,8 @@ def test_method_on_backbone(method, kind, tmp_path):
     with torch.no_grad():
         expected = model(input_ids=ids, attention_mask=mask, labels=labels).logits
     model.save(tmp_path / "p")
-    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["prompt.safetensors", "prompt_config.json"]
+    # the prompt tensors, their record and the model card (issue 32: every saved prompt folder has one)
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == ["README.md", "prompt.safetensors", "prompt_config.json"]
     loaded = softprompt.load(BUILDERS[kind](), tmp_path / "p")
     assert loaded.method == method and loaded.config == model.config
     for k, v in snapshot(model.prompt).items():
