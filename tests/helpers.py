@@ -130,3 +130,23 @@ def sweep_trials(directory: Path, storage: str | None = None) -> list:
     sweep = Sweep.open(directory, storage)
     (plan, study), = sweep.studies()
     return study.get_trials(deepcopy=False)
+
+
+def perturbed(model, seed: int):
+    """Every trainable tensor moved off its init (DePT's update starts at zero, i.e. a no-op)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def saved_tiny_run_inputs(root: Path) -> Path:
+    """``root/tiny``: conftest's tiny Llama and a BOS-adding ``tiny_tokenizer`` saved as a model
+    folder (what ``--model`` loads); ``root/data``: the tiny SST-2 folder. Returns ``root``."""
+    from conftest import tiny_llama
+
+    tiny_llama().save_pretrained(root / "tiny")
+    tiny_tokenizer(bos=True).save_pretrained(root / "tiny")
+    write_sst2(root / "data")
+    return root

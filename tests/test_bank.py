@@ -9,18 +9,10 @@ import torch
 
 import softprompt
 from conftest import batch_for, tiny_gpt2, tiny_llama, tiny_t5
+from helpers import perturbed
 
 BACKBONES = {"llama": tiny_llama, "gpt2": tiny_gpt2, "t5": tiny_t5}
 TOL = 1e-5
-
-
-def perturbed(model, seed: int):
-    """Every trainable tensor moved off its init (DePT's update starts at zero, i.e. a no-op)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
 
 
 def make_bank(backbone, method: str):

@@ -12,18 +12,10 @@ import softprompt
 from softprompt.evaluate import NoPrompt
 from softprompt.model import PromptedModel
 from conftest import batch_for, tiny_gpt2, tiny_llama, tiny_t5
+from helpers import perturbed
 
 DECODERS = {"llama": tiny_llama, "gpt2": tiny_gpt2}
 BACKBONES = {**DECODERS, "t5": tiny_t5}
-
-
-def perturbed(model, seed: int):
-    """Every trainable tensor moved off its init (DePT's update starts at zero, i.e. a no-op)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.trainable_parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.3)
-    return model
 
 
 def bare_logits(backbone, ids, mask):

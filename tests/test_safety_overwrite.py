@@ -15,15 +15,13 @@ from softprompt.config import TrainConfig
 from softprompt.rundir import RunExistsError, is_run, owned
 from softprompt.train import train
 from conftest import tiny_llama
-from helpers import tiny_tokenizer, write_sst2
+from helpers import saved_tiny_run_inputs, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("overwrite")
-    tiny_llama().save_pretrained(root / "tiny")
-    tiny_tokenizer(bos=True).save_pretrained(root / "tiny")
-    write_sst2(root / "data")
+    saved_tiny_run_inputs(root)
     return root
 
 

@@ -18,16 +18,14 @@ from softprompt.config import TrainConfig
 from softprompt.io import PromptFileError, read_record
 from softprompt.train import train
 from conftest import tiny_llama
-from helpers import tiny_tokenizer, write_sst2
+from helpers import saved_tiny_run_inputs, tiny_tokenizer, write_sst2
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A decoder-only run trained by the CLI with the instruction template (the kind's default)."""
     root = tmp_path_factory.mktemp("usage")
-    tiny_llama().save_pretrained(root / "tiny")
-    tiny_tokenizer(bos=True).save_pretrained(root / "tiny")
-    write_sst2(root / "data")
+    saved_tiny_run_inputs(root)
     argv = ["train", "--model", str(root / "tiny"), "--task", "sst2", "--label-words", "names", "--data-dir", str(root / "data"),
             "--method", "prompt", "--length", "3", "--batch-size", "4", "--max-steps", "2", "--eval-every", "2",
             "--max-length", "64", "--no-zero-shot", "--output-dir", str(root / "run")]

@@ -15,7 +15,7 @@ from softprompt.settings import (COMMAND_LINE, DATA_ENV, PYTHON, for_backbone, f
                                  resolved)
 from softprompt.train import train
 from conftest import tiny_llama
-from helpers import tiny_tokenizer, write_sst2
+from helpers import saved_tiny_run_inputs, tiny_tokenizer, write_sst2
 
 
 @pytest.fixture(autouse=True)
@@ -122,9 +122,7 @@ def test_train_reads_the_data_dir_from_the_environment(monkeypatch, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("settings")
-    tiny_llama().save_pretrained(root / "tiny")
-    tiny_tokenizer(bos=True).save_pretrained(root / "tiny")
-    write_sst2(root / "data")
+    saved_tiny_run_inputs(root)
     return root
 
 
