@@ -129,20 +129,13 @@ def _sigterm_as_interrupt():
     KeyboardInterrupt, as Ctrl-C does: the run stops cleanly and says how to resume."""
     import signal
 
+    from softprompt.signals import handling
+
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    signals = (signal.SIGTERM, signal.SIGHUP)
-    try:
-        previous = {sig: signal.signal(sig, interrupt) for sig in signals}
-    except ValueError:  # not the main thread: leave signals alone
+    with handling((signal.SIGTERM, signal.SIGHUP), interrupt):
         yield
-        return
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _fmt(section: dict | None) -> str:

@@ -23,6 +23,7 @@ import threading
 import time
 from typing import Any, Iterator
 
+from ..signals import handling
 from .engine import STORAGE_ENV, Sweep, complete, progress, work
 
 # sbatch settings of a worker unless the spec's `slurm:` mapping says otherwise (submitit names).
@@ -82,24 +83,8 @@ def _signals_interrupt() -> Iterator[None]:
             fired.append(signum)
             raise KeyboardInterrupt
 
-    with _handling(STOP_SIGNALS, interrupt):
+    with handling(STOP_SIGNALS, interrupt):
         yield
-
-
-@contextlib.contextmanager
-def _handling(signals, handler) -> Iterator[None]:
-    """``handler`` for ``signals`` inside the block, the previous handlers after it (left alone
-    outside the main thread, where Python cannot set them)."""
-    try:
-        previous = {sig: signal.signal(sig, handler) for sig in signals}
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -135,7 +120,7 @@ def exit_on_signals() -> Iterator[None]:
               file=sys.stderr, flush=True)
         os._exit(128 + signum)
 
-    with _handling(STOP_SIGNALS, stop):
+    with handling(STOP_SIGNALS, stop):
         yield
 
 
