@@ -89,3 +89,17 @@ def tiny_bart(seed: int = 0):
 
 
 BUILDERS.update({"qwen2": tiny_qwen2, "bart": tiny_bart})
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """The real Gemma 3 270M (base), float32, loaded once per test session: ``(model, tokenizer)``.
+    Skips, saying what to install, when its packages are missing. Tests must leave it as they
+    found it (frozen, eval mode)."""
+    from softprompt.backbones import load_backbone
+    from softprompt.backbones.load import model_available
+    from softprompt.backbones.packaged import GEMMA3
+
+    if not model_available("gemma-3-270m"):
+        pytest.skip(f"Gemma 3 270M is not installed: {GEMMA3.install}")
+    return load_backbone("gemma-3-270m")

