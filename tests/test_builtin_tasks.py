@@ -76,7 +76,7 @@ BASE = "hub: {path: x}\ntemplate: '{a}'\nlabel_words: [bad, good]\n"
 
 @pytest.mark.parametrize("text, error", [
     (BASE + "styles: {instruction: {template: '{a'}}\n", r"t\.yaml:styles\.instruction\.template: malformed template"),
-    (BASE + "styles: {chat: {template: '{a}'}}\n", r"t\.yaml:styles\.chat: unknown name \(known: instruction\)$"),
+    (BASE + "styles: {chat: {template: '{a}'}}\n", r"t\.yaml:styles\.chat: unknown name \(known: instruction, base\)$"),
     (BASE + "styles: {text-to-text: {template: '{a}'}}\n", r"t\.yaml:styles\.text-to-text: unknown name"),
     (BASE + "protocols: {dpt: {hub: y}}\n", r"t\.yaml:protocols\.dpt\.hub: not a field a variant changes"),
     (BASE + "protocols: {t5: {metrics: [f1]}}\n", r"t\.yaml:protocols\.t5: unknown name \(known: paper, attempt, dpt, dept, ulpt, lester\)$"),
@@ -94,7 +94,7 @@ def test_variant_errors_name_the_file_and_the_field(text, error, tmp_path):
 def test_style_and_protocol_names_are_checked_for_files_too(tmp_path):
     path = tmp_path / "t.yaml"
     path.write_text(BASE, encoding="utf-8")
-    with pytest.raises(ValueError, match="style must be text-to-text or instruction, got 'chat'"):
+    with pytest.raises(ValueError, match="style must be text-to-text, instruction or base, got 'chat'"):
         read_task_file(path, style="chat")
     with pytest.raises(ValueError, match="unknown protocol 't5'"):
         read_task_file(path, protocol="t5")

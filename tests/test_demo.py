@@ -37,9 +37,10 @@ def test_run_demo_trains_each_method_and_leaves_train_runs(tmp_path):
         assert row["trainable_parameters"] == softprompt.make_config(row["method"], length=DEMO["length"]).num_parameters(32)
         assert row["eval_split"] == "validation" and row["wall_seconds"] > 0
     assert json.loads((tmp_path / "out" / "dpt" / "metrics.json").read_text())["zero_shot"] is None
-    # the decoder-only recipe: instruction template, class objective, the recipe's learning rate
+    # the decoder-only recipe: the kind's template (the tiny tokenizer has no chat template: a base
+    # model, the base style), class objective, the recipe's learning rate
     config = json.loads((tmp_path / "out" / "ulpt" / "config.json").read_text())
-    assert (config["style"], config["objective"], config["holdout"]) == ("instruction", "class", TINY["holdout"])
+    assert (config["style"], config["objective"], config["holdout"]) == ("base", "class", TINY["holdout"])
 
     # a second demo into the same place refuses, unless told to overwrite
     with pytest.raises(ValueError, match="overwrite"):

@@ -155,8 +155,9 @@ def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):
     without.config.bos_token_id = None
     with_bos.config.save_pretrained(tmp_path / "a")
     without.config.save_pretrained(tmp_path / "b")
-    assert backbone_facts(tmp_path / "a") == ("decoder-only", True)
-    assert backbone_facts(tmp_path / "b") == ("decoder-only", False)
+    # (no tokenizer files there: not known to be a base model)
+    assert backbone_facts(tmp_path / "a") == ("decoder-only", True, False)
+    assert backbone_facts(tmp_path / "b") == ("decoder-only", False, False)
     # a run on a backbone that names no BOS trains with the prompt first instead of failing
     without.generation_config.bos_token_id = None
     data = str(write_sst2(tmp_path / "data"))

@@ -23,7 +23,8 @@ from helpers import saved_tiny_run_inputs, tiny_tokenizer, write_sst2
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A decoder-only run trained by the CLI with the instruction template (the kind's default)."""
+    """A decoder-only run trained by the CLI with the kind's default template (the tiny tokenizer has
+    no chat template: a base model, the base style, which for sst2 is the instruction template)."""
     root = tmp_path_factory.mktemp("usage")
     saved_tiny_run_inputs(root)
     argv = ["train", "--model", str(root / "tiny"), "--task", "sst2", "--label-words", "names", "--data-dir", str(root / "data"),
@@ -37,7 +38,7 @@ def trained(tmp_path_factory):
 
 def test_train_records_how_the_prompt_is_read(trained):
     usage = read_record(trained / "copied")["usage"]
-    assert usage["style"] == "instruction" and usage["template"] == "Review: {sentence}\nSentiment:"
+    assert usage["style"] == "base" and usage["template"] == "Review: {sentence}\nSentiment:"
     assert usage["label_words"] == ["negative", "positive"] and usage["task"] == "sst2"
     assert usage["chat_template"] is False and usage["separator"] == " " and usage["max_length"] == 64
     assert usage["truncation_side"] == "right" and usage["protocol"] == "paper"

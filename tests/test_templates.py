@@ -105,6 +105,7 @@ def test_train_cli_template_escapes_and_records_the_resolved_recipe(tmp_path):
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["template"] == "sentence : {sentence}\nfilm" and config["label_words"] == "bad,good"
-    # unset settings resolved for the decoder-only backbone, as the run used them
-    assert (config["style"], config["objective"], config["lr"], config["warmup_steps"]) == ("instruction", "class", 0.03, 10)
+    # unset settings resolved for the decoder-only backbone, as the run used them (its tokenizer
+    # has no chat template: a base model, the base style; sst2's is the instruction style's)
+    assert (config["style"], config["objective"], config["lr"], config["warmup_steps"]) == ("base", "class", 0.03, 10)
     assert (config["init"], config["init_text"]) == ("text", "Answer with bad or good.")

@@ -26,13 +26,13 @@ from .placement_options import DTYPES, OPTIONS as LOAD_OPTIONS, check_spelling
 from .prompts import PromptConfig, make_config, method_fields, methods
 from .recipes import RECIPES
 from .tasks.resolve import CUSTOM, FILE_OPTIONS, OPTIONS as TASK_OPTIONS
+from .tasks.taskfile import STYLES
 from .yamlfile import load_yaml  # noqa: F401 - softprompt.config.load_yaml, as the sweep specs import it
 from .tasks.splits import PROTOCOLS
 
 MIXED_PRECISION = ("no", "bf16", "fp16")
 EVAL_MODES = ("auto", "rank", "generate")
 OBJECTIVES = ("lm", "class")
-STYLES = ("text-to-text", "instruction")
 OPTIMIZERS = ("adamw", "adafactor")
 LR_SCHEDULES = ("linear", "constant", "linear-hf")
 EVAL_UNITS = ("steps", "epochs")
@@ -47,6 +47,10 @@ KIND_DEFAULTS: dict[str, dict[str, Any]] = {
     "encoder-decoder": {"lr": 0.3, "warmup_steps": 0, "objective": "lm", "style": "text-to-text"},
     "decoder-only": {"lr": 0.03, "warmup_steps": 10, "objective": "class", "style": "instruction"},
 }
+# What changes for a base (pretrained only) decoder-only model (``backbones.is_base_model``): its
+# template style, and each method's ``recipes["base"]``. Measured on Gemma 3 270M (benchmarks/README.md).
+BASE_MODEL = "base"
+BASE_MODEL_DEFAULTS: dict[str, Any] = {"style": "base"}
 
 
 # The groups `softprompt train --help` shows the options in, in this order (a field's ``group``).
@@ -77,7 +81,7 @@ class TrainConfig:
     method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict, group='method')
     label_words: str | None = _opt(None, "label words: names, digits, comma-separated words (one per class), or VALUE=WORD pairs naming your files' label values (default: the style's)", "WORDS", group='data and task')
     template: str | None = _opt(None, "the input template over the task's fields, e.g. 'Review: {sentence}\\nSentiment:' (default: the style's)", "TEXT", group='data and task')
-    style: str | None = _opt(None, f"task template style: {' or '.join(STYLES)} (default: instruction on decoder-only models, text-to-text, the papers', on encoder-decoder)", "STYLE", group='data and task')
+    style: str | None = _opt(None, f"task template style: {', '.join(STYLES)} (default: instruction on decoder-only models, base on base models (no chat template), text-to-text, the papers', on encoder-decoder)", "STYLE", group='data and task')
     chat_template: bool = _opt(False, "wrap each input in the tokenizer's chat template (instruction-tuned models)", group='data and task')
     # your own data, no task file needed (tasks/resolve.py)
     train_file: str | None = _opt(None, "training rows: a .jsonl, .json, .csv or .tsv file, optionally .gz, or a folder of them (with no --task: a task over your files; give --template)", "FILE", group='data and task')

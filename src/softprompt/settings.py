@@ -7,8 +7,10 @@ None) after the layers before it, except the explicit options, which are applied
 
     1. config file           "config file run.yaml"; for --resume the run's config.json
     2. paper recipe          "recipe dpt-paper", "recipe dept-paper (task cb)" (recipes.py's tables)
-    3. method recipe         "method recipe ulpt/decoder-only" (``prompts.recipe_for(method, kind)``)
-    4. kind defaults         "kind default decoder-only" (``config.KIND_DEFAULTS``)
+    3. method recipe         "method recipe ulpt/decoder-only" (``prompts.recipe_for(method, kind)``);
+                             on a base model, "method recipe ulpt/decoder-only base" over it
+    4. kind defaults         "kind default decoder-only" (``config.KIND_DEFAULTS``); on a base
+                             model (``backbones.is_base_model``), ``config.BASE_MODEL_DEFAULTS`` over it
     5. environment           "environment SOFTPROMPT_DATA_DIR" (data_dir), "default runs/<task>-<method>"
     6. explicit options      "command line", "python argument", "sweep NAME trial", "softprompt demo"
     then the fields' plain defaults ("default"; the method's own defaults for its options).
@@ -62,7 +64,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from .config import KIND_DEFAULTS, TrainConfig
+from .config import BASE_MODEL, BASE_MODEL_DEFAULTS, KIND_DEFAULTS, TrainConfig
 from .prompts import method_fields, recipe_for
 from .recipes import RECIPES
 
@@ -212,29 +214,41 @@ def _drop_exclusive(layer: dict[str, Any], given: set[str], user: bool) -> None:
 # Layers 3 and 4: the backbone's kind and the task
 
 
-def kind_layers(method: str, kind: str) -> dict[str, tuple[Any, str]]:
-    """Layers 3 over 4 for ``method`` on a backbone of ``kind``: option -> (value, source)."""
+def kind_layers(method: str, kind: str, base: bool = False) -> dict[str, tuple[Any, str]]:
+    """Layers 3 over 4 for ``method`` on a backbone of ``kind``: option -> (value, source). A
+    base model (``backbones.is_base_model``) has ``BASE_MODEL_DEFAULTS`` over the kind's and the
+    method's ``recipes["base"]`` over its recipe for the kind."""
     layer = {k: (v, f"kind default {kind}") for k, v in KIND_DEFAULTS[kind].items()}
+    if base:
+        layer.update({k: (v, f"kind default {kind} {BASE_MODEL}") for k, v in BASE_MODEL_DEFAULTS.items()})
     layer.update({k: (v, f"method recipe {method}/{kind}") for k, v in recipe_for(method, kind).items()})
+    if base:
+        layer.update({k: (v, f"method recipe {method}/{kind} {BASE_MODEL}") for k, v in recipe_for(method, BASE_MODEL).items()})
     return layer
 
 
-def style_for(config: TrainConfig, kind: str) -> str:
+def style_for(config: TrainConfig, kind: str, base: bool = False) -> str:
     """The template style a run of ``config`` on ``kind`` uses (what ``for_backbone`` sets), for
     building its task before the rest of layers 3-4, which need the task."""
-    return config.style or kind_layers(config.method, kind)["style"][0]
+    return config.style or default_style(kind, base)
 
 
-def for_backbone(config: TrainConfig, kind: str, *, bos: bool = True, task: Any = None,
+def default_style(kind: str, base: bool = False) -> str:
+    """The template style of a backbone of ``kind`` (a base model: ``base``), when none is given."""
+    return kind_layers("prompt", kind, base)["style"][0]
+
+
+def for_backbone(config: TrainConfig, kind: str, *, bos: bool = True, base: bool = False, task: Any = None,
                  classification: bool = True, label_words: Sequence[str] | None = None) -> TrainConfig:
     """``config`` with layers 3-4 for a backbone of ``kind`` filling what is unset. ``bos``:
-    whether the backbone names a BOS token (a recipe's ``sink`` needs one). ``task`` (or
+    whether the backbone names a BOS token (a recipe's ``sink`` needs one); ``base``: whether it
+    is a base model (``backbones.is_base_model``). ``task`` (or
     ``classification`` and ``label_words``): the class objective is for classification tasks
     only; a text init without a text starts from the label words."""
     if task is not None:
         classification = task.kind == "classification"
         label_words = None if task.choice_fields else task.label_words  # per-row choices (COPA's): no fixed words
-    layer = kind_layers(config.method, kind)
+    layer = kind_layers(config.method, kind, base)
     _drop_exclusive(layer, {f for f in FIELDS if getattr(config, f) is not None}, user=False)
     changes: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -317,9 +331,9 @@ def explain_run(config: TrainConfig) -> str:
     (no weights) and the task (built, no data loaded)."""
     from .backbones import backbone_facts
 
-    kind, bos = backbone_facts(config.model)
-    task = config.build_task(style_for(config, kind))
-    return explain(for_backbone(config, kind, bos=bos, task=task))
+    kind, bos, base = backbone_facts(config.model)
+    task = config.build_task(style_for(config, kind, base))
+    return explain(for_backbone(config, kind, bos=bos, base=base, task=task))
 
 
 def _recorded(config: TrainConfig, sources: dict[str, str], where: str) -> TrainConfig:

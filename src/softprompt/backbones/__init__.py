@@ -25,6 +25,7 @@ from .facts import (
     backbone_name,
     backbone_record,
     bos_token_id,
+    is_base_model,
     kind_of,
     sink_ids,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "bos_token_id",
     "default_model_available",
     "input_device",
+    "is_base_model",
     "join_for",
     "kind_of",
     "load_backbone",

@@ -35,6 +35,15 @@ def kind_of(config: Any) -> str:
     return ENCODER_DECODER if getattr(config, "is_encoder_decoder", False) else DECODER_ONLY
 
 
+def is_base_model(kind: str, chat_template: Any) -> bool:
+    """Whether a backbone is a base (pretrained only) model rather than an instruction-tuned
+    one: a decoder-only model whose tokenizer has no chat template. The one rule: read from the
+    tokenizer's files before loading (``load.backbone_facts``) and from the tokenizer after; a
+    base model gets the ``base`` template style and the methods' recipes for base models
+    (``settings.kind_layers``)."""
+    return kind == DECODER_ONLY and not chat_template
+
+
 def backbone_info(backbone: nn.Module, tokenizer: Any = None) -> BackboneInfo:
     """What a prompt method may know about ``backbone`` when it is built.
 

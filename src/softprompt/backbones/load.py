@@ -20,17 +20,18 @@ Every failure is one line saying what is missing and what to do (``ModelLoadErro
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
 import weakref
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
 from ..extras import require
-from .facts import DECODER_ONLY, ENCODER_DECODER, kind_of
+from .facts import DECODER_ONLY, ENCODER_DECODER, is_base_model, kind_of
 from .packaged import DEFAULT, NotInstalled, Packaged, cache_root, packaged
 from .placement import device_map_for, dtype_name, quantization_config, torch_dtype
 
@@ -334,19 +335,61 @@ def _peek_config(spec: str | os.PathLike | None) -> Any:
         return None
 
 
-def backbone_facts(spec: str | os.PathLike | None = None) -> tuple[str, bool]:
-    """``(kind, has_bos)`` for what ``load_backbone(spec)`` would load, from one read of the
-    model's config (no weights), so a run can pick its task template and recipe before the slow
-    load. ``kind``: ``"decoder-only"`` or ``"encoder-decoder"`` (GGUF files and the packaged
-    models are causal LMs). ``has_bos``: whether the config names a BOS token (what a recipe's
-    ``sink="bos"`` needs); True where the config is unknown before loading (the packaged models
-    name one; for a GGUF file ``attach`` says if not). The kind is ``facts.kind_of``'s, the rule
-    ``join_for`` picks the loaded model's join by."""
+class Facts(NamedTuple):
+    """What a run needs to know about a backbone before loading it (``backbone_facts``)."""
+
+    kind: str  # "decoder-only" or "encoder-decoder" (facts.kind_of)
+    bos: bool  # the config names a BOS token (what a recipe's sink="bos" needs)
+    base: bool  # a base model, not an instruction-tuned one (facts.is_base_model)
+
+
+def backbone_facts(spec: str | os.PathLike | None = None) -> Facts:
+    """``Facts(kind, bos, base)`` for what ``load_backbone(spec)`` would load, from its config
+    and tokenizer files (no weights), so a run can pick its task template and recipe before the
+    slow load. ``kind``: ``"decoder-only"`` or ``"encoder-decoder"`` (GGUF files and the packaged
+    models are causal LMs). ``bos``: whether the config names a BOS token; True where the config
+    is unknown before loading (the packaged models name one; for a GGUF file ``attach`` says if
+    not). ``base``: ``facts.is_base_model`` over the tokenizer's chat template (the packaged
+    table says for its models). The kind is ``facts.kind_of``'s, the rule ``join_for`` picks the
+    loaded model's join by."""
     config = _peek_config(spec)
     kind = DECODER_ONLY if config is None else kind_of(config)
-    return kind, config is None or getattr(config, "bos_token_id", None) is not None
+    bos = config is None or getattr(config, "bos_token_id", None) is not None
+    entry = packaged(spec)
+    template = (not entry.base) if entry is not None else _peek_chat_template(spec)
+    return Facts(kind, bos, is_base_model(kind, template))
+
+
+def _peek_chat_template(spec: str | os.PathLike | None) -> Any:
+    """The chat template of what ``load_backbone(spec)`` would load, read from its tokenizer's
+    files without loading it (a GGUF file's metadata; a folder's or cached hub model's
+    tokenizer_config.json or chat_template file); True where it cannot be read, so an unknown
+    model is never taken for a base model."""
+    path = Path(str(spec)).expanduser()
+    try:
+        if path.suffix.lower() == ".gguf" and path.is_file():
+            from gguf import GGUFReader  # noqa: the gguf package transformers reads GGUF with
+
+            return "tokenizer.chat_template" in GGUFReader(str(path)).fields
+        files = {}
+        for name in ("tokenizer_config.json", "chat_template.jinja", "chat_template.json"):
+            if path.is_dir():
+                found = path / name
+            else:
+                from transformers.utils import cached_file
+
+                found = cached_file(str(spec), name, local_files_only=True, _raise_exceptions_for_missing_entries=False)
+            if found is not None and Path(found).is_file():
+                files[name] = Path(found)
+        if not files:
+            return True
+        if "chat_template.jinja" in files or "chat_template.json" in files:
+            return True
+        return json.loads(files["tokenizer_config.json"].read_text()).get("chat_template")
+    except (OSError, ValueError, ImportError, KeyError, TypeError):  # unreadable: not known to be a base model
+        return True
 
 
 def backbone_kind(spec: str | os.PathLike | None = None) -> str:
     """The ``kind`` of ``backbone_facts``."""
-    return backbone_facts(spec)[0]
+    return backbone_facts(spec).kind

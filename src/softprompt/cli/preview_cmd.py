@@ -48,15 +48,16 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from softprompt.backbones import backbone_kind
-    from softprompt.config import KIND_DEFAULTS
+    from softprompt.backbones import backbone_facts
+    from softprompt.settings import default_style
     from softprompt.tasks import resolve_task
     from softprompt.tasks.resolve import OPTIONS
 
     if args.n < 0:
         raise ValueError(f"--n must be >= 0, got {args.n}")
-    kind = backbone_kind(args.model)
-    style = args.style or KIND_DEFAULTS[kind]["style"]
+    facts = backbone_facts(args.model)
+    kind = facts.kind
+    style = args.style or default_style(kind, facts.base)
     if args.task and args.task_option and args.task != args.task_option:
         raise ValueError(f"two tasks: {args.task} and --task {args.task_option}")
     task = resolve_task(task_argument(args.task or args.task_option), style=style, protocol=args.protocol,

@@ -90,6 +90,7 @@ def method_fields(method: str) -> tuple[str, ...]:
 
 def recipe_for(method: str, kind: str) -> dict[str, Any]:
     """The method's own recipe for a backbone kind (``PromptConfig.recipes``): run settings
-    (``lr``, ``objective``...) and method options (``init``...) measured to work there."""
+    (``lr``, ``objective``...) and method options (``init``...) measured to work there.
+    ``kind`` ``"base"``: what changes on a base (pretrained only) decoder-only model."""
     config_cls, _ = _entry(method)
     return dict(getattr(config_cls, "recipes", {}).get(kind, {}))

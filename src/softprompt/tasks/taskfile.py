@@ -19,7 +19,9 @@ config: ..., splits: {validation: dev}}``. Files in a benchmark's own layout und
 (`softprompt tasks --show NAME` prints a built-in task's file, tasks/builtin/NAME.yaml).
 
 One file may hold variants of its task: ``styles: {instruction: {...}}`` changes fields for the
-instruction style (decoder-only models; the top-level fields are the text-to-text style), and
+instruction style (decoder-only models; the top-level fields are the text-to-text style),
+``styles: {base: {...}}`` what a base (pretrained only) model reads differently, on top of the
+instruction style's changes (a file without it: the base style is the instruction style), and
 ``protocols: {dpt: {...}, dept: ..., ulpt: ...}`` a paper's task details (its template, filters,
 checkpoint metric). Each variant lists only the fields it changes; a protocol's changes apply
 first, then the style's, then ``--template`` / ``--label-words``.
@@ -67,8 +69,11 @@ KEYS = (*FIELD_KEYS, "styles", "protocols")
 VARIANT_KEYS = tuple(k for k in FIELD_KEYS if k not in ("name", "description", "benchmark", "aliases",
                                                          "data", "local", "hub"))
 # Template styles: text-to-text (the papers' T5 templates) is a file's top-level fields;
-# instruction (decoder-only models) is its ``styles: {instruction: ...}`` changes.
-STYLES = ("text-to-text", "instruction")
+# instruction (decoder-only models) is its ``styles: {instruction: ...}`` changes; base (base
+# decoder-only models) its ``styles: {base: ...}`` changes on top of the instruction ones.
+STYLES = ("text-to-text", "instruction", "base")
+# The styles a style builds on, in the order their changes apply.
+STYLE_CHAIN = {"instruction": ("instruction",), "base": ("instruction", "base")}
 LOCAL_KEYS = tuple(f.name for f in dataclasses.fields(LocalFormat))
 HUB_KEYS = tuple(f.name for f in dataclasses.fields(HubSource))
 SCORINGS = ("wsc_referent",)  # generation scored by referent matching; metrics.py
@@ -184,7 +189,7 @@ def task_from_dict(data: Any, where: str = "task", base: str | os.PathLike | Non
     (``text-to-text`` and None: the top-level fields).
     """
     if style not in (None, *STYLES):
-        raise ValueError(f"style must be {' or '.join(STYLES)}, got {style!r}")
+        raise ValueError(f"style must be {', '.join(STYLES[:-1])} or {STYLES[-1]}, got {style!r}")
     if protocol is not None and protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r} (expected one of {', '.join(PROTOCOLS)})")
     if not isinstance(data, Mapping):
@@ -332,8 +337,8 @@ def _with_variant(data: dict, style: str | None, protocol: str | None, origin: d
     records where each changed field is written. Every variant's field names are checked, the
     chosen ones' values then as any field's."""
     merged = {k: v for k, v in data.items() if k not in ("styles", "protocols")}
-    # text-to-text is the top level, so instruction is the one style a file lists
-    for section, known, chosen in (("protocols", PROTOCOLS, protocol), ("styles", ("instruction",), style)):
+    # text-to-text is the top level, so instruction and base are the styles a file lists
+    for section, known, chosen in (("protocols", PROTOCOLS, (protocol,)), ("styles", STYLES[1:], STYLE_CHAIN.get(style, ()))):
         variants = data.get(section) or {}
         if not isinstance(variants, Mapping):
             raise fail(section, f"expected a mapping of name: changed fields ({', '.join(known)}), got {variants!r}")
@@ -345,10 +350,10 @@ def _with_variant(data: dict, style: str | None, protocol: str | None, origin: d
             bad = [k for k in _keys(changes) if k not in VARIANT_KEYS]
             if bad:
                 raise fail(f"{section}.{name}.{bad[0]}", f"not a field a variant changes (those: {', '.join(VARIANT_KEYS)})")
-        if chosen in variants:
-            for key, value in _keys(variants[chosen]).items():
+        for name in chosen:
+            for key, value in _keys(variants.get(name) or {}).items():
                 merged[key] = value
-                origin[key] = f"{section}.{chosen}.{key}"
+                origin[key] = f"{section}.{name}.{key}"
     return merged
 
 
