@@ -117,7 +117,7 @@ def _gemma3_gguf() -> Path | None:
     checked by the package) the first time; None when the package is not installed."""
     if not _gemma3_installed():
         return None
-    package = importlib.import_module(GEMMA3_MODULE)
+    package = importlib.import_module(GEMMA3_MODULE)  # MODEL_NAME, assemble(path, overwrite)
     target = cache_root() / "gguf" / package.MODEL_NAME
     if target.is_file():
         return target
@@ -143,7 +143,7 @@ SMOLLM2 = Packaged(name="SmolLM2-135M-Instruct", aliases=("default", "smollm2", 
                    # lambdas, so that tests can replace smollm2_gguf
                    gguf=lambda: smollm2_gguf(), installed=lambda: smollm2_gguf() is not None, base=False)
 GEMMA3 = Packaged(name="gemma-3-270m", aliases=("gemma-3-270m", "gemma3-270m", "gemma3"),
-                  install=GEMMA3_INSTALL, gguf=_gemma3_gguf, installed=_gemma3_installed, base=True)
+                  install=GEMMA3_INSTALL, gguf=lambda: _gemma3_gguf(), installed=lambda: _gemma3_installed(), base=True)
 PACKAGED = (SMOLLM2, GEMMA3)
 DEFAULT = SMOLLM2
 
