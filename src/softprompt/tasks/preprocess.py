@@ -106,7 +106,21 @@ def mrqa(row: dict) -> dict:
                 answers=[pad_punctuation(a) for a in answers])
 
 
+def copa_continuation(row: dict) -> dict:
+    """COPA as a sentence to continue (the GPT-3 paper's scoring, what a base model reads best):
+    the premise without its full stop, joined by ``because`` (a cause is asked for) or ``so``
+    (an effect), then each choice with a lower-case first letter:
+    ``The man turned on the faucet so`` + `` water flowed from the spout.``"""
+    def lower_first(text: str) -> str:
+        return text[:1].lower() + text[1:]
+
+    return dict(row, premise_clause=str(row["premise"]).rstrip().rstrip("."),
+                connective="because" if row["question"] == "cause" else "so",
+                choice1_continued=lower_first(str(row["choice1"])), choice2_continued=lower_first(str(row["choice2"])))
+
+
 TRANSFORMS: dict[str, Callable[[dict], dict]] = {
+    "copa_continuation": copa_continuation,
     "multirc": multirc,
     "record": record,
     "wsc_marked": wsc_marked,
