@@ -2,284 +2,88 @@
 rows, batches, step budget and seeds; softprompt with its defaults, PEFT with its best
 learning rate from a small grid chosen on validation.
 
-    python -m benchmarks.accuracy --tasks sst2,rte,cb --seeds 0,1,2 --data-dir ../shared/data
+    python -m benchmarks.accuracy --tasks sst2,rte,cb,boolq,copa --seeds 0,1,2 --data-dir ../shared/data
+    python -m benchmarks.accuracy --model gemma-3-270m --methods prompt,ulpt,peft   # -> results/accuracy_gemma-3-270m.json
+    python -m benchmarks.accuracy --report --include benchmarks/results/accuracy_gemma-3-270m.json
 
 Per task and seed, the training split loses ``--holdout`` rows (a fixed permutation, the same
 for everyone) that serve as the validation set: every run keeps the checkpoint that scores best
 there, and PEFT's learning rate is the one whose mean validation score is best. The reported
 metric is on the official validation split (the test split's labels are not public), which no
-choice ever looked at. Evaluation is rank classification over the label words for both.
+choice ever looked at; where the data folder has no full train split (BoolQ, COPA in
+../shared/data) FewGLUE's train32 is the training split (``accuracy_runs``). Evaluation is
+rank classification over the label words, or over each row's own choices (COPA), for both.
 
 softprompt: ``softprompt.train`` with the decoder-only recipe (template, label words, objective,
-learning rate, warmup: whatever the library defaults to). PEFT: ``PromptTuningConfig`` with text
-init (the embeddings of "Answer with <word> or <word>." repeated), trained on the language-model
-loss of the label word + EOS (its usual recipe), AdamW, the same warmup and linear decay as
-softprompt's recipe, the same batch order (softprompt's length-grouped stream, same seed).
+learning rate, warmup: whatever the library defaults to). PEFT: ``accuracy_peft``.
 
-Results: ``benchmarks/results/accuracy.json`` (every run) and a Markdown table on stdout.
-``--report --include OTHER.json`` prints one table of runs from several launches, paired by seed;
-``--rename VARIANT:NAME`` counts a variant's runs as a method's.
+Resumable: a job is ``(model, kind, task, seed, method-or-lr)``; its result row (with the model,
+its wall time and the load averages at its start and end) is written to ``--output`` as soon as
+it finishes (atomically, under the file's lock), and a relaunch runs only the jobs the file does
+not hold, so a benchmark spreads over several sittings. The file records its budget (steps,
+batch, prompt length...): a launch with another budget onto it stops (give another ``--output``).
+Zero-shot (the template, no prompt) is one job per (model, task). ``--report`` prints the tables
+(``accuracy_report``) of ``--output`` and any ``--include`` files, grouped by model; ``--rename
+VARIANT:NAME`` counts a variant's runs as a method's.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import statistics
 import sys
-import time
-from collections import Counter
 from pathlib import Path
 
-import torch
-
-from benchmarks.common import RESULTS, set_threads, write_json
+from benchmarks.accuracy_report import chosen_lrs, merge_results, parse_rename, report, row_key, zero_shot_rows
+from benchmarks.accuracy_runs import parse_variant, run_jobs
+from benchmarks.common import RESULTS, model_name, model_tag, set_threads, write_json
 from softprompt.lock import FileLock, LockHeld
-from softprompt import settings
 
-BENCHMARK_DIRS = {"glue": "glue", "superglue": "superglue"}
-
-
-def data_dir_for(task, root: str) -> str:
-    return str(Path(root) / BENCHMARK_DIRS.get(task.benchmark, task.benchmark))
+TASKS = "sst2,rte,cb,boolq,copa"
+METHODS = "prompt,residual,dpt,ulpt,dept,rank_probe,peft"
+BUDGET = ("steps", "batch_size", "length", "max_length", "eval_every", "holdout", "limit_eval")
 
 
-def holdout_for(n_train: int, wanted: int) -> int:
-    """``wanted`` rows, but never more than a fifth of a small training split (CB has 250)."""
-    return max(8, min(wanted, n_train // 5))
-
-
-def base_config(args, task_name: str, seed: int, root: str, n_train: int, **extra):
-    from softprompt.config import TrainConfig
-    from softprompt.tasks import get_task
-
-    task = get_task(task_name)
-    return TrainConfig(task=task_name, seed=seed, data_dir=data_dir_for(task, root), length=args.length,
-                       max_steps=args.steps, batch_size=args.batch_size, eval_every=args.eval_every,
-                       eval_batch_size=64, max_length=args.max_length, holdout=holdout_for(n_train, args.holdout),
-                       zero_shot=False, log_every=50, **extra)
-
-
-# -- softprompt ------------------------------------------------------------------------------
-
-def run_softprompt(args, method: str, task_name: str, seed: int, backbone, tokenizer, n_train: int, **overrides) -> dict:
-    from softprompt.train import train
-
-    variant = method + "".join(f"-{k}={v}" for k, v in sorted(overrides.items()))
-    out = Path(args.work) / task_name / variant / f"seed-{seed}"
-    config = base_config(args, task_name, seed, args.data_dir, n_train, method=method, output_dir=str(out), overwrite=True,
-                         **overrides)
-    started = time.time()
-    metrics = train(config, backbone, tokenizer)
-    metric = metrics["selection_metric"]
-    resolved = json.loads((out / "config.json").read_text())
-    return {"library": "softprompt", "method": method, "task": task_name, "seed": seed, "metric": metric,
-            "validation": metrics["best_validation"][metric], "test": metrics["test"][metric],
-            "best_step": metrics["best_step"], "trainable_parameters": metrics["trainable_parameters"],
-            "test_n": metrics["test"].get("n"), "lr": resolved["lr"], "objective": resolved["objective"],
-            "wall_seconds": time.time() - started}
-
-
-# -- PEFT --------------------------------------------------------------------------------------
-
-
-class PeftScorer(torch.nn.Module):
-    """A PEFT prompt-tuning model behind softprompt's scoring interface (``choice_scores``,
-    ``frozen_prompt``), so both libraries are evaluated by the same code. Right padding: PEFT
-    puts its virtual tokens first, so with left padding pads would sit between them and the text."""
-
-    def __init__(self, peft_model, n_virtual: int):
-        super().__init__()
-        self.peft, self.n = peft_model, n_virtual
-        self.backbone = peft_model.get_base_model()
-        from softprompt.backbones import join_for
-
-        self.join = join_for(self.backbone)
-
-    def frozen_prompt(self):
-        return contextlib.nullcontext()
-
-    def choice_scores(self, input_ids, attention_mask, labels, choice_tokens=None, choice_rows=None):
-        if choice_tokens is None:
-            raise ValueError("the PEFT scorer handles single-token label words only")
-        logits = self.peft(input_ids=input_ids, attention_mask=attention_mask).logits  # [B, n+T, V]
-        rows, cols = (labels != -100).nonzero(as_tuple=True)
-        picked = torch.log_softmax(logits[rows, self.n + cols - 1].float(), -1)  # the position before each label
-        return picked.gather(1, choice_tokens.clamp(min=0)).masked_fill(choice_tokens < 0, float("-inf"))
-
-
-def run_peft(args, task_name: str, seed: int, lr: float, tokenizer, n_train: int) -> dict:
-    from peft import PromptTuningConfig, get_peft_model
-
-    from softprompt.backbones import load_backbone
-    from softprompt.batching import encode_examples, collate, pad_id
-    from softprompt.evaluate import evaluate
-    from softprompt.tasks import get_task
-    from softprompt.train import Stream, lr_at, load_data
-
-    started = time.time()
-    backbone, tokenizer = load_backbone(args.model)  # fresh: PEFT wraps the model it is given
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    backbone.to(device)
-    config = settings.resolved(base_config(args, task_name, seed, args.data_dir, n_train, method="prompt"), "decoder-only")
-    task = get_task(task_name, style=config.style)
-    train_rows, validation, test, _ = load_data(config, task)
-    encoded = encode_examples(train_rows, tokenizer, "decoder-only", config.max_length, config.separator)
-    model = get_peft_model(backbone, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=args.length))
-    init_text = f"Answer with {' or '.join(task.label_words)}."
-    ids = tokenizer(init_text, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor((ids * (args.length // len(ids) + 1))[: args.length], device=device)
-    embedding = model.prompt_encoder["default"].embedding
-    with torch.no_grad():
-        embedding.weight.copy_(backbone.get_input_embeddings()(ids))
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    stream = Stream([len(e) for e in encoded], config.batch_size, seed)
-    torch.manual_seed(seed)
-    pad = pad_id(tokenizer)
-    scorer = PeftScorer(model, args.length)
-    best, best_state, best_step = None, None, None
-    model.train()
-    for step in range(config.max_steps):
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, config.max_steps, config.warmup_steps, lr)
-        batch = {k: v.to(device) for k, v in collate([encoded[i] for i in stream.next()], pad).items()}  # right padding
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
-            value = evaluate(scorer, tokenizer, task, validation, mode="rank", batch_size=64,
-                             max_length=config.max_length, separator=config.separator)[task.metrics[0]]
-            if best is None or value > best:
-                best, best_step, best_state = value, step + 1, embedding.weight.detach().clone()
-            model.train()
-    with torch.no_grad():
-        embedding.weight.copy_(best_state)
-    tested = evaluate(scorer, tokenizer, task, test, mode="rank", batch_size=64,
-                      max_length=config.max_length, separator=config.separator)
-    return {"library": "peft", "method": "peft-prompt", "task": task_name, "seed": seed, "metric": task.metrics[0],
-            "validation": best, "test": tested[task.metrics[0]], "test_n": tested.get("n"), "best_step": best_step,
-            "trainable_parameters": sum(p.numel() for p in params),
-            "lr": lr, "objective": "lm", "wall_seconds": time.time() - started}
-
-
-# -- the table -----------------------------------------------------------------------------------
-
-
-def zero_shot(args, task_name: str, backbone, tokenizer, n_train: int) -> float:
-    from softprompt.evaluate import NoPrompt, evaluate
-    from softprompt.tasks import get_task
-    from softprompt.train import load_data
-
-    config = settings.resolved(base_config(args, task_name, 0, args.data_dir, n_train, method="prompt"), "decoder-only")
-    task = get_task(task_name, style=config.style)
-    _, _, test, _ = load_data(config, task)
-    return evaluate(NoPrompt(backbone), tokenizer, task, test, mode="rank", batch_size=64, max_length=config.max_length,
-                    separator=config.separator)[task.metrics[0]]
-
-
-def table(runs: list[dict], zero: dict[str, float], tasks: list[str]) -> str:
-    most = max(Counter((r["method"], r["task"]) for r in runs).values(), default=0)  # seeds of the fullest cell
-
-    def cell(rows):
-        values = [100 * r["test"] for r in rows]
-        if not values:
-            return "-"
-        if len(values) == 1:
-            return f"{values[0]:.1f} (n=1)"
-        return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" + (f" (n={len(values)})" if len(values) < most else "")
-
-    names = list(dict.fromkeys(r["method"] for r in runs))
-    lines = ["| method | params | " + " | ".join(tasks) + " |", "|---|---|" + "---|" * len(tasks)]
-    lines.append("| zero-shot (template only) | 0 | " + " | ".join(f"{100 * zero[t]:.1f}" if t in zero else "-" for t in tasks) + " |")
-    for name in names:
-        rows = [r for r in runs if r["method"] == name]
-        params = f"{rows[0]['trainable_parameters']:,}"
-        lines.append(f"| {name} | {params} | " + " | ".join(cell([r for r in rows if r["task"] == t]) for t in tasks) + " |")
-    return "\n".join(lines)
-
-
-def against(runs: list[dict], tasks: list[str], reference: str) -> str:
-    """Each method minus ``reference`` (PEFT at its chosen lr), paired by seed: the mean
-    difference ± its standard error over the seeds both have, in points. Pairing removes what
-    the seed does to both (the batch order, the held-out rows); the standard error says which
-    differences the seeds resolve: a target of "within 2 points" is decided only where the
-    interval's side is clear of it."""
-    ref = {(r["task"], r["seed"]): 100 * r["test"] for r in runs if r["method"] == reference}
-
-    def cell(name, task):
-        diffs = [100 * r["test"] - ref[task, r["seed"]] for r in runs
-                 if r["method"] == name and r["task"] == task and (task, r["seed"]) in ref]
-        if not diffs:
-            return "-"
-        if len(diffs) == 1:
-            return f"{diffs[0]:+.1f} (n=1)"
-        se = statistics.stdev(diffs) / len(diffs) ** 0.5
-        return f"{statistics.fmean(diffs):+.1f} ± {se:.1f} (n={len(diffs)})"
-
-    names = [n for n in dict.fromkeys(r["method"] for r in runs) if n != reference]
-    lines = [f"| minus {reference}, paired by seed | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
-    lines += [f"| {name} | " + " | ".join(cell(name, t) for t in tasks) + " |" for name in names]
-    sizes = {t: next((r["test_n"] for r in runs if r["task"] == t and r.get("test_n")), None) for t in tasks}
-    known = [f"{t} {n} rows (one row = {100 / n:.1f} points)" for t, n in sizes.items() if n]
-    if known:
-        lines.append("\nReported split: " + ", ".join(known) + ".")
-    return "\n".join(lines)
-
-
-def parse_variant(spec: str) -> tuple[str, dict]:
-    """``ulpt`` or ``ulpt@objective=lm;lr=0.05``: a method and config overrides (YAML values)."""
-    from softprompt.config import load_yaml
-
-    method, _, rest = spec.partition("@")
-    overrides = {}
-    for pair in filter(None, rest.split(";")):
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--methods: {spec!r}: expected method@key=value;key=value")
-        overrides[key.strip()] = load_yaml(value)
-    return method.strip(), overrides
-
-
-def jobs_for(args, tasks, seeds, methods, lrs) -> list[tuple]:
-    """Every run of the benchmark as ``(kind, task, seed, method-or-lr)``: zero-shot first, then
-    seed by seed, so a benchmark stopped early has whole seeds of every task."""
-    jobs = [("zero", t, None, None) for t in tasks]
+def jobs_for(model: str, tasks, seeds, methods, lrs) -> list[tuple]:
+    """Every run of the benchmark as ``(model, kind, task, seed, method-or-lr)``: zero-shot
+    first, then seed by seed, so a benchmark stopped early has whole seeds of every task.
+    ``methods`` holds softprompt variants; PEFT runs once per lr of ``lrs`` (none: no PEFT)."""
+    jobs = [(model, "zero", t, None, None) for t in tasks]
     for seed in seeds:
         for task_name in tasks:
-            jobs += [("softprompt", task_name, seed, m) for m in methods]
-            jobs += [("peft", task_name, seed, lr) for lr in lrs]
+            jobs += [(model, "softprompt", task_name, seed, m) for m in methods]
+            jobs += [(model, "peft", task_name, seed, lr) for lr in lrs]
     return jobs
 
 
-def job_key(job) -> str:
-    return json.dumps(job)
+def finished(done: dict) -> set[tuple]:
+    """The jobs a results file holds a row for (rows written before jobs named the model, and
+    a legacy ``zero_shot`` mapping, count as SmolLM2's)."""
+    return {row_key(r) for r in done.get("runs", [])} | {row_key(r) for r in zero_shot_rows(done)}
 
 
-def run_job(args, job, backbone, tokenizer, n_train: dict) -> dict:
-    kind, task_name, seed, what = job
-    if kind == "zero":
-        return {"job": job_key(job), "zero_shot": zero_shot(args, task_name, backbone, tokenizer, n_train[task_name])}
-    if kind == "peft":
-        return {"job": job_key(job), **run_peft(args, task_name, seed, what, tokenizer, n_train[task_name])}
-    method, overrides = parse_variant(what)
-    result = run_softprompt(args, method, task_name, seed, backbone, tokenizer, n_train[task_name], **overrides)
-    return {"job": job_key(job), **result, "method": what}
+def check_budget(output: Path, done: dict, budget: dict) -> None:
+    """Stop where the file's runs had another budget: a table mixing them would compare unlike runs."""
+    held = done.get("budget")
+    if held is not None and held != budget:
+        diff = ", ".join(f"{k} {held.get(k)} there, {budget.get(k)} here" for k in BUDGET if held.get(k) != budget.get(k))
+        raise SystemExit(f"{output}: its runs had another budget ({diff}); give another --output")
+    done["budget"] = budget
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", default="sst2,rte,cb")
-    parser.add_argument("--methods", default="prompt,residual,dpt,ulpt,dept,rank_probe",
-                        help="comma-separated methods, each optionally with config overrides: "
-                             "prompt,ulpt@objective=lm;lr=0.05")
-    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--tasks", default=None, help=f"comma-separated (default: {TASKS}; with --report: every task in the files)")
+    parser.add_argument("--methods", default=None,
+                        help=f"comma-separated softprompt methods, each optionally with config overrides "
+                             f"(prompt,ulpt@objective=lm;lr=0.05), and peft for PEFT over --peft-lrs (default: {METHODS}; "
+                             "with --report: every method in the files)")
+    parser.add_argument("--seeds", default=None, help="default 0,1,2 (with --report: every seed in the files)")
     parser.add_argument("--peft-lrs", default="3e-3,1e-2,3e-2",
                         help="PEFT's learning-rate grid (with --report: the lrs its choice is made among)")
-    parser.add_argument("--model", default=None, help="backbone (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--model", default=None,
+                        help="backbone: smollm2 (SmolLM2-135M-Instruct, the default), gemma-3-270m, or what load_backbone "
+                             "takes; recorded in every row; another model's default --output is accuracy_<model>.json")
     parser.add_argument("--data-dir", default="../shared/data", help="folder holding glue/ and superglue/")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -287,11 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--holdout", type=int, default=200)
+    parser.add_argument("--limit-eval", type=int, default=None, metavar="N",
+                        help="score only the first N held-out and N reported rows (smoke runs; recorded in the budget)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--jobs", type=int, default=1,
                         help="worker processes sharing the runs (one device; useful on a GPU, where one "
                              "small model leaves most of it idle)")
-    parser.add_argument("--report", action="store_true", help="only print the table of the runs in --output")
+    parser.add_argument("--report", action="store_true", help="only print the tables of the runs in --output (and --include)")
     parser.add_argument("--include", action="append", default=[], metavar="FILE",
                         help="with --report: another results file whose runs join --output's in the table "
                              "(read only; repeat for more)")
@@ -300,94 +106,66 @@ def main(argv: list[str] | None = None) -> int:
                              "variant whose overrides the recipe has since adopted")
     parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/N: a worker's share
     parser.add_argument("--work", default="/tmp/softprompt-accuracy", help="where the runs go")
-    parser.add_argument("--output", default=str(RESULTS / "accuracy.json"))
+    parser.add_argument("--output", default=None, help="results file (default: results/accuracy.json for SmolLM2, "
+                                                       "results/accuracy_<model>.json for another --model)")
     args = parser.parse_args(argv)
     if (args.include or args.rename) and not args.report:
         parser.error("--include and --rename only shape a --report")
-    set_threads(args.threads)
+    args.output = args.output or str(RESULTS / f"accuracy{model_tag(args.model)}.json")
+    return args
 
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    seeds = [int(s) for s in args.seeds.split(",")]
-    lrs = [float(x) for x in args.peft_lrs.split(",") if x.strip()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+
+def split(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    import softprompt
+
+    args = parse_args(argv)
+    set_threads(args.threads)
+    tasks, methods = split(args.tasks), split(args.methods)
+    seeds = None if args.seeds is None else [int(s) for s in split(args.seeds)]
+    lrs = [float(x) for x in split(args.peft_lrs)]
+    unknown = [m for m in methods or () if m != "peft" and parse_variant(m)[0] not in softprompt.METHODS]
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(softprompt.METHODS)} and peft")
     output = Path(args.output)
     lock = None if args.shard is not None else hold(output)  # noqa: F841 (held until the process ends)
-    done = json.loads(output.read_text()) if output.is_file() else {"runs": [], "zero_shot": {}}
-    finished = {r["job"] for r in done["runs"] if "job" in r} | {json.dumps(["zero", t, None, None]) for t in done["zero_shot"]}
-    todo = [j for j in jobs_for(args, tasks, seeds, methods, lrs) if job_key(j) not in finished]
+    done = json.loads(output.read_text()) if output.is_file() else {"runs": []}
+    done.setdefault("runs", [])
 
-    if args.shard is not None:  # a worker: run its share, one JSON line per result
-        k, n = (int(x) for x in args.shard.split("/"))
-        return run_jobs(args, todo[k::n], record=lambda r: print("RESULT " + json.dumps(r), flush=True))
+    if not args.report:
+        tasks, seeds, methods = tasks or split(TASKS), seeds if seeds is not None else [0, 1, 2], methods or split(METHODS)
+        if args.shard is None:
+            check_budget(output, done, {k: getattr(args, k) for k in BUDGET})
+        variants = [m for m in methods if m != "peft"]
+        jobs = jobs_for(model_name(args.model), tasks, seeds, variants, lrs if "peft" in methods else [])
+        held = finished(done)
+        todo = [j for j in jobs if j not in held]
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {output}; {len(todo)} to run", file=sys.stderr)
+        if args.shard is not None:  # a worker: run its share, one JSON line per result
+            k, n = (int(x) for x in args.shard.split("/"))
+            return run_jobs(args, todo[k::n], record=lambda r: print("RESULT " + json.dumps(r), flush=True))
 
-    def record(result: dict) -> None:
-        if "zero_shot" in result:
-            done["zero_shot"][json.loads(result["job"])[1]] = result["zero_shot"]
-        else:
+        def record(result: dict) -> None:
             done["runs"].append(result)
-        write_json(output, done)  # after every run: an interrupted benchmark loses one run at most
-        print(json.dumps(result), flush=True)
+            write_json(output, done)  # after every run: an interrupted benchmark loses one run at most
+            print(json.dumps(result), flush=True)
 
-    if args.report:
-        pass
-    elif args.jobs > 1 and todo:
-        run_workers(argv if argv is not None else sys.argv[1:], args.jobs, record)
-    else:
-        run_jobs(args, todo, record)
+        if args.jobs > 1 and todo:
+            run_workers(argv if argv is not None else sys.argv[1:], args.jobs, record)
+        else:
+            run_jobs(args, todo, record)
 
     merged = merge_results([(output, done), *((Path(f), json.loads(Path(f).read_text())) for f in args.include)],
                            dict(parse_rename(r) for r in args.rename))
-    # PEFT: the learning rate with the best mean validation score, per task
-    runs = [r for r in merged["runs"] if r["library"] == "softprompt" and r["task"] in tasks and r["seed"] in seeds]
-    peft_name = "PEFT prompt tuning (lr: best on validation)"
-    chosen = {}
-    for task_name in tasks:
-        peft = [r for r in merged["runs"]
-                if r["library"] == "peft" and r["task"] == task_name and r["seed"] in seeds and r["lr"] in lrs]
-        if peft:
-            by_lr = {lr: [r for r in peft if r["lr"] == lr] for lr in {r["lr"] for r in peft}}
-            best_lr = max(by_lr, key=lambda lr: statistics.fmean(r["validation"] for r in by_lr[lr]))
-            runs += [{**r, "method": peft_name} for r in by_lr[best_lr]]
-            chosen[task_name] = best_lr
-            print(f"PEFT on {task_name}: lr {best_lr:g} (mean validation by lr: "
-                  + ", ".join(f"{lr:g} {100 * statistics.fmean(r['validation'] for r in rows):.1f} (n={len(rows)})"
-                              for lr, rows in sorted(by_lr.items())) + ")", file=sys.stderr)
+    text, chosen = report(merged, tasks, seeds, lrs, methods)
     if not args.include and not args.rename:  # the choice belongs to --output's own runs only
-        if chosen:
-            done.setdefault("peft_best_lr", {}).update(chosen)
+        done["peft_best_lr"] = chosen_lrs(done.get("peft_best_lr", {}), chosen)
         write_json(output, done)
-    print(table(runs, merged["zero_shot"], tasks))
-    if any(r["method"] == peft_name for r in runs):
-        print("\n" + against(runs, tasks, peft_name))
+    print(text)
     return 0
-
-
-def parse_rename(spec: str) -> tuple[str, str]:
-    """``ulpt@sink=bos:ulpt`` → ``("ulpt@sink=bos", "ulpt")``: the last colon splits."""
-    variant, sep, name = spec.rpartition(":")
-    if not sep or not variant.strip() or not name.strip():
-        raise SystemExit(f"--rename: {spec!r}: expected VARIANT:NAME, e.g. 'ulpt@sink=bos:ulpt'")
-    return variant.strip(), name.strip()
-
-
-def merge_results(files: list[tuple[Path, dict]], rename: dict[str, str]) -> dict:
-    """The runs and zero-shot figures of several results files as one, for a table that pairs
-    records measured in separate launches. ``rename`` maps a softprompt variant's name to the one
-    its runs count as. Two records of one (library, method, task, seed, lr) are an error that names
-    both files: silently keeping either would choose a figure."""
-    runs, zero, seen = [], {}, {}
-    for path, data in files:
-        for task_name, value in data.get("zero_shot", {}).items():
-            zero.setdefault(task_name, value)
-        for r in data.get("runs", []):
-            r = {**r, "method": rename.get(r["method"], r["method"])} if r["library"] == "softprompt" else r
-            key = (r["library"], r["method"], r["task"], r["seed"], r["lr"] if r["library"] == "peft" else None)
-            if key in seen:
-                what = f"{r['method']} on {r['task']}, seed {r['seed']}" + (f", lr {r['lr']:g}" if key[4] is not None else "")
-                raise SystemExit(f"{path}: {what} is also in {seen[key]}; give each run to the report once")
-            seen[key] = path
-            runs.append(r)
-    return {"runs": runs, "zero_shot": zero}
 
 
 def hold(output: Path):
@@ -400,24 +178,6 @@ def hold(output: Path):
     except LockHeld as held:
         raise SystemExit(f"{output}: another benchmark is writing this file (pid {held.holder}); "
                          "wait for it to finish or give another --output") from None
-
-
-def run_jobs(args, jobs, record) -> int:
-    from softprompt.backbones import load_backbone
-    from softprompt.tasks import get_task
-
-    if not jobs:
-        return 0
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    backbone, tokenizer = load_backbone(args.model)
-    backbone.to(device)
-    n_train = {}
-    for task_name in {j[1] for j in jobs}:
-        task = get_task(task_name)
-        n_train[task_name] = len(task.load("train", data_dir=data_dir_for(task, args.data_dir)))
-    for job in jobs:
-        record(run_job(args, job, backbone, tokenizer, n_train))
-    return 0
 
 
 def run_workers(argv: list[str], n: int, record) -> None:

@@ -27,7 +27,7 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def measure(spec: str, args, backbone, tokenizer) -> list[dict]:
-    from benchmarks.accuracy import parse_variant
+    from benchmarks.accuracy_runs import parse_variant
     from softprompt import attach
     from softprompt.backbones import join_for
     from softprompt.config import TrainConfig

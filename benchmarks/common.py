@@ -1,4 +1,4 @@
-"""Shared helpers for the benchmarks: model loading, batches, timing, peak memory.
+"""Shared helpers for the benchmarks: model loading (``--model``), batches, timing, peak memory.
 
 Nothing here is imported by the test suite; the benchmarks are too slow for it.
 
@@ -31,19 +31,66 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+# $SOFTPROMPT_BENCH_RESULTS sends a smoke run's files elsewhere, leaving the committed figures alone
+RESULTS = Path(os.environ.get("SOFTPROMPT_BENCH_RESULTS") or REPO / "benchmarks" / "results")
+DATA = REPO.parent / "shared" / "data"  # ../shared/data beside the checkout
 
 
 # -- models ------------------------------------------------------------------------------
 
 
-def load_smollm2():
-    """SmolLM2-135M-Instruct in float32, eval mode (no dropout), and its tokenizer, through
-    softprompt's own loader (the embedded GGUF, cached as safetensors after the first load)."""
+DEFAULT_MODEL = "smollm2"
+
+
+def load_model(name: str | None = DEFAULT_MODEL):
+    """A decoder-only backbone in float32, eval mode (no dropout), and its tokenizer, through
+    softprompt's own loader: ``smollm2`` (or None: SmolLM2-135M-Instruct, the embedded GGUF),
+    ``gemma-3-270m``, or anything ``load_backbone`` takes (cached as safetensors after the
+    first load)."""
     from softprompt.backbones import load_backbone
 
-    model, tokenizer = load_backbone(None)
+    model, tokenizer = load_backbone(name)
     return model.float().eval(), tokenizer
+
+
+def model_name(spec: str | None) -> str:
+    """The name a model is recorded under: a packaged model's own (``SmolLM2-135M-Instruct``,
+    ``gemma-3-270m``) whatever alias named it, else the spec as given."""
+    from softprompt.backbones.packaged import packaged
+
+    entry = packaged(spec)
+    return entry.name if entry is not None else str(spec)
+
+
+def model_tag(spec: str | None) -> str:
+    """What a results file's name carries for the model: nothing for SmolLM2 (the names the
+    benchmarks always wrote), else ``_<model name>`` (``step_floor_gemma-3-270m_threads1.json``)."""
+    from softprompt.backbones.packaged import DEFAULT
+    from softprompt.filenames import safe_filename
+
+    name = model_name(spec)
+    return "" if name == DEFAULT.name else "_" + safe_filename(name)
+
+
+def add_model_option(parser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="decoder-only backbone: smollm2 (SmolLM2-135M-Instruct, the default), gemma-3-270m, "
+                             "or a directory / hub name load_backbone takes; a model other than SmolLM2 names "
+                             "the results file")
+
+
+def resolve_for(config, backbone):
+    """``(config, task)`` as ``softprompt.train`` resolves them for ``backbone``: the recipe and
+    every layer of defaults for its kind (template style, label words, separator, max length),
+    the task built from them. What PEFT and the zero-shot baseline are given, so that they see
+    the rows softprompt's own run sees."""
+    from softprompt import settings
+    from softprompt.backbones import bos_token_id, join_for
+
+    config = settings.from_python(config)
+    kind = join_for(backbone).kind
+    task = config.build_task(settings.style_for(config, kind))
+    return settings.for_backbone(config, kind, bos=bos_token_id(backbone) is not None, task=task), task
 
 
 def t5_base_random(seed: int = 0):

@@ -1,12 +1,16 @@
-"""SST-2 dev rank-mode evaluation speed on SmolLM2: softprompt ``score`` vs PEFT with full logits.
+"""SST-2 dev rank-mode evaluation speed: softprompt ``score`` vs PEFT with full logits.
 
-    python -m benchmarks.eval_speed                      # all 872 dev sentences
+    python -m benchmarks.eval_speed                      # all 872 dev sentences, SmolLM2-135M
     python -m benchmarks.eval_speed --every 4            # every 4th batch (quicker; same length mix)
+    python -m benchmarks.eval_speed --model gemma-3-270m # Gemma 3 270M (base)
 
 Rank mode: each sentence is scored once per label word; the prediction is the label word
-with the higher log-probability. Both libraries see the same rows, in the same batches:
-``"Review: <sentence>\\nSentiment:" + " negative" | " positive"``, sorted by length and
-padded (right) to the longest row of the batch, 16 sentences = 32 rows per batch.
+with the higher log-probability. Both libraries see the same rows, in the same batches: the
+rows softprompt's own evaluation builds for this backbone (``common.resolve_for``: the task's
+template and label words for the backbone's kind, its separator, the tokenizer's special
+tokens, e.g. Gemma's BOS; ``batching.encode_choices``), on SmolLM2 and Gemma
+``"Review: <sentence>\nSentiment:" + " negative" | " positive"``, sorted by length and padded
+(right) to the longest row of the batch, 16 sentences = 32 rows per batch.
 
 * softprompt: ``model.score(ids, mask, labels)``, labels only on the label word: the
   prompt runs once per batch and the head only at the scored position.
@@ -16,6 +20,9 @@ padded (right) to the longest row of the batch, 16 sentences = 32 rows per batch
 PEFT is given softprompt's prompt (the same ``[n, d]`` tensor), so both must produce the
 same scores and predictions; the script checks that. Batches are alternated (one batch
 softprompt, the same batch PEFT, ...), after one warm-up batch each, under inference mode.
+Prints ``speed-up softprompt / peft`` (examples/s over examples/s) and issue 33's target
+(``TARGET``). Raw figures: ``results/eval_speed_sst2_threads{N}[_every{K}].json`` (SmolLM2),
+``results/eval_speed_<model>_sst2_threads{N}[_every{K}].json`` (another ``--model``).
 """
 
 from __future__ import annotations
@@ -27,45 +34,42 @@ import torch
 
 import softprompt
 
-from .common import RESULTS, add_thread_option, attach_peft, load_average, load_smollm2, set_threads, write_json
+from .common import (
+    DATA, RESULTS, add_model_option, add_thread_option, attach_peft, load_average, load_model, model_name, model_tag,
+    resolve_for, set_threads, write_json,
+)
 
-DEV = str(RESULTS.parents[2] / "shared" / "data" / "glue" / "SST-2" / "dev.tsv")  # ../shared/data beside the checkout
-TEMPLATE = "Review: {}\nSentiment:"
-LABEL_WORDS = (" negative", " positive")
-
-
-def read_sst2(path: str = DEV) -> list[tuple[str, int]]:
-    lines = open(path, encoding="utf-8").read().splitlines()
-    if lines[0].split("\t") != ["sentence", "label"]:
-        raise ValueError(f"{path}:1: expected the header 'sentence<TAB>label', got {lines[0]!r}")
-    return [(s.strip(), int(y)) for s, y in (line.rsplit("\t", 1) for line in lines[1:])]
+TARGET = 10.0  # issue 33: softprompt's examples/s at least this many times PEFT's (Gemma 3 270M, one thread, idle)
 
 
-def make_batches(examples, tokenizer, per_batch: int):
-    """Rows (example, choice) grouped by length. Returns a list of
-    ``(input_ids [R, T], attention_mask [R, T], labels [R, T], gold [R/2])``; rows 2i and
-    2i+1 are the two choices of example i; labels are -100 except on the label word."""
-    choices = [tokenizer(w, add_special_tokens=False)["input_ids"] for w in LABEL_WORDS]
-    encoded = [(tokenizer(TEMPLATE.format(s), add_special_tokens=False)["input_ids"], y) for s, y in examples]
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-    pad = tokenizer.pad_token_id
+def sst2_rows(backbone, model: str | None, data_dir: str, method: str = "prompt"):
+    """``(examples, task, config)``: SST-2's dev split as softprompt's run on ``backbone``
+    reads it (the resolved task: template, label words, separator, max length)."""
+    from softprompt.config import TrainConfig
+
+    config, task = resolve_for(TrainConfig(task="sst2", model=model, method=method, data_dir=data_dir), backbone)
+    return task.load("validation", data_dir=config.data_dir), task, config
+
+
+def make_batches(examples, tokenizer, task, config, per_batch: int):
+    """One row per (example, choice), built by softprompt's own encoder, grouped by length.
+    Returns a list of ``(input_ids [R, T], attention_mask [R, T], labels [R, T], gold [R/C])``;
+    rows ``C*i ... C*i + C-1`` are the C choices of example i; labels are -100 except on the
+    label word."""
+    from softprompt.batching import collate, encode_choices, pad_id
+
+    encoded = encode_choices(examples, tokenizer, "decoder-only", config.max_length, config.separator,
+                             default_choices=task.label_words, truncation_side=config.truncation_side)
+    groups = [[] for _ in examples]
+    for row, owner in enumerate(encoded.example.tolist()):
+        groups[owner].append(row)
+    order = sorted(range(len(examples)), key=lambda i: len(encoded.rows[groups[i][0]]))
     batches = []
     for start in range(0, len(order), per_batch):
-        rows, gold = [], []
-        for i in order[start:start + per_batch]:
-            text, y = encoded[i]
-            gold.append(y)
-            rows += [(text, c) for c in choices]
-        T = max(len(t) + len(c) for t, c in rows)
-        ids = torch.full((len(rows), T), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        labels = torch.full_like(ids, -100)
-        for r, (t, c) in enumerate(rows):
-            k = len(t) + len(c)
-            ids[r, :k] = torch.tensor(t + c)
-            mask[r, :k] = 1
-            labels[r, len(t):k] = torch.tensor(c)
-        batches.append((ids, mask, labels, torch.tensor(gold)))
+        chunk = order[start:start + per_batch]
+        batch = collate([encoded.rows[r] for i in chunk for r in groups[i]], pad_id(tokenizer))  # right padding
+        batches.append((batch["input_ids"], batch["attention_mask"], batch["labels"],
+                        torch.tensor([examples[i].label for i in chunk])))
     return batches
 
 
@@ -86,14 +90,19 @@ def main(argv=None) -> int:
     parser.add_argument("--per-batch", type=int, default=16, help="sentences per batch (2 rows each)")
     parser.add_argument("--every", type=int, default=1, help="time every k-th batch of the length-sorted list")
     parser.add_argument("--method", default="prompt")
+    parser.add_argument("--data-dir", default=str(DATA), help="folder holding glue/SST-2 (default: ../shared/data)")
+    add_model_option(parser)
     add_thread_option(parser)
     args = parser.parse_args(argv)
     set_threads(args.threads)
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32")
-    backbone, tokenizer = load_smollm2()
-    examples = read_sst2()
-    batches = make_batches(examples, tokenizer, args.per_batch)[:: args.every]
+    backbone, tokenizer = load_model(args.model)
+    examples, task, config = sst2_rows(backbone, args.model, args.data_dir, args.method)
+    print(f"model {model_name(args.model)}; template {task.template!r}, label words {task.label_words}, "
+          f"separator {config.separator!r} (softprompt's resolution for this backbone)")
+    choices = len(task.label_words)
+    batches = make_batches(examples, tokenizer, task, config, args.per_batch)[:: args.every]
     n_examples = sum(len(b[3]) for b in batches)
     sp = softprompt.attach(backbone, method=args.method, length=args.length, seed=0).eval()
     peft = attach_peft(backbone, args.length, "CAUSAL_LM").eval()
@@ -113,21 +122,25 @@ def main(argv=None) -> int:
                 scores[which] = sp.score(ids, mask, labels) if which == "softprompt" else peft_score(peft, ids, mask, labels)
                 times[which] += time.perf_counter() - start
             for which, s in scores.items():
-                correct[which] += int((s.view(-1, 2).argmax(-1) == gold).sum())
+                correct[which] += int((s.view(-1, choices).argmax(-1) == gold).sum())
             max_diff = max(max_diff, float((scores["softprompt"] - scores["peft"]).abs().max()))
     rate = {k: n_examples / v for k, v in times.items()}
-    print(f"SST-2 dev rank mode, {n_examples} sentences ({2 * n_examples} rows) in {len(batches)} batches, "
+    print(f"SST-2 dev rank mode, {n_examples} sentences ({choices * n_examples} rows) in {len(batches)} batches, "
           f"prompt {args.length}, {args.per_batch} sentences per batch")
     for which in times:
         print(f"  {which:10s} {times[which]:8.2f} s  {rate[which]:7.2f} examples/s  "
               f"accuracy {correct[which] / n_examples:.4f} (untrained prompt)")
-    print(f"  speed-up softprompt / peft = {rate['softprompt'] / rate['peft']:.2f}x")
+    speedup = rate["softprompt"] / rate["peft"]
+    print(f"  speed-up softprompt / peft = {speedup:.2f}x")
+    print(f"  target (issue 33, set for Gemma 3 270M): softprompt / peft examples/s = {speedup:.2f} >= {TARGET:.0f}: "
+          + ("met" if speedup >= TARGET else "MISSED"))
     print(f"  max |score difference| = {max_diff:.2e} (same prompt in both)")
     print(f"  load average during the run: {load_average()}")
     every = f"_every{args.every}" if args.every > 1 else ""
-    write_json(RESULTS / f"eval_speed_sst2_threads{torch.get_num_threads()}{every}.json", {
+    write_json(RESULTS / f"eval_speed{model_tag(args.model)}_sst2_threads{torch.get_num_threads()}{every}.json", {
+        "model": model_name(args.model), "template": task.template, "label_words": list(task.label_words),
         "examples": n_examples, "batches": len(batches), "every": args.every, "length": args.length,
-        "seconds": times, "examples_per_s": rate, "speedup": rate["softprompt"] / rate["peft"],
+        "seconds": times, "examples_per_s": rate, "speedup": speedup,
         "accuracy": {k: v / n_examples for k, v in correct.items()}, "max_score_diff": max_diff,
         "load_average": load_average(),
     })

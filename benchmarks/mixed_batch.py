@@ -17,7 +17,7 @@ same code (``evaluate.rank_choices``: rows sorted by length, ``--batch-size`` ro
 * PEFT, one adapter at a time: one ``PeftModel`` holding the four prompt-tuning adapters;
   ``set_adapter(task)``, then that task's rows in batches (PEFT cannot mix prompt adapters in
   a batch: its mixed-adapter batches are LoRA-only). Full logits ``[B, n+T, V]``, the label
-  words read at the answer position (``benchmarks.accuracy.PeftScorer``).
+  words read at the answer position (``benchmarks.accuracy_peft.PeftScorer``).
 
 PEFT's adapters hold softprompt's materialized prompts, so all three must pick the same label
 words; the script counts disagreements (float rounding can flip a near-tie).
@@ -43,14 +43,14 @@ import argparse
 import dataclasses
 import random
 import time
-from pathlib import Path
 
 import torch
 
 import softprompt
 
-from .accuracy import PeftScorer, data_dir_for
-from .common import RESULTS, add_thread_option, load_average, load_smollm2, median, set_threads, write_json
+from .accuracy_peft import PeftScorer
+from .accuracy_runs import data_dir_for
+from .common import RESULTS, add_thread_option, load_average, load_model, median, set_threads, write_json
 
 TASKS = ("sst2", "rte", "cb", "boolq")
 METHODS = {"sst2": ("prompt", {}), "rte": ("ulpt", {"rank": 2}), "cb": ("dpt", {"bottleneck": 10}), "boolq": ("residual", {})}
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         parser.error(f"--tasks: unknown {', '.join(unknown)}; choose from {', '.join(TASKS)}")
     lengths = [int(x) for x in args.lengths.split(",")][: len(names_of_tasks)]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32; load average {load_average()}")
-    backbone, tokenizer = load_smollm2()
+    backbone, tokenizer = load_model()
     tasks, examples, names = task_rows(names_of_tasks, args.rows, args.data_dir, args.max_length, tokenizer)
     models = build(backbone, names_of_tasks, lengths)
     bank = softprompt.PromptBank(backbone, models).eval()
@@ -193,10 +193,10 @@ def main(argv=None) -> int:
         model = models["sst2"]
         peft.set_adapter("sst2")
         scorer = PeftScorer(peft, model.config.length)
-        from .eval_speed import make_batches, peft_score, read_sst2
+        from .eval_speed import make_batches, peft_score, sst2_rows
 
-        pairs = read_sst2(str(Path(args.data_dir) / "glue" / "SST-2" / "dev.tsv"))[: args.eval_rows]  # the same sentences
-        per_choice = make_batches(pairs, tokenizer, 16)
+        rows, task, config = sst2_rows(backbone, None, args.data_dir)  # the same sentences, as eval_speed builds them
+        per_choice = make_batches(rows[: args.eval_rows], tokenizer, task, config, 16)
 
         def peft_per_choice():
             return [int(i) for ids, mask, labels, _ in per_choice

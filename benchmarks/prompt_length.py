@@ -16,7 +16,7 @@ import argparse
 
 import torch
 
-from .common import RESULTS, add_thread_option, alternate, load_average, load_smollm2, median, set_threads, write_json
+from .common import RESULTS, add_thread_option, alternate, load_average, load_model, median, set_threads, write_json
 from .step_time import build
 
 
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
     set_threads(args.threads)
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32")
-    backbone = load_smollm2()[0]
+    backbone = load_model()[0]
     rows = []
     for n in args.lengths:
         sp_step, _ = build("smollm2", "softprompt", n, args.batch, args.text_len, backbone=backbone)

@@ -6,6 +6,11 @@ alternated after warm-up and the medians are compared. Work items 1, 2 and 5 of 
     python -m benchmarks.step_time smollm2            # batch 8, 48 text tokens, prompt 100
     python -m benchmarks.step_time t5                 # t5-base sizes (random), batch 8, 128 tokens
     python -m benchmarks.step_time smollm2 --no-memory --rounds 5
+    python -m benchmarks.step_time --model gemma-3-270m     # another decoder-only backbone, same settings
+
+``smollm2`` (the default) is the decoder-only benchmark, on ``--model`` (default SmolLM2-135M);
+results: ``results/step_time_smollm2_threads{N}.json``, ``results/step_time_<model>_threads{N}.json``
+for another model.
 
 Labels: decoder-only: every text token is labeled (labels = input_ids) for both libraries;
 PEFT prepends -100 for its virtual tokens and computes the full logits [B, n+T, V];
@@ -23,18 +28,20 @@ import torch
 import softprompt
 
 from .common import (
-    RESULTS, add_thread_option, alternate, attach_peft, fmt_times, load_average, load_smollm2, median, mib,
-    peak_rss, random_batch, reset_peak_rss, run_memory_child, set_threads, t5_base_random, timed, write_json,
+    RESULTS, add_model_option, add_thread_option, alternate, attach_peft, fmt_times, load_average, load_model, median, mib,
+    model_name, model_tag, peak_rss, random_batch, reset_peak_rss, run_memory_child, set_threads, t5_base_random, timed, write_json,
 )
 
 T5_TARGET_LEN = 16
 REPARAM_METHODS = {"dpt": {"bottleneck": 10}, "ulpt": {"rank": 2}, "residual": {"bottleneck": 400}}
 
 
-def build(kind: str, which: str, length: int, batch: int, text_len: int, method: str = "prompt", backbone=None):
-    """Return ``(step, trainable_module)`` where ``step()`` runs one full training step."""
+def build(kind: str, which: str, length: int, batch: int, text_len: int, method: str = "prompt", backbone=None,
+          model: str | None = None):
+    """Return ``(step, trainable_module)`` where ``step()`` runs one full training step;
+    ``kind`` ``smollm2`` (decoder-only: ``model``, default SmolLM2) or ``t5``."""
     if backbone is None:
-        backbone = load_smollm2()[0] if kind == "smollm2" else t5_base_random()
+        backbone = load_model(model)[0] if kind == "smollm2" else t5_base_random()
     vocab = backbone.config.vocab_size
     ids, mask = random_batch(batch, text_len, vocab)
     if kind == "smollm2":
@@ -67,8 +74,8 @@ def build(kind: str, which: str, length: int, batch: int, text_len: int, method:
     return step, model
 
 
-def memory_child(kind, which, length, batch, text_len, steps=3):
-    step, model = build(kind, which, length, batch, text_len)
+def memory_child(kind, which, length, batch, text_len, steps=3, model_spec=None):
+    step, model = build(kind, which, length, batch, text_len, model=model_spec)
     with torch.no_grad():  # page in memory-mapped weights, so the baseline holds the whole model
         for p in model.parameters():
             p.sum()
@@ -101,36 +108,41 @@ def reparam_cost(backbone, length: int, step_median: float, rounds: int = 50) ->
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("kind", choices=["smollm2", "t5"])
+    parser.add_argument("kind", nargs="?", default="smollm2", choices=["smollm2", "t5"],
+                        help="smollm2: the decoder-only step on --model (default); t5: t5-base's sizes, random weights")
     parser.add_argument("--length", type=int, default=100, help="prompt length n")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--text-len", type=int, default=None, help="text tokens per row (48 smollm2, 128 t5)")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--no-memory", action="store_true")
     parser.add_argument("--memory-child", choices=["softprompt", "peft"], help=argparse.SUPPRESS)
+    add_model_option(parser)
     add_thread_option(parser)
     args = parser.parse_args(argv)
+    if args.kind == "t5" and model_tag(args.model):
+        parser.error("--model names the decoder-only backbone; t5 builds its own")
     set_threads(args.threads)
     text_len = args.text_len or (48 if args.kind == "smollm2" else 128)
     if args.memory_child:
-        print(json.dumps(memory_child(args.kind, args.memory_child, args.length, args.batch, text_len)))
+        print(json.dumps(memory_child(args.kind, args.memory_child, args.length, args.batch, text_len, model_spec=args.model)))
         return 0
 
     torch.manual_seed(0)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32")
-    backbone = load_smollm2()[0] if args.kind == "smollm2" else t5_base_random()
+    backbone = load_model(args.model)[0] if args.kind == "smollm2" else t5_base_random()
+    name = model_name(args.model) if args.kind == "smollm2" else "t5-base sizes, random weights"
     # Build softprompt first: get_peft_model wraps (but does not change) the same backbone.
     sp_step, sp_model = build(args.kind, "softprompt", args.length, args.batch, text_len, backbone=backbone)
     peft_step, peft_model = build(args.kind, "peft", args.length, args.batch, text_len, backbone=backbone)
     times = alternate({"softprompt": sp_step, "peft": peft_step}, rounds=args.rounds, warmup=2)
     sp, pf = median(times["softprompt"]), median(times["peft"])
-    print(f"{args.kind}: batch {args.batch}, text {text_len}, prompt {args.length}, one step (fwd, bwd, AdamW)")
+    print(f"{name}: batch {args.batch}, text {text_len}, prompt {args.length}, one step (fwd, bwd, AdamW)")
     print(f"  softprompt  {fmt_times(times['softprompt'])}")
     print(f"  peft        {fmt_times(times['peft'])}")
     paired = median([a / b for a, b in zip(times["softprompt"], times["peft"])])
     print(f"  ratio softprompt / peft = {sp / pf:.3f} (of medians); {paired:.3f} (median of per-round ratios)")
     print(f"  load average during the run: {load_average()}")
-    result = {"kind": args.kind, "batch": args.batch, "text_len": text_len, "length": args.length,
+    result = {"kind": args.kind, "model": name, "batch": args.batch, "text_len": text_len, "length": args.length,
               "threads": torch.get_num_threads(), "softprompt_s": times["softprompt"], "peft_s": times["peft"],
               "softprompt_median": sp, "peft_median": pf, "ratio": sp / pf, "paired_ratio": paired,
               "load_average": load_average()}
@@ -143,15 +155,16 @@ def main(argv=None) -> int:
 
     if not args.no_memory:
         del sp_model, peft_model, backbone
-        child_args = [args.kind, "--threads", str(torch.get_num_threads()), "--length", str(args.length),
-                      "--batch", str(args.batch), "--text-len", str(text_len)]
+        child_args = [args.kind, "--model", args.model, "--threads", str(torch.get_num_threads()),
+                      "--length", str(args.length), "--batch", str(args.batch), "--text-len", str(text_len)]
         mem = {which: run_memory_child("benchmarks.step_time", [which, *child_args]) for which in ("softprompt", "peft")}
         for which, m in mem.items():
             print(f"  peak RSS {which:10s}: step needs {mib(m['extra'])} over the loaded model "
                   f"({mib(m['baseline'])}); process peak {mib(m['peak'])}")
         print(f"  memory ratio (extra) softprompt / peft = {mem['softprompt']['extra'] / mem['peft']['extra']:.3f}")
         result["memory"] = mem
-    write_json(RESULTS / f"step_time_{args.kind}_threads{torch.get_num_threads()}.json", result)
+    stem = (model_tag(args.model)[1:] or "smollm2") if args.kind == "smollm2" else "t5"
+    write_json(RESULTS / f"step_time_{stem}_threads{torch.get_num_threads()}.json", result)
     return 0
 
 

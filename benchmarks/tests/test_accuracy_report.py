@@ -35,7 +35,7 @@ def test_runs_of_several_files_pair_by_seed(tmp_path, capsys):
     assert accuracy.main(["--report", "--tasks", "sst2", "--seeds", "0,1", "--output", main,
                           "--include", other, "--rename", "ulpt@sink=bos:ulpt"]) == 0
     out = capsys.readouterr()
-    assert "| ulpt | 1,192 | 84.0 ± 1.4 |" in out.out  # (83 + 85) / 2, std of {83, 85}
+    assert "| ulpt | 1,192 | 84.0 ± 1.4 (n=2) |" in out.out  # (83 + 85) / 2, std of {83, 85}, two seeds
     assert "| ulpt | +2.0 ± 1.0 (n=2) |" in out.out  # diffs +3 and +1 against lr 0.01's 80 and 84
     assert "ulpt@sink=bos" not in out.out
     assert "PEFT on sst2: lr 0.01" in out.err
@@ -77,3 +77,45 @@ def test_a_rename_needs_a_colon():
     assert accuracy.parse_rename("ulpt@sink=bos:ulpt") == ("ulpt@sink=bos", "ulpt")
     with pytest.raises(SystemExit, match="expected VARIANT:NAME"):
         accuracy.parse_rename("ulpt@sink=bos")
+
+
+def test_the_report_groups_by_model(tmp_path, capsys):
+    # SmolLM2's rows from before rows named their model, Gemma's named; each model its own PEFT choice
+    gemma = {"model": "gemma-3-270m"}
+    runs = [softprompt_run("prompt", 0, 0.80), softprompt_run("prompt", 1, 0.82), softprompt_run("prompt", 2, 0.84),
+            peft_run(0, 0.01, 0.79, 0.9), peft_run(1, 0.01, 0.81, 0.9), peft_run(2, 0.01, 0.83, 0.9),
+            {**softprompt_run("prompt", 0, 0.70), **gemma, "wall_seconds": 100.0, "load_average": {"start": [1.0, 1, 1], "end": [1, 1, 1]}},
+            {**softprompt_run("prompt", 1, 0.74), **gemma, "wall_seconds": 300.0, "load_average": {"start": [2.0, 1, 1], "end": [1, 1, 1]}},
+            {**peft_run(0, 0.03, 0.75, 0.8), **gemma}, {**peft_run(1, 0.03, 0.77, 0.8), **gemma},
+            {**peft_run(0, 0.01, 0.99, 0.1), **gemma}, {**peft_run(1, 0.01, 0.99, 0.1), **gemma},
+            {"library": "zero-shot", "method": "zero-shot", "model": "gemma-3-270m", "task": "sst2", "seed": None,
+             "lr": None, "test": 0.6, "wall_seconds": 20.0}]
+    output = write(tmp_path / "both.json", runs, {"sst2": 0.787})
+    assert accuracy.main(["--report", "--output", output]) == 0  # every task, seed and method in the file
+    out = capsys.readouterr()
+    smollm2, gemma_part = out.out.split("### gemma-3-270m")
+    assert smollm2.startswith("### SmolLM2-135M-Instruct")
+    assert "| zero-shot (template only) | 0 | 78.7 |" in smollm2
+    assert "| prompt | 1,192 | 82.0 ± 2.0 (n=3) |" in smollm2
+    assert "| PEFT prompt tuning (lr: best on validation) | 11,520 | 81.0 ± 2.0 (n=3) |" in smollm2
+    assert "| prompt | +1.0 vs PEFT, +3.3 vs zero-shot: met |" in smollm2
+    assert "| zero-shot (template only) | 0 | 60.0 |" in gemma_part
+    assert "| prompt | 1,192 | 72.0 ± 2.8 (n=2) |" in gemma_part
+    assert "| PEFT prompt tuning (lr: best on validation) | 11,520 | 76.0 ± 1.4 (n=2) |" in gemma_part  # lr 0.03: its validation
+    assert "| prompt | -4.0 vs PEFT, +12.0 vs zero-shot: MISSED |" in gemma_part
+    assert "| prompt | 200 s (load 1.5) |" in gemma_part  # mean wall time per run, mean 1-minute load at the starts
+    assert "| zero-shot | 20 s |" in gemma_part
+    assert "PEFT on sst2: lr 0.01 (SmolLM2-135M-Instruct;" in out.err and "PEFT on sst2: lr 0.03 (gemma-3-270m;" in out.err
+    chosen = json.loads((tmp_path / "both.json").read_text())["peft_best_lr"]
+    assert chosen == {"SmolLM2-135M-Instruct": {"sst2": 0.01}, "gemma-3-270m": {"sst2": 0.03}}
+
+    accuracy.main(["--report", "--output", output, "--methods", "prompt"])  # no peft: no PEFT row, no comparison
+    out = capsys.readouterr().out
+    assert "PEFT" not in out and "| prompt | 1,192 | 82.0 ± 2.0 (n=3) |" in out
+
+
+def test_legacy_best_lrs_become_the_default_models():
+    from benchmarks.accuracy_report import chosen_lrs
+
+    assert chosen_lrs({"sst2": 0.01, "cb": 0.03}, {"gemma-3-270m": {"sst2": 0.003}}) == {
+        "SmolLM2-135M-Instruct": {"sst2": 0.01, "cb": 0.03}, "gemma-3-270m": {"sst2": 0.003}}
