@@ -89,7 +89,7 @@ def run_peft(config, lr: float) -> dict:
     backbone, tokenizer = load_backbone(config.model)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone.to(device)
-    config, task = resolve_for(config, backbone)
+    config, task = resolve_for(config, backbone, tokenizer)
     train_rows, validation, test, _ = load_data(config, task)
     encoded = encode_examples(train_rows, tokenizer, "decoder-only", config.max_length, config.separator,
                               truncation_side=config.truncation_side)

@@ -117,7 +117,7 @@ def zero_shot(args, task_name: str, backbone, tokenizer, data: TaskData) -> dict
     from softprompt.evaluate import NoPrompt, evaluate
     from softprompt.trainingdata import load_data
 
-    config, task = resolve_for(base_config(args, task_name, 0, data, method="prompt"), backbone)
+    config, task = resolve_for(base_config(args, task_name, 0, data, method="prompt"), backbone, tokenizer)
     _, _, test, _ = load_data(config, task)
     result = evaluate(NoPrompt(backbone), tokenizer, task, test, mode="rank", batch_size=64, max_length=config.max_length,
                       separator=config.separator, truncation_side=config.truncation_side)

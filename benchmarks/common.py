@@ -79,18 +79,18 @@ def add_model_option(parser) -> None:
                              "the results file")
 
 
-def resolve_for(config, backbone):
+def resolve_for(config, backbone, tokenizer):
     """``(config, task)`` as ``softprompt.train`` resolves them for ``backbone``: the recipe and
-    every layer of defaults for its kind (template style, label words, separator, max length),
-    the task built from them. What PEFT and the zero-shot baseline are given, so that they see
-    the rows softprompt's own run sees."""
+    every layer of defaults for its facts (kind, BOS, base model: template style, label words,
+    separator, max length), the task built from them. What PEFT and the zero-shot baseline are
+    given, so that they see the rows softprompt's own run sees."""
     from softprompt import settings
-    from softprompt.backbones import bos_token_id, join_for
+    from softprompt.backbones import facts_of
 
     config = settings.from_python(config)
-    kind = join_for(backbone).kind
-    task = config.build_task(settings.style_for(config, kind))
-    return settings.for_backbone(config, kind, bos=bos_token_id(backbone) is not None, task=task), task
+    kind, bos, base = facts_of(backbone, tokenizer)
+    task = config.build_task(settings.style_for(config, kind, base))
+    return settings.for_backbone(config, kind, bos=bos, base=base, task=task), task
 
 
 def t5_base_random(seed: int = 0):

@@ -42,12 +42,12 @@ from .common import (
 TARGET = 10.0  # issue 33: softprompt's examples/s at least this many times PEFT's (Gemma 3 270M, one thread, idle)
 
 
-def sst2_rows(backbone, model: str | None, data_dir: str, method: str = "prompt"):
+def sst2_rows(backbone, tokenizer, model: str | None, data_dir: str, method: str = "prompt"):
     """``(examples, task, config)``: SST-2's dev split as softprompt's run on ``backbone``
     reads it (the resolved task: template, label words, separator, max length)."""
     from softprompt.config import TrainConfig
 
-    config, task = resolve_for(TrainConfig(task="sst2", model=model, method=method, data_dir=data_dir), backbone)
+    config, task = resolve_for(TrainConfig(task="sst2", model=model, method=method, data_dir=data_dir), backbone, tokenizer)
     return task.load("validation", data_dir=config.data_dir), task, config
 
 
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, float32")
     backbone, tokenizer = load_model(args.model)
-    examples, task, config = sst2_rows(backbone, args.model, args.data_dir, args.method)
+    examples, task, config = sst2_rows(backbone, tokenizer, args.model, args.data_dir, args.method)
     print(f"model {model_name(args.model)}; template {task.template!r}, label words {task.label_words}, "
           f"separator {config.separator!r} (softprompt's resolution for this backbone)")
     choices = len(task.label_words)

@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         scorer = PeftScorer(peft, model.config.length)
         from .eval_speed import make_batches, peft_score, sst2_rows
 
-        rows, task, config = sst2_rows(backbone, None, args.data_dir)  # the same sentences, as eval_speed builds them
+        rows, task, config = sst2_rows(backbone, tokenizer, None, args.data_dir)  # the same sentences, as eval_speed builds them
         per_choice = make_batches(rows[: args.eval_rows], tokenizer, task, config, 16)
 
         def peft_per_choice():

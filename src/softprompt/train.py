@@ -137,14 +137,9 @@ def _train_locked(config: TrainConfig, run: RunDir, model: Any, tokenizer: Any, 
                 distributed.check_processes(read_json(folder / STATE_FILE).get("processes", 1), sub.path)
     # The backbone's kind picks the task's template style and the layers of settings that depend
     # on it (settings.for_backbone); it is read from the model's config, before the slow load.
-    from .backbones import backbone_facts, bos_token_id, is_base_model, join_for
+    from .backbones import backbone_facts, facts_of
 
-    if model is not None:
-        backbone = getattr(model, "backbone", model)
-        kind, bos = join_for(backbone).kind, bos_token_id(backbone) is not None
-        base = is_base_model(kind, getattr(tokenizer, "chat_template", True))
-    else:
-        kind, bos, base = backbone_facts(config.model)
+    kind, bos, base = facts_of(getattr(model, "backbone", model), tokenizer) if model is not None else backbone_facts(config.model)
     if task is None:
         task = config.build_task(style_for(config, kind, base))
     config = for_backbone(config, kind, bos=bos, base=base, task=task)

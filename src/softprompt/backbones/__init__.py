@@ -25,8 +25,10 @@ from .facts import (
     UnsupportedModelError,
     backbone_info,
     backbone_name,
+    Facts,
     backbone_record,
     bos_token_id,
+    facts_of,
     is_base_model,
     kind_of,
     sink_ids,
@@ -38,6 +40,7 @@ from .placement import DTYPES, QUANTIZE, PlacementError, input_device
 
 __all__ = [
     "DECODER_ONLY",
+    "Facts",
     "DTYPES",
     "ENCODER_DECODER",
     "IGNORE_INDEX",
@@ -56,6 +59,7 @@ __all__ = [
     "backbone_record",
     "bos_token_id",
     "default_model_available",
+    "facts_of",
     "input_device",
     "is_base_model",
     "join_for",

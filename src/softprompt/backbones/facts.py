@@ -9,7 +9,7 @@ encodes never disagree about the kind.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -33,6 +33,21 @@ def kind_of(config: Any) -> str:
     ``"decoder-only"``. The one rule: the loader picks its auto class by it (``load``), the
     run picks its template by it before loading, ``join_for`` picks the join by it after."""
     return ENCODER_DECODER if getattr(config, "is_encoder_decoder", False) else DECODER_ONLY
+
+
+class Facts(NamedTuple):
+    """What a run's settings depend on about its backbone (``settings.for_backbone``): known
+    before loading (``load.backbone_facts``) or from the loaded model (``facts_of``)."""
+
+    kind: str  # "decoder-only" or "encoder-decoder" (kind_of)
+    bos: bool  # the model names a BOS token (what a recipe's sink="bos" needs)
+    base: bool  # a base model, not an instruction-tuned one (is_base_model)
+
+
+def facts_of(backbone: nn.Module, tokenizer: Any) -> Facts:
+    """``Facts`` of a loaded backbone and its tokenizer, by the same rules as before loading."""
+    kind = kind_of(backbone.config)
+    return Facts(kind, bos_token_id(backbone) is not None, is_base_model(kind, getattr(tokenizer, "chat_template", True)))
 
 
 def is_base_model(kind: str, chat_template: Any) -> bool:

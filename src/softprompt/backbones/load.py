@@ -26,12 +26,12 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 
 from ..extras import require
-from .facts import DECODER_ONLY, ENCODER_DECODER, is_base_model, kind_of
+from .facts import DECODER_ONLY, ENCODER_DECODER, Facts, is_base_model, kind_of
 from .packaged import DEFAULT, NotInstalled, Packaged, cache_root, packaged
 from .placement import device_map_for, dtype_name, quantization_config, torch_dtype
 
@@ -333,14 +333,6 @@ def _peek_config(spec: str | os.PathLike | None) -> Any:
         return AutoConfig.from_pretrained(str(spec), local_files_only=not _hub_reachable())
     except (OSError, ValueError):
         return None
-
-
-class Facts(NamedTuple):
-    """What a run needs to know about a backbone before loading it (``backbone_facts``)."""
-
-    kind: str  # "decoder-only" or "encoder-decoder" (facts.kind_of)
-    bos: bool  # the config names a BOS token (what a recipe's sink="bos" needs)
-    base: bool  # a base model, not an instruction-tuned one (facts.is_base_model)
 
 
 def backbone_facts(spec: str | os.PathLike | None = None) -> Facts:
