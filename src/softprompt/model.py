@@ -210,8 +210,9 @@ class PromptedModel(nn.Module):
             attention_mask: ``[B, T]``, left or right padded; default all ones.
             labels: decoder-only: ``[B, T]`` aligned with ``input_ids`` as in transformers
                 (``IGNORE_INDEX`` = ignored); encoder-decoder: the decoder targets ``[B, L]``.
-            return_logits: False skips the full logits (the loss is then computed from the
-                labeled positions only, much faster for decoder-only training).
+            return_logits: False skips the full logits: the head then runs only at the labeled
+                positions, on every path of either kind (``backbones.head``). True computes it
+                at every text position, logged once (INFO) as every full-logits path is.
             choice_tokens, choice_rows: score choices instead (see ``choice_scores``): the
                 output's ``logits`` are the choice scores ``[E, C]`` and, with
                 ``choice_labels [E]`` (the right choice), ``loss`` is the cross-entropy over the

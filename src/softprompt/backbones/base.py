@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .head import OutputHead
+
 
 class Join:
     """How a prompt joins the input. Every method takes ``prompt``: one ``[n, d]`` for all
@@ -15,6 +17,7 @@ class Join:
 
     def __init__(self, backbone: nn.Module):
         self.backbone = backbone
+        self.output_head = OutputHead(backbone)  # run only where labels are (``head``)
 
     def forward(self, prompt, embeds, attention_mask, labels=None, return_logits=True, **kwargs):
         raise NotImplementedError

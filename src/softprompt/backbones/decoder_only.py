@@ -21,6 +21,8 @@ every row gives what it gives alone.
 from __future__ import annotations
 
 import inspect
+import logging
+from contextlib import nullcontext
 from typing import Hashable
 
 import torch
@@ -221,7 +223,9 @@ class DecoderOnlyJoin(Join):
         """Run the backbone on ``[spare, pads, prompt, text]`` rows.
 
         Returns ``(out, full_labels [B, N+T] or None, text_index [B, T])``; transformers
-        computes the loss when ``compute_loss`` and labels are given.
+        computes the loss when ``compute_loss`` and labels are given. Labels given without
+        ``compute_loss``, the head runs only at the N positions that predict a label
+        (``_naive_predictors``): ``out.logits`` is ``[N, V]``.
         """
         combined, mask, text_index = prepend_rows(as_rows(prompt, embeds.shape[0]), embeds, attention_mask)
         full_labels = None
@@ -229,9 +233,13 @@ class DecoderOnlyJoin(Join):
             full_labels = labels.new_full(mask.shape, IGNORE_INDEX).scatter(1, text_index, labels)
         if self.takes_positions:
             kwargs["position_ids"] = positions_from_mask(mask)
-        out = self.backbone(
-            inputs_embeds=combined, attention_mask=mask, labels=full_labels if compute_loss else None, use_cache=False, **kwargs
-        )
+        at_labels = full_labels is not None and not compute_loss
+        with self.output_head.only(*_naive_predictors(full_labels), mask.shape[1]) if at_labels else nullcontext() as pick:
+            out = self.backbone(
+                inputs_embeds=combined, attention_mask=mask, labels=full_labels if compute_loss else None, use_cache=False, **kwargs
+            )
+        if at_labels:
+            out.logits = pick(out.logits)
         return out, full_labels, text_index
 
     def _naive(self, prompt, embeds, attention_mask, labels=None, **kwargs):
@@ -245,31 +253,34 @@ class DecoderOnlyJoin(Join):
         """Args: prompt ``[n, d]`` (or ``RowPrompts``), embeds ``[B, T, d]``, attention_mask
         ``[B, T]``, labels ``[B, T]`` aligned with the input ids (as in transformers; -100 =
         ignored). Returns ``CausalLMOutputWithPast`` with ``logits [B, T, V]`` for the text
-        positions (or ``None`` when ``return_logits`` is False) and the mean token loss."""
+        positions (or ``None`` when ``return_logits`` is False: the head then runs only where
+        a label is, on either path) and the mean token loss."""
         shared = self.use_shared(prompt, embeds.shape[1]) if shared is None else shared
-        width = prompt.width if isinstance(prompt, RowPrompts) else prompt.shape[0]
-        if not shared or (width == 0 and return_logits):  # full logits without a prompt: the plain model
-            loss, logits = self._naive(prompt, embeds, attention_mask, labels, **kwargs)
-            return CausalLMOutputWithPast(loss=loss, logits=logits if return_logits else None)
-        loss = logits = None
-        if labels is not None and not return_logits:
-            selected, targets, _ = self._labeled_logits(prompt, embeds, attention_mask, labels)
-            loss = F.cross_entropy(selected, targets)
-        else:
-            prompt_last, which, hidden = self._shared_hidden(prompt, embeds, attention_mask)
-            logits = self._logits(hidden)
+        if not return_logits:
+            loss = None
             if labels is not None:
-                first = self._logits(prompt_last)[which].unsqueeze(1)  # [B, 1, V]
-                loss = _shifted_loss(torch.cat([first, logits], dim=1), labels, attention_mask)
+                selected, targets, _ = self.labeled_logits(prompt, embeds, attention_mask, labels, shared=shared, **kwargs)
+                loss = F.cross_entropy(selected, targets)
+            return CausalLMOutputWithPast(loss=loss, logits=None)
+        self.output_head.full("the caller asked for the logits (return_logits=True)", logging.INFO)
+        width = prompt.width if isinstance(prompt, RowPrompts) else prompt.shape[0]
+        if not shared or width == 0:  # full logits without a prompt: the plain model
+            loss, logits = self._naive(prompt, embeds, attention_mask, labels, **kwargs)
+            return CausalLMOutputWithPast(loss=loss, logits=logits)
+        prompt_last, which, hidden = self._shared_hidden(prompt, embeds, attention_mask)
+        logits, loss = self._logits(hidden), None
+        if labels is not None:
+            first = self._logits(prompt_last)[which].unsqueeze(1)  # [B, 1, V]
+            loss = _shifted_loss(torch.cat([first, logits], dim=1), labels, attention_mask)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     def labeled_logits(self, prompt, embeds, attention_mask, labels, shared=None, **kwargs):
         shared = self.use_shared(prompt, embeds.shape[1]) if shared is None else shared
         if shared:
             return self._labeled_logits(prompt, embeds, attention_mask, labels)
-        out, full_labels, _ = self._naive_run(prompt, embeds, attention_mask, labels, compute_loss=False, **kwargs)
-        rows, cols = (full_labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)  # column j predicts j + 1
-        return out.logits[rows, cols].float(), full_labels[rows, cols + 1], rows
+        out, full_labels, _ = self._naive_run(prompt, embeds, attention_mask, labels, compute_loss=False, **kwargs)  # logits [N, V]
+        rows, cols = _naive_predictors(full_labels)
+        return out.logits.float(), full_labels[rows, cols + 1], rows
 
     def generate(self, prompt, embeds, attention_mask, **kwargs):
         """Greedy or sampled generation; returns only the new tokens ``[B, new]``.
@@ -278,7 +289,9 @@ class DecoderOnlyJoin(Join):
         (computed once, or kept from earlier calls) and the rows are ``[prompt, spare, pads,
         text]``: only the text is run through the model before the first new token. Without it
         (``use_cache=False``), under a sliding window, or where the shared path is not exact,
-        each row is ``[spare, pads, prompt, text]`` run whole."""
+        each row is ``[spare, pads, prompt, text]`` run whole. Either way the head runs at the
+        last position only, where the model's forward takes transformers' ``logits_to_keep``."""
+        self.output_head.generating(decoder_only=True, use_cache=kwargs.get("use_cache", True))
         rows = as_rows(prompt, embeds.shape[0])
         cached = kwargs.get("use_cache", True) and rows.width > 0 and self.window is None and self.use_shared(rows, embeds.shape[1])
         if not cached:
@@ -300,6 +313,12 @@ class DecoderOnlyJoin(Join):
 def _accepts(fn, name: str) -> bool:
     parameters = inspect.signature(fn).parameters
     return name in parameters
+
+
+def _naive_predictors(full_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rows, cols)``, ``[N]`` each: the positions of the naive rows ``full_labels [B, N+T]``
+    that predict a label (column j predicts j + 1), row-major."""
+    return (full_labels[:, 1:] != IGNORE_INDEX).nonzero(as_tuple=True)
 
 
 def _predictors(labels: torch.Tensor, attention_mask: torch.Tensor):
