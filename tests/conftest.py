@@ -103,3 +103,18 @@ def gemma3():
     if not model_available("gemma-3-270m"):
         pytest.skip(f"Gemma 3 270M is not installed: {GEMMA3.install}")
     return load_backbone("gemma-3-270m")
+
+
+@pytest.fixture(scope="module")
+def gemma3_as_found(gemma3):
+    """Checks, after a module's tests, that they left the real Gemma as they found it: a few
+    tensors (embedding table, a middle layer, the final norm) unchanged, eval mode, frozen, no
+    gradient. Use it as ``pytest.mark.usefixtures("gemma3_as_found")``."""
+    backbone = gemma3[0]
+    named = list(backbone.named_parameters())
+    before = {n: p.detach().clone() for n, p in (named[0], named[1], named[len(named) // 2], named[-1])}
+    yield
+    now = dict(backbone.named_parameters())
+    assert all(torch.equal(now[n], v) for n, v in before.items())
+    assert not backbone.training
+    assert all(not p.requires_grad and p.grad is None for p in backbone.parameters())

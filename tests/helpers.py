@@ -150,3 +150,59 @@ def saved_tiny_run_inputs(root: Path) -> Path:
     tiny_tokenizer(bos=True).save_pretrained(root / "tiny")
     write_sst2(root / "data")
     return root
+
+
+# ---------------------------------------------------------------------------------------
+# The real Gemma 3 (tests/test_gemma_*.py): the tokenizer's own batches, the naive
+# concatenation built by hand, and the backbone left as the tests found it
+
+# small prompts of every method (ULPT and DPT as their decoder-only recipes start them); DePT's update
+# covers 8 positions, fewer than the longest test row has
+SMALL_PROMPTS = {"prompt": dict(length=6), "residual": dict(length=5, bottleneck=16), "dpt": dict(length=7, bottleneck=3, init="scaled"),
+                 "ulpt": dict(length=8, rank=2, init="scaled"), "dept": dict(length=4, rank=2, max_length=8), "rank_probe": dict(length=5)}
+
+
+def tokenized(tokenizer, texts):
+    """``(ids [B, T], mask [B, T], labels [B, T], rows)``: the tokenizer's own padded batch (Gemma's
+    pads on the left and starts each row with its BOS), every real token labeled (the first one is
+    predicted by the prompt's last row), and each row's ids without padding."""
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    rows = [tokenizer(t)["input_ids"] for t in texts]
+    return ids, mask, ids.masked_fill(mask == 0, -100), rows
+
+
+def naive_row(backbone, ahead, ids, adjust=None):
+    """One row as the naive concatenation, built by hand: ``cat([ahead [m, d], text [T, d]])``,
+    the text embedded by the backbone's embedding *module* (Gemma's scales the table by √d) and
+    passed through ``adjust`` (``[T, d] -> [T, d]``: DePT's update) when given."""
+    text = backbone.get_input_embeddings()(torch.as_tensor(list(ids), dtype=torch.long))
+    if adjust is not None:
+        text = adjust(text)
+    return torch.cat([ahead.to(text.dtype), text])
+
+
+def left_pad(rows):
+    """Rows ``[L_b, d]`` left-padded by hand for ``generate``: ``(embeds [B, L, d], mask [B, L])``."""
+    L = max(r.shape[0] for r in rows)
+    embeds = torch.stack([torch.cat([r.new_zeros(L - r.shape[0], r.shape[1]), r]) for r in rows])
+    mask = torch.tensor([[0] * (L - r.shape[0]) + [1] * r.shape[0] for r in rows])
+    return embeds, mask
+
+
+def off_zero(model, seed: int):
+    """Every trainable tensor that starts at zero (DePT's ``lora_b``: its text update a no-op, ULPT's
+    shift) moved off it, the others left at their init (on a real model, a prompt pushed far off
+    its init makes float32 itself ill-conditioned, the naive reference's gradient included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            if not p.any():
+                p.add_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def own_text(module):
+    """The prompt method's own change to one unpadded row's text embeddings ``[T, d] -> [T, d]``
+    (``adjust_input_embeds``: DePT's update; the identity for every other method)."""
+    return lambda text: module.adjust_input_embeds(text[None], torch.ones(1, text.shape[0], dtype=torch.long))[0]
