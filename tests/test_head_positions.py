@@ -242,9 +242,9 @@ def spy(model, calls: list):
     model.choice_scores = choice_scores
 
 
-@pytest.mark.parametrize("path", ["shared", "naive"])
+# an encoder-decoder has one path (the shared one)
+@pytest.mark.parametrize("arch, path", [("llama", "shared"), ("llama", "naive"), ("t5", "shared")])
 @pytest.mark.parametrize("which", ["prompt", "none", "bank"])
-@pytest.mark.parametrize("arch", ["llama", "t5"])
 def test_rank_evaluation_runs_the_head_at_the_scored_positions(arch, which, path, quiet):
     """``evaluate`` (eval, demo, a trial's validation), the zero-shot baseline and ``predict``'s
     bank: every batch computes exactly its labeled positions, one-token and many-token choices."""
@@ -252,8 +252,6 @@ def test_rank_evaluation_runs_the_head_at_the_scored_positions(arch, which, path
     tok = tiny_tokenizer(eos_suffix=arch == "t5")
     model = prompted(backbone, which)
     if path == "naive":
-        if arch == "t5":
-            pytest.skip("an encoder-decoder has one path")
         model.join.can_share = False
     settle(model, which)
     calls: list = []
