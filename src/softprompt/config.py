@@ -76,7 +76,7 @@ class TrainConfig:
     # what to train
     recipe: str | None = _opt(None, f"a paper's setup as defaults ({', '.join(RECIPES)}; see `softprompt recipes`); every other option overrides it", "NAME", group='method')
     task: str = _opt("sst2", "task name (see `softprompt tasks`) or task file (.yaml/.json; `softprompt tasks --show NAME` prints one to start from); default with --train-file: your files", "NAME|FILE", group='data and task')
-    model: str | None = _opt(None, "backbone: hub name, local directory or .gguf file (default: embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF", group='model')
+    model: str | None = _opt(None, "backbone: gemma-3-270m (Gemma 3 270M, from its PyPI package), a hub name, a local directory or a .gguf file (default: the embedded SmolLM2-135M-Instruct)", "NAME|DIR|GGUF", group='model')
     method: str = _opt("ulpt", "prompt method (see `softprompt params --help`)", "METHOD", group='method')
     method_options: dict[str, Any] = _opt(help="the method's own options", cli=False, factory=dict, group='method')
     label_words: str | None = _opt(None, "label words: names, digits, comma-separated words (one per class), or VALUE=WORD pairs naming your files' label values (default: the style's)", "WORDS", group='data and task')
