@@ -112,7 +112,9 @@ def test_train_reads_the_data_dir_from_the_environment(monkeypatch, tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["data_dir"] == str(tmp_path / "data")
     assert saved["sources"]["data_dir"] == f"environment {DATA_ENV}"
-    assert saved["sources"]["lr"] == "kind default decoder-only" and saved["sources"]["max_steps"] == PYTHON
+    # the tiny tokenizer has no chat template: a base model, whose lr is prompt's base recipe (0.03)
+    assert (saved["lr"], saved["sources"]["lr"]) == (0.03, "method recipe prompt/decoder-only base")
+    assert saved["sources"]["max_steps"] == PYTHON
     assert set(saved["sources"]) == set(option_keys(TrainConfig.from_dict(saved)))  # a source for every option
 
 
@@ -150,7 +152,8 @@ def test_config_json_names_sources_and_an_old_one_still_resumes(tiny_dir, tmp_pa
     assert main(argv + [str(tmp_path / "new")]) == 0
     saved = json.loads((tmp_path / "new" / "config.json").read_text())
     assert set(saved["sources"]) == set(option_keys(TrainConfig.from_dict(saved)))
-    assert saved["sources"]["length"] == COMMAND_LINE and saved["sources"]["lr"] == "kind default decoder-only"
+    assert saved["sources"]["length"] == COMMAND_LINE  # and a base model's lr (a tiny tokenizer, no chat template):
+    assert (saved["lr"], saved["sources"]["lr"]) == (0.03, "method recipe prompt/decoder-only base")
 
     # a run saved before sources existed: its writer knew no sources (config.json and the
     # checkpoint's run identity without them); interrupted after its last checkpoint

@@ -27,6 +27,9 @@ class RankProbeConfig(PromptConfig):
     """
 
     method = "rank_probe"
+    # A base model (Gemma 3 270M, SST-2, 100 steps, sweeps/gemma3-lr.yaml): lr 0.03 on the held-out
+    # rows 88.5; 0.01 stays at chance (52.5) and 0.1 collapses (49.0).
+    recipes = {"base": {"lr": 0.03}}
 
     def num_parameters(self, embed_dim: int) -> int:
         n = self.length
