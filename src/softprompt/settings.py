@@ -230,12 +230,13 @@ def kind_layers(method: str, kind: str, base: bool = False) -> dict[str, tuple[A
 def style_for(config: TrainConfig, kind: str, base: bool = False) -> str:
     """The template style a run of ``config`` on ``kind`` uses (what ``for_backbone`` sets), for
     building its task before the rest of layers 3-4, which need the task."""
-    return config.style or default_style(kind, base)
+    return config.style or default_style(kind, base, config.method)
 
 
-def default_style(kind: str, base: bool = False) -> str:
-    """The template style of a backbone of ``kind`` (a base model: ``base``), when none is given."""
-    return kind_layers("prompt", kind, base)["style"][0]
+def default_style(kind: str, base: bool = False, method: str = "prompt") -> str:
+    """The template style of a backbone of ``kind`` (a base model: ``base``) when none is given:
+    the one ``for_backbone`` sets, from the same layers (``method``'s recipe included)."""
+    return kind_layers(method, kind, base)["style"][0]
 
 
 def for_backbone(config: TrainConfig, kind: str, *, bos: bool = True, base: bool = False, task: Any = None,
