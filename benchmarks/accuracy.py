@@ -8,7 +8,9 @@ learning rate from a small grid chosen on validation.
 
 Per task and seed, the training split loses ``--holdout`` rows (a fixed permutation, the same
 for everyone) that serve as the validation set: every run keeps the checkpoint that scores best
-there, and PEFT's learning rate is the one whose mean validation score is best. The reported
+there, and PEFT's learning rate is the one whose mean validation score is best (on the seeds
+every lr of the grid ran: a grid on seed 0 and the chosen lr alone on later seeds keeps seed 0's
+choice). The reported
 metric is on the official validation split (the test split's labels are not public), which no
 choice ever looked at; where the data folder has no full train split (BoolQ, COPA in
 ../shared/data) FewGLUE's train32 is the training split (``accuracy_runs``). Evaluation is

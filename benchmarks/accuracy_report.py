@@ -165,15 +165,25 @@ def targets(runs: list[dict], zero: dict[str, dict], tasks: list[str], reference
 
 
 def choose_peft(runs: list[dict], model: str, task: str, lrs: list[float]) -> tuple[float | None, list[dict]]:
-    """PEFT's lr on ``task``: the best mean score on the held-out rows among ``lrs``, and its runs."""
+    """PEFT's lr on ``task``: the best mean score on the held-out rows among ``lrs``, and all of
+    its runs. The means compare the lrs on the seeds every one of them ran, so a grid run on
+    seed 0 and only the lr it chose on later seeds (a launch that cannot afford the whole grid
+    per seed) keeps seed 0's choice; with no seed in common, each lr's mean is over its own
+    seeds."""
     peft = [r for r in runs if r["library"] == "peft" and model_of(r) == model and r["task"] == task and r["lr"] in lrs]
     if not peft:
         return None, []
     by_lr = {lr: [r for r in peft if r["lr"] == lr] for lr in dict.fromkeys(r["lr"] for r in peft)}
-    best = max(by_lr, key=lambda lr: statistics.fmean(r["validation"] for r in by_lr[lr]))
-    print(f"PEFT on {task}: lr {best:g} ({model}; mean validation by lr: "
-          + ", ".join(f"{lr:g} {100 * statistics.fmean(r['validation'] for r in rows):.1f} (n={len(rows)})"
-                      for lr, rows in sorted(by_lr.items())) + ")", file=sys.stderr)
+    common = set.intersection(*({r["seed"] for r in rows} for rows in by_lr.values()))
+
+    def chosen_on(rows):  # the rows a choice reads: the seeds every lr ran, where there are some
+        return [r for r in rows if r["seed"] in common] or rows
+
+    best = max(by_lr, key=lambda lr: statistics.fmean(r["validation"] for r in chosen_on(by_lr[lr])))
+    print(f"PEFT on {task}: lr {best:g} ({model}; mean validation by lr"
+          + (f" on seeds {', '.join(map(str, sorted(common)))}" if common else "") + ": "
+          + ", ".join(f"{lr:g} {100 * statistics.fmean(r['validation'] for r in chosen_on(rows)):.1f} "
+                      f"(n={len(chosen_on(rows))})" for lr, rows in sorted(by_lr.items())) + ")", file=sys.stderr)
     return best, by_lr[best]
 
 

@@ -186,3 +186,24 @@ def test_fp16_on_a_cpu_is_refused_before_anything_is_written(tmp_path, capsys):
     assert capsys.readouterr().err.strip() == ("softprompt train: error: --mixed-precision fp16 needs a CUDA GPU; "
                                                "on the CPU the run would be float32 (use bf16 or no)")
     assert not (tmp_path / "cli").exists()
+
+
+def test_a_folder_without_a_record_is_read_in_the_style_train_picks_on_its_backbone(trained, tmp_path):
+    # model.save from Python records no usage; the style then comes from the backbone it is read
+    # with, as train picks it: the tiny tokenizer has no chat template (a base model: "base"), the
+    # same model with a chat template is instruction-tuned ("instruction"), T5 gets its own
+    from softprompt.cli.common import prompt_usage
+
+    record = read_record(trained / "copied")
+    del record["usage"]
+    assert record["backbone"]["kind"] == "decoder-only"
+    assert prompt_usage(record, str(trained / "tiny")) == {"style": "base"}
+    chat = tmp_path / "chat"
+    shutil.copytree(trained / "tiny", chat)
+    config = json.loads((chat / "tokenizer_config.json").read_text())
+    (chat / "tokenizer_config.json").write_text(json.dumps({**config, "chat_template": "{{ messages }}"}))
+    assert prompt_usage(record, str(chat)) == {"style": "instruction"}
+    assert prompt_usage({**record, "backbone": {**record["backbone"], "name": str(chat)}}) == {"style": "instruction"}
+    assert prompt_usage(record, str(tmp_path / "nowhere")) == {"style": "instruction"}  # unknown: never taken for base
+    assert prompt_usage({**record, "backbone": {**record["backbone"], "kind": "encoder-decoder"}}) == {"style": "text-to-text"}
+    assert prompt_usage({**record, "usage": {"style": "plain"}}) == {"style": "plain"}  # a record wins

@@ -119,3 +119,20 @@ def test_legacy_best_lrs_become_the_default_models():
 
     assert chosen_lrs({"sst2": 0.01, "cb": 0.03}, {"gemma-3-270m": {"sst2": 0.003}}) == {
         "SmolLM2-135M-Instruct": {"sst2": 0.01, "cb": 0.03}, "gemma-3-270m": {"sst2": 0.003}}
+
+
+def test_peft_lr_is_chosen_on_the_seeds_every_lr_ran(capsys):
+    # the grid ran on seed 0 only, then the lr it chose (0.03) on seeds 1 and 2, whose held-out
+    # scores came out lower: over its own seeds 0.03's mean (0.8) is below 0.01's seed-0 0.85, but
+    # on the seed both ran 0.03 wins (0.9 against 0.85), so the choice stays 0.03 with all its runs
+    from benchmarks.accuracy_report import choose_peft
+
+    runs = [peft_run(0, 0.03, 0.88, 0.9), peft_run(1, 0.03, 0.86, 0.75), peft_run(2, 0.03, 0.87, 0.75),
+            peft_run(0, 0.01, 0.80, 0.85), peft_run(0, 0.003, 0.79, 0.6)]
+    lr, rows = choose_peft(runs, "SmolLM2-135M-Instruct", "sst2", [0.003, 0.01, 0.03])
+    assert lr == 0.03 and sorted(r["seed"] for r in rows) == [0, 1, 2]
+    assert "on seeds 0: 0.003 60.0 (n=1), 0.01 85.0 (n=1), 0.03 90.0 (n=1)" in capsys.readouterr().err
+
+    # no seed in common: each lr is read over its own seeds (0.01's 0.85 beats 0.03's 0.75)
+    lr, rows = choose_peft(runs[1:4], "SmolLM2-135M-Instruct", "sst2", [0.01, 0.03])
+    assert lr == 0.01 and [r["seed"] for r in rows] == [0]

@@ -257,14 +257,25 @@ def given(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     return options
 
 
-def prompt_usage(record: dict) -> dict:
+def prompt_usage(record: dict, model: str | None = None) -> dict:
     """How a prompt folder says it is read (``usage``, written by ``softprompt train``); for a
     folder that records nothing (``model.save``, an import, a folder from before records), the
-    template style of the backbone kind it was trained on, as ``train`` and ``preview`` pick it:
-    the instruction template on a decoder-only model, never the T5 one by accident."""
-    from softprompt.config import KIND_DEFAULTS
+    template style ``train`` would pick on the backbone it is read with (``model``, else the one
+    it was trained on): its kind's, and a base model's where that backbone's tokenizer files
+    say it is one (``backbones.backbone_facts``), never the T5 one by accident."""
+    from softprompt.backbones import backbone_facts
+    from softprompt.backbones.facts import KINDS
+    from softprompt.settings import default_style
 
     if record.get("usage"):
         return record["usage"]
-    kind = (record.get("backbone") or {}).get("kind")
-    return {"style": KIND_DEFAULTS[kind]["style"]} if kind in KIND_DEFAULTS else {}
+    backbone = record.get("backbone") or {}
+    kind, spec = backbone.get("kind"), model or backbone.get("name")
+    if kind not in KINDS:
+        return {}
+    try:  # a peek at the tokenizer's files; a backbone that cannot be found here is not a base model
+        facts = backbone_facts(spec) if spec is not None else None
+    except (OSError, ValueError):
+        facts = None
+    base = facts is not None and facts.kind == kind and facts.base  # a base model is one of the record's kind
+    return {"style": default_style(kind, base)}

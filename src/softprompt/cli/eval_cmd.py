@@ -83,7 +83,7 @@ def run(args) -> int:
     given = task_options(args, list(OPTIONS))
     name = task_argument(args.task)
     # How the prompt was trained to be read (its folder's usage record), wherever it was copied
-    usage = prompt_usage(record)
+    usage = prompt_usage(record, args.model)
     default_task = usage.get("task") or (CUSTOM if any(k in given for k in FILE_OPTIONS) else None)
     saved, from_run = run_config(prompt_dir, name or default_task, **given)
     if not from_run:  # outside its run: the record says what the run's config.json would

@@ -221,9 +221,9 @@ def run(args) -> int:
     dirs = prompt_dirs(args.prompt_dirs)
     output_file(args.output, "--output", args.overwrite, inputs=[args.input, *dirs.values()])
     names = list(dirs)
-    # what each prompt records it was trained with (a folder that records nothing: its backbone
-    # kind's template style)
-    usages = {name: prompt_usage(read_record(path)) for name, path in dirs.items()}
+    # what each prompt records it was trained with (a folder that records nothing: the style
+    # train picks on the backbone, a base model's where it is one)
+    usages = {name: prompt_usage(read_record(path), args.model) for name, path in dirs.items()}
     tasks = _tasks(args, names, usages)
     settings = {name: reading(usages[name], args) for name in names}
     if args.mode == "auto":  # eval's rule (evaluate.default_mode), for every prompt's task at once
