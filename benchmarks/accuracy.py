@@ -83,6 +83,9 @@ def parse_args(argv):
     parser.add_argument("--seeds", default=None, help="default 0,1,2 (with --report: every seed in the files)")
     parser.add_argument("--peft-lrs", default="3e-3,1e-2,3e-2",
                         help="PEFT's learning-rate grid (with --report: the lrs its choice is made among)")
+    parser.add_argument("--peft-full-logits", action="store_true",
+                        help="train PEFT with its head at every position, as users call it (default: at the labeled "
+                             "positions only, the same loss and gradient at a fraction of the time; the rows say which)")
     parser.add_argument("--model", default=None,
                         help="backbone: smollm2 (SmolLM2-135M-Instruct, the default), gemma-3-270m, or what load_backbone "
                              "takes; recorded in every row; another model's default --output is accuracy_<model>.json")

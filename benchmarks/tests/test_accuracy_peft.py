@@ -77,3 +77,47 @@ def test_peft_init_text_names_the_label_words_or_the_options():
 
     assert init_text(get_task("sst2", style="instruction")) == "Answer with negative or positive."
     assert init_text(get_task("copa", style="instruction")) == "Answer with the more plausible option."
+
+
+def _gemma3_text():
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    config = Gemma3TextConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              num_key_value_heads=2, head_dim=8, max_position_embeddings=64, sliding_window=4,
+                              pad_token_id=0, bos_token_id=1, eos_token_id=2, final_logit_softcapping=30.0)
+    return Gemma3ForCausalLM(config)
+
+
+def _llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+                                        pad_token_id=0, bos_token_id=1, eos_token_id=2))
+
+
+@pytest.mark.parametrize("build", [_llama, _gemma3_text], ids=["llama", "gemma3_text"])
+def test_peft_trains_on_the_loss_and_gradient_of_its_own_forward(build):
+    # the benchmark's PEFT training asks for the logits at the labeled positions only; its loss
+    # and prompt gradient are those of PeftModel's own forward with labels (full logits), on
+    # right-padded rows of different lengths with one- and two-token targets (Gemma's softcap runs)
+    from benchmarks.accuracy_peft import labeled_loss
+    from benchmarks.common import attach_peft
+
+    torch.manual_seed(0)
+    peft = attach_peft(build().float(), 5, "CAUSAL_LM")
+    peft.train()  # no dropout in these configs: the two forwards see the same function
+    ids, mask, labels = rows([([1, 5, 6, 7, 8, 9], [9, 2]), ([1, 8, 8], [12, 2]), ([1, 20, 21, 22, 23, 24, 25], [30])])
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    weight = peft.prompt_encoder["default"].embedding.weight
+
+    want = peft(**batch).loss
+    (want_grad,) = torch.autograd.grad(want, weight)
+    got = labeled_loss(peft, batch, 5)
+    (got_grad,) = torch.autograd.grad(got, weight)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(got_grad, want_grad, atol=1e-6, rtol=1e-5)
+    assert want_grad.abs().sum() > 0
+
+    with pytest.raises(ValueError, match="first token"):  # what the full forward would score and this one could not
+        labeled_loss(peft, {**batch, "labels": torch.where(torch.arange(ids.shape[1]) == 0, ids, labels)}, 5)
