@@ -18,6 +18,8 @@ same code, over the label words or over each row's choices.
 from __future__ import annotations
 
 import contextlib
+import sys
+import time
 
 import torch
 
@@ -138,6 +140,7 @@ def run_peft(config, lr: float, full_logits: bool = False) -> dict:
                         separator=config.separator, truncation_side=config.truncation_side)
 
     warmup = warmup_steps_for(config, config.max_steps)
+    started = time.time()
     best, best_state, best_step = None, None, None
     model.train()
     for step in range(config.max_steps):
@@ -151,6 +154,8 @@ def run_peft(config, lr: float, full_logits: bool = False) -> dict:
         optimizer.zero_grad(set_to_none=True)
         if (step + 1) % config.eval_every == 0 or step + 1 == config.max_steps:
             value = score(validation)[metric]
+            print(f"peft {config.task} lr {lr:g}: {step + 1}/{config.max_steps}, loss {loss.item():.4f}, "
+                  f"held-out {metric} {value:.4f} ({time.time() - started:.0f} s)", file=sys.stderr, flush=True)
             if best is None or value > best:
                 best, best_step, best_state = value, step + 1, embedding.weight.detach().clone()
             model.train()
