@@ -109,7 +109,7 @@ def parse_args(argv):
     parser.add_argument("--rename", action="append", default=[], metavar="VARIANT:NAME",
                         help="with --report: count VARIANT's runs as NAME's, e.g. 'ulpt@sink=bos:ulpt' for a "
                              "variant whose overrides the recipe has since adopted")
-    parser.add_argument("--shard", default=None, help=argparse.SUPPRESS)  # k/N: a worker's share
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # runs the jobs its stdin hands it
     parser.add_argument("--work", default="/tmp/softprompt-accuracy", help="where the runs go")
     parser.add_argument("--output", default=None, help="results file (default: results/accuracy.json for SmolLM2, "
                                                        "results/accuracy_<model>.json for another --model)")
@@ -136,22 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(softprompt.METHODS)} and peft")
     output = Path(args.output)
-    lock = None if args.shard is not None else hold(output)  # noqa: F841 (held until the process ends)
+    lock = None if args.worker else hold(output)  # noqa: F841 (held until the process ends; a worker's parent holds it)
     done = json.loads(output.read_text()) if output.is_file() else {"runs": []}
     done.setdefault("runs", [])
 
     if not args.report:
         tasks, seeds, methods = tasks or split(TASKS), seeds if seeds is not None else [0, 1, 2], methods or split(METHODS)
-        if args.shard is None:
+        if not args.worker:
             check_budget(output, done, {k: getattr(args, k) for k in BUDGET})
         variants = [m for m in methods if m != "peft"]
         jobs = jobs_for(model_name(args.model), tasks, seeds, variants, lrs if "peft" in methods else [])
         held = finished(done)
         todo = [j for j in jobs if j not in held]
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {output}; {len(todo)} to run", file=sys.stderr)
-        if args.shard is not None:  # a worker: run its share, one JSON line per result
-            k, n = (int(x) for x in args.shard.split("/"))
-            return run_jobs(args, todo[k::n], record=lambda r: print("RESULT " + json.dumps(r), flush=True))
+        if args.worker:  # the jobs its parent hands it, one JSON line each; one JSON line per result
+            handed = (tuple(json.loads(line)) for line in sys.stdin if line.strip())
+            return run_jobs(args, handed, record=lambda r: print("RESULT " + json.dumps(r), flush=True), tasks=tasks)
 
         def record(result: dict) -> None:
             done["runs"].append(result)
@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(result), flush=True)
 
         if args.jobs > 1 and todo:
-            run_workers(argv if argv is not None else sys.argv[1:], args.jobs, record)
+            worker = [sys.executable, "-m", "benchmarks.accuracy", *(argv if argv is not None else sys.argv[1:]), "--worker"]
+            run_workers(worker, args.jobs, todo, record)
         else:
             run_jobs(args, todo, record)
 
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 def hold(output: Path):
     """Take the output file's lock (``.NAME.lock`` beside it) for this process's life, or stop: a
     second launch onto the same file would run the first's pending jobs beside it and overwrite
-    its records (the file is read once, at the start). Workers (``--shard``) take none."""
+    its records (the file is read once, at the start). Workers (``--worker``) take none: their parent holds it."""
     output.parent.mkdir(parents=True, exist_ok=True)
     try:
         return FileLock.take(output.with_name(f".{output.name}.lock"))
@@ -185,23 +186,40 @@ def hold(output: Path):
                          "wait for it to finish or give another --output") from None
 
 
-def run_workers(argv: list[str], n: int, record) -> None:
-    """``n`` copies of this script, each running every n-th pending job; results stream back as
-    ``RESULT {json}`` lines and are recorded here, so the output file has one writer."""
+def run_workers(command: list[str], n: int, jobs: list[tuple], record) -> None:
+    """``n`` processes of ``command`` (this script with ``--worker``) sharing ``jobs``: each is
+    handed the next pending job (a JSON line on its standard input) when its last one ends, so
+    one long job (PEFT on a large vocabulary) never leaves the others idle with a share of their
+    own. Results come back as ``RESULT {json}`` lines and are recorded here, so the output file
+    has one writer. A worker that dies loses the job it held (a relaunch runs it again); the
+    others go on with the rest."""
     import subprocess
     import threading
 
-    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.accuracy", *argv, "--shard", f"{k}/{n}"],
-                              stdout=subprocess.PIPE, text=True) for k in range(n)]
-    lock = threading.Lock()
+    pending, lock = list(jobs), threading.Lock()
 
-    def pump(proc):
-        for line in proc.stdout:
-            if line.startswith("RESULT "):
-                with lock:
-                    record(json.loads(line[len("RESULT "):]))
+    def take():
+        with lock:
+            return pending.pop(0) if pending else None
 
-    threads = [threading.Thread(target=pump, args=(p,)) for p in procs]
+    def serve(proc):
+        job = take()
+        while job is not None:
+            proc.stdin.write(json.dumps(job) + "\n")
+            proc.stdin.flush()
+            for line in proc.stdout:
+                if line.startswith("RESULT "):
+                    with lock:
+                        record(json.loads(line[len("RESULT "):]))
+                    break
+            else:  # the worker ended without its result
+                print(f"warning: a worker stopped during {json.dumps(job)}", file=sys.stderr)
+                return
+            job = take()
+        proc.stdin.close()
+
+    procs = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(n)]
+    threads = [threading.Thread(target=serve, args=(p,)) for p in procs]
     for t in threads:
         t.start()
     for t in threads:

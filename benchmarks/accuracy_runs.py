@@ -144,16 +144,20 @@ def run_job(args, job, backbone, tokenizer, data: dict[str, TaskData]) -> dict:
             "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 
-def run_jobs(args, jobs, record) -> int:
-    """Every job in turn, on one loaded backbone, each row recorded as soon as it finishes."""
+def run_jobs(args, jobs, record, tasks=None) -> int:
+    """Every job in turn, on one loaded backbone, each row recorded as soon as it finishes.
+    ``jobs``: a list, or an iterator of jobs handed one by one (a worker's) with the ``tasks``
+    they may name."""
     from softprompt.backbones import load_backbone
 
-    if not jobs:
-        return 0
+    if isinstance(jobs, list):
+        if not jobs:
+            return 0
+        tasks = [j[2] for j in jobs]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backbone, tokenizer = load_backbone(args.model)
     backbone.to(device)
-    data = {name: task_data(name, args.data_dir) for name in dict.fromkeys(j[2] for j in jobs)}
+    data = {name: task_data(name, args.data_dir) for name in dict.fromkeys(tasks)}
     for name, d in data.items():
         if d.split != "train":
             print(f"{name}: no full train split under {args.data_dir}; training on {d.split} ({d.n_train} rows, "
