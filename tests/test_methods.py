@@ -141,6 +141,39 @@ def test_rank_probe_formula_and_positive_count():
     assert torch.linalg.matrix_rank(m()) == 3
 
 
+def test_rank_probe_vocab_init_is_the_draw_it_always_was():
+    # the default init consumes the generator as before (a rotation from a QR of a Gaussian draw,
+    # then vocabulary ids), so every saved seed and SmolLM2/T5 run builds the same prompt
+    from softprompt.prompts.base import token_init
+
+    i, n = info(), 6
+    m = build_method(make_config("rank_probe", length=n), i, seed=3)
+    generator = torch.Generator().manual_seed(3)
+    q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator))
+    assert torch.equal(m.u.data, q) and torch.equal(m.sigma.data, torch.ones(n))
+    assert torch.equal(m.v.data, token_init("vocab", n, i, generator))
+    assert [g.name for g in m.param_groups()] == ["prompt"] and len(m.param_groups()[0].params) == 3
+
+
+def test_rank_probe_text_init_starts_as_the_text_and_lr_mix_is_its_own_group():
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [3, 4]}
+
+    i = info()
+    i.tokenizer = Tok()
+    m = build_method(make_config("rank_probe", length=5, init="text", init_text="hi there", lr_mix=0.003), i)
+    assert torch.equal(m.u.data, torch.eye(5))
+    assert torch.equal(m(), i.embeddings[torch.tensor([3, 4, 3, 4, 3])])  # vanilla's text init, exactly
+    groups = {g.name: g for g in m.param_groups()}
+    assert [p is m.v for p in groups["prompt"].params] == [True]
+    assert groups["mix"].params[0] is m.u and groups["mix"].params[1] is m.sigma
+    assert groups["mix"].peak(0.03) == 0.003 and groups["prompt"].peak(0.03) == 0.03
+    for bad in ({"init": "normal"}, {"lr_mix": 0.0}, {"lr_mix": -1e-3}):
+        with pytest.raises(ConfigError, match="rank_probe: (init|lr_mix)"):
+            make_config("rank_probe", length=5, **bad)
+
+
 def test_dept_update_follows_real_token_positions():
     m = build_method(make_config("dept", length=2, rank=3, max_length=4, alpha=8.0), info())
     with torch.no_grad():

@@ -7,7 +7,14 @@ prompt's rank.
 
 Init: ``σ = 1``; ``U`` orthogonal (from a QR decomposition of a Gaussian draw), so at step 0
 the prompt is a rotation of ``V``; ``V`` copies random vocabulary embeddings, so the prompt
-starts on the scale of real tokens.
+starts on the scale of real tokens. ``init="text"``: ``V`` copies the embeddings of
+``init_text`` and ``U`` is the identity (orthogonal too), so the prompt starts as vanilla
+prompt tuning's text init does, as the text itself.
+
+``lr_mix``: the peak learning rate of ``U`` and ``σ`` (default: the run's). Adam moves each
+entry of ``U`` by about the learning rate a step, so each prompt row by that much of every row
+of ``V``: where the embeddings are large (Gemma multiplies them by √d), an lr that suits ``V``
+remixes the whole prompt within a few steps.
 """
 
 from __future__ import annotations
@@ -17,19 +24,33 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import BackboneInfo, PromptConfig, PromptMethod, token_init
+from .base import BackboneInfo, ParamGroup, PromptConfig, PromptMethod, _choice, _positive_float, option, token_init
+
+INITS = ("vocab", "text")
 
 
 @dataclass
 class RankProbeConfig(PromptConfig):
     """Attributes:
     length: ``n``; also the number of singular directions probed.
+    init: ``vocab`` (default) or ``text`` (the module docstring).
+    init_text: the text for ``init="text"``.
+    lr_mix: the peak learning rate of ``U`` and ``σ``; None: the run's.
     """
 
     method = "rank_probe"
     # A base model (Gemma 3 270M, SST-2, 100 steps, sweeps/gemma3-lr.yaml): lr 0.03 on the held-out
     # rows 88.5; 0.01 stays at chance (52.5) and 0.1 collapses (49.0).
     recipes = {"base": {"lr": 0.03}}
+    init: str = option("vocab", "how V and U start: vocab (random token embeddings, U a random rotation) or text (init_text's embeddings, U the identity)", "INIT")
+    init_text: str | None = option(None, "the text whose token embeddings start V (init=text)", "TEXT")
+    lr_mix: float | None = option(None, "peak learning rate of U and σ (default: the run's)", "LR")
+
+    def validate(self) -> None:
+        super().validate()
+        _choice(self, "init", INITS)
+        if self.lr_mix is not None:
+            _positive_float(self, "lr_mix")
 
     def num_parameters(self, embed_dim: int) -> int:
         n = self.length
@@ -40,13 +61,21 @@ class RankProbePrompt(PromptMethod):
     def __init__(self, config: RankProbeConfig, info: BackboneInfo, generator: torch.Generator):
         super().__init__(config, info)
         n = config.length
-        q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator))
-        self.u = nn.Parameter(q.contiguous())
+        if config.init == "text":
+            self.u = nn.Parameter(torch.eye(n))
+        else:
+            q, _ = torch.linalg.qr(torch.randn(n, n, generator=generator))
+            self.u = nn.Parameter(q.contiguous())
         self.sigma = nn.Parameter(torch.ones(n))
-        self.v = nn.Parameter(token_init("vocab", n, info, generator))
+        self.v = nn.Parameter(token_init(config.init, n, info, generator, config.init_text))
 
     def forward(self) -> torch.Tensor:  # [n, n] * [n] @ [n, d] -> [n, d]
         return (self.u * torch.relu(self.sigma)) @ self.v
+
+    def param_groups(self) -> list[ParamGroup]:
+        if self.config.lr_mix is None:
+            return super().param_groups()
+        return [ParamGroup("prompt", [self.v]), ParamGroup("mix", [self.u, self.sigma], self.config.lr_mix)]
 
     def positive_count(self) -> int:
         """How many entries of σ are positive: the probe's estimate of the prompt's rank."""
