@@ -141,6 +141,23 @@ def test_decoder_only_recipes_are_the_measured_ones():
     assert resolved(TrainConfig(method="residual", length=20), "decoder-only").lr == 1e-2
 
 
+def test_base_model_recipes_are_the_measured_ones():
+    """The per-method recipes for base models, from the Gemma 3 270M measurements in
+    docs/decoder-only.md (the lr search; rank_probe's init from the 150-step accuracy runs).
+    A change here must come with a new measurement."""
+    from softprompt.prompts import methods
+
+    assert {m: recipe_for(m, "base") for m in methods()} == {
+        "prompt": {"lr": 0.03}, "residual": {"lr": 0.1}, "dpt": {"lr": 0.1}, "ulpt": {"lr": 0.3}, "dept": {"lr": 0.1},
+        "rank_probe": {"lr": 0.03, "init": "text"},
+    }
+    # rank_probe on a base model starts from the task's text, as vanilla's decoder-only recipe
+    config = resolved(TrainConfig(method="rank_probe", length=4), "decoder-only", base=True, label_words=("bad", "good"))
+    assert config.method_options["init"] == "text" and config.sources["init"] == "method recipe rank_probe/decoder-only base"
+    assert config.method_options["init_text"] == "Answer with bad or good."
+    assert resolved(TrainConfig(method="rank_probe", length=4), "decoder-only").method_options.get("init", "vocab") == "vocab"
+
+
 def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):
     from softprompt.backbones import backbone_facts
 

@@ -40,8 +40,10 @@ class RankProbeConfig(PromptConfig):
 
     method = "rank_probe"
     # A base model (Gemma 3 270M, SST-2, 100 steps, sweeps/gemma3-lr.yaml): lr 0.03 on the held-out
-    # rows 88.5; 0.01 stays at chance (52.5) and 0.1 collapses (49.0).
-    recipes = {"base": {"lr": 0.03}}
+    # rows 88.5; 0.01 stays at chance (52.5) and 0.1 collapses (49.0). At 150 steps (benchmarks/
+    # accuracy.py) the vocab init collapsed on seed 0 (dev 59.6, below zero-shot's 64.2: the loss
+    # rose from its first steps) where init="text" reached 89.7; see docs/decoder-only.md.
+    recipes = {"base": {"lr": 0.03, "init": "text"}}
     init: str = option("vocab", "how V and U start: vocab (random token embeddings, U a random rotation) or text (init_text's embeddings, U the identity)", "INIT")
     init_text: str | None = option(None, "the text whose token embeddings start V (init=text)", "TEXT")
     lr_mix: float | None = option(None, "peak learning rate of U and σ (default: the run's)", "LR")
