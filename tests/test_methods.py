@@ -16,6 +16,11 @@ from softprompt.prompts.ulpt import make_projection
 D = 24
 
 
+def two_token_tokenizer(text, add_special_tokens=False):
+    """A tokenizer that reads every text as the ids 3, 4."""
+    return {"input_ids": [3, 4]}
+
+
 def info(d: int = D, vocab: int = 50):
     torch.manual_seed(0)
     return BackboneInfo(embed_dim=d, vocab_size=vocab, embeddings=torch.randn(vocab, d) * 0.1)
@@ -156,12 +161,8 @@ def test_rank_probe_vocab_init_is_the_draw_it_always_was():
 
 
 def test_rank_probe_text_init_starts_as_the_text_and_lr_mix_is_its_own_group():
-    class Tok:
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [3, 4]}
-
     i = info()
-    i.tokenizer = Tok()
+    i.tokenizer = two_token_tokenizer
     m = build_method(make_config("rank_probe", length=5, init="text", init_text="hi there", lr_mix=0.003), i)
     assert torch.equal(m.u.data, torch.eye(5))
     assert torch.equal(m(), i.embeddings[torch.tensor([3, 4, 3, 4, 3])])  # vanilla's text init, exactly
@@ -203,12 +204,8 @@ def test_vocab_init_copies_token_embeddings():
 
 
 def test_text_init_repeats_the_text():
-    class Tok:
-        def __call__(self, text, add_special_tokens=False):
-            return {"input_ids": [3, 4]}
-
     i = info()
-    i.tokenizer = Tok()
+    i.tokenizer = two_token_tokenizer
     m = build_method(make_config("prompt", length=5, init="text", init_text="hi there"), i)
     expected = i.embeddings[torch.tensor([3, 4, 3, 4, 3])]
     assert torch.equal(m.embedding.data, expected)
