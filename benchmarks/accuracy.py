@@ -142,16 +142,15 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.report:
         tasks, seeds, methods = tasks or split(TASKS), seeds if seeds is not None else [0, 1, 2], methods or split(METHODS)
-        if not args.worker:
-            check_budget(output, done, {k: getattr(args, k) for k in BUDGET})
+        if args.worker:  # the jobs its parent hands it, one JSON line each; one JSON line per result
+            handed = (tuple(json.loads(line)) for line in sys.stdin if line.strip())
+            return run_jobs(args, handed, record=lambda r: print("RESULT " + json.dumps(r), flush=True), tasks=tasks)
+        check_budget(output, done, {k: getattr(args, k) for k in BUDGET})
         variants = [m for m in methods if m != "peft"]
         jobs = jobs_for(model_name(args.model), tasks, seeds, variants, lrs if "peft" in methods else [])
         held = finished(done)
         todo = [j for j in jobs if j not in held]
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already in {output}; {len(todo)} to run", file=sys.stderr)
-        if args.worker:  # the jobs its parent hands it, one JSON line each; one JSON line per result
-            handed = (tuple(json.loads(line)) for line in sys.stdin if line.strip())
-            return run_jobs(args, handed, record=lambda r: print("RESULT " + json.dumps(r), flush=True), tasks=tasks)
 
         def record(result: dict) -> None:
             done["runs"].append(result)

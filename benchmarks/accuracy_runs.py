@@ -136,7 +136,7 @@ def run_job(args, job, backbone, tokenizer, data: dict[str, TaskData]) -> dict:
         row = zero_shot(args, task_name, backbone, tokenizer, data[task_name])
     elif kind == "peft":
         row = run_peft(base_config(args, task_name, seed, data[task_name], method="prompt"), what,
-                       full_logits=getattr(args, "peft_full_logits", False))
+                       full_logits=args.peft_full_logits)
     else:
         row = run_softprompt(args, what, task_name, seed, backbone, tokenizer, data[task_name])
     return {"job": json.dumps(job), "model": model, **row, "train_split": data[task_name].split,

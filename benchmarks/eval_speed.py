@@ -57,30 +57,25 @@ def sst2_rows(backbone, tokenizer, model: str | None, data_dir: str, method: str
     return task.load("validation", data_dir=config.data_dir), task, config
 
 
-def make_batches(examples, tokenizer, task, config, per_batch: int):
+def make_batches(examples, tokenizer, task, config, per_batch: int, plan=None):
     """One row per (example, choice), built by softprompt's own encoder, grouped by length.
     Returns a list of ``(input_ids [R, T], attention_mask [R, T], labels [R, T], gold [R/C])``;
     rows ``C*i ... C*i + C-1`` are the C choices of example i; labels are -100 except on the
-    label word. ``batch_members`` gives each batch's examples."""
+    label word. ``plan``: ``batch_plan``'s, where the caller also needs each batch's examples."""
     from softprompt.batching import collate, pad_id
 
-    encoded, groups, order = _encoded(examples, tokenizer, task, config)
+    encoded, groups, chunks = plan or batch_plan(examples, tokenizer, task, config, per_batch)
     batches = []
-    for start in range(0, len(order), per_batch):
-        chunk = order[start:start + per_batch]
+    for chunk in chunks:
         batch = collate([encoded.rows[r] for i in chunk for r in groups[i]], pad_id(tokenizer))  # right padding
         batches.append((batch["input_ids"], batch["attention_mask"], batch["labels"],
                         torch.tensor([examples[i].label for i in chunk])))
     return batches
 
 
-def batch_members(examples, tokenizer, task, config, per_batch: int) -> list[list[int]]:
-    """The indices of the examples in each of ``make_batches``'s batches."""
-    order = _encoded(examples, tokenizer, task, config)[2]
-    return [order[start:start + per_batch] for start in range(0, len(order), per_batch)]
-
-
-def _encoded(examples, tokenizer, task, config):
+def batch_plan(examples, tokenizer, task, config, per_batch: int):
+    """``(encoded, groups, chunks)``: the rows ``encode_choices`` builds, each example's rows, and
+    the examples of each batch (``per_batch`` of them, sorted by length)."""
     from softprompt.batching import encode_choices
 
     encoded = encode_choices(examples, tokenizer, "decoder-only", config.max_length, config.separator,
@@ -89,7 +84,7 @@ def _encoded(examples, tokenizer, task, config):
     for row, owner in enumerate(encoded.example.tolist()):
         groups[owner].append(row)
     order = sorted(range(len(examples)), key=lambda i: len(encoded.rows[groups[i][0]]))
-    return encoded, groups, order
+    return encoded, groups, [order[start:start + per_batch] for start in range(0, len(order), per_batch)]
 
 
 def peft_score(model, ids, mask, labels) -> torch.Tensor:
@@ -121,8 +116,9 @@ def main(argv=None) -> int:
     print(f"model {model_name(args.model)}; template {task.template!r}, label words {task.label_words}, "
           f"separator {config.separator!r} (softprompt's resolution for this backbone)")
     choices = len(task.label_words)
-    batches = make_batches(examples, tokenizer, task, config, args.per_batch)[:: args.every]
-    members = batch_members(examples, tokenizer, task, config, args.per_batch)[:: args.every]
+    plan = batch_plan(examples, tokenizer, task, config, args.per_batch)
+    batches = make_batches(examples, tokenizer, task, config, args.per_batch, plan)[:: args.every]
+    members = plan[2][:: args.every]  # each batch's examples, for the library's own evaluation
     n_examples = sum(len(b[3]) for b in batches)
     sp = softprompt.attach(backbone, method=args.method, length=args.length, seed=0).eval()
     peft = attach_peft(backbone, args.length, "CAUSAL_LM").eval()
