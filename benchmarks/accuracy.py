@@ -135,16 +135,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [m for m in methods or () if m != "peft" and parse_variant(m)[0] not in softprompt.METHODS]
     if unknown:
         raise SystemExit(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(softprompt.METHODS)} and peft")
+    if args.worker:  # the jobs its parent hands it, one JSON line each; one JSON line per result
+        # it neither reads nor writes --output: its parent holds the file's lock and records
+        handed = (tuple(json.loads(line)) for line in sys.stdin if line.strip())
+        return run_jobs(args, handed, record=lambda r: print("RESULT " + json.dumps(r), flush=True),
+                        tasks=tasks or split(TASKS))
     output = Path(args.output)
-    lock = None if args.worker else hold(output)  # noqa: F841 (held until the process ends; a worker's parent holds it)
+    lock = hold(output)  # noqa: F841 (held until the process ends)
     done = json.loads(output.read_text()) if output.is_file() else {"runs": []}
     done.setdefault("runs", [])
 
     if not args.report:
         tasks, seeds, methods = tasks or split(TASKS), seeds if seeds is not None else [0, 1, 2], methods or split(METHODS)
-        if args.worker:  # the jobs its parent hands it, one JSON line each; one JSON line per result
-            handed = (tuple(json.loads(line)) for line in sys.stdin if line.strip())
-            return run_jobs(args, handed, record=lambda r: print("RESULT " + json.dumps(r), flush=True), tasks=tasks)
         check_budget(output, done, {k: getattr(args, k) for k in BUDGET})
         variants = [m for m in methods if m != "peft"]
         jobs = jobs_for(model_name(args.model), tasks, seeds, variants, lrs if "peft" in methods else [])

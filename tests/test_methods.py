@@ -104,6 +104,35 @@ def test_dpt_is_a_low_rank_product():
     assert m.a.abs().max() <= 0.5 and m.b.abs().max() <= 0.5  # U(-0.5, 0.5), the authors' code
 
 
+def test_dpt_text_init_is_the_text_where_its_rank_fits_and_spare_directions_learn():
+    i = info()
+    i.tokenizer = two_token_tokenizer  # rows 3, 4, 3, 4, 3: rank 2
+    m = build_method(make_config("dpt", length=5, bottleneck=4, init="text", init_text="hi"), i)
+    text = i.embeddings[torch.tensor([3, 4, 3, 4, 3])]
+    assert torch.allclose(m(), text, atol=1e-6)
+    a, b = m.a.detach(), m.b.detach()
+    assert torch.equal(a[:, 2:], torch.zeros(5, 2))  # the two directions the text lacks
+    rms = lambda x: x.pow(2).mean().sqrt()  # noqa: E731
+    assert torch.allclose(rms(a[:, :2]), rms(b[:2]), rtol=1e-5)  # balanced: one Adam step moves both alike
+    assert torch.allclose(rms(b[2:]), rms(b[:2]), rtol=1e-5) and (b[2:].abs() > 0).all()
+    (m() * torch.randn(5, D)).sum().backward()
+    assert (m.a.grad[:, 2:].abs().sum(0) > 0).all()  # spare columns get a gradient from step one
+
+
+def test_dpt_text_init_is_the_best_rank_b_approximation():
+    i = info(vocab=50)
+    ids = list(range(10, 18))
+    i.tokenizer = lambda text, add_special_tokens=False: {"input_ids": ids}
+    m = build_method(make_config("dpt", length=8, bottleneck=3, init="text", init_text="x"), i)
+    text = i.embeddings[torch.tensor(ids)].double()
+    u, s, vh = torch.linalg.svd(text, full_matrices=False)
+    naive = (u[:, :3] * s[:3]) @ vh[:3]  # Eckart-Young: the truncated SVD
+    assert torch.allclose(m().double(), naive, atol=1e-6)
+    assert torch.isclose(torch.linalg.norm(m().double() - text), s[3:].pow(2).sum().sqrt(), rtol=1e-4)
+    with pytest.raises(ConfigError, match="dpt: init"):
+        make_config("dpt", init="vocab")
+
+
 def test_ulpt_formula_and_frozen_projection():
     m = build_method(make_config("ulpt", length=5, rank=2, projection_seed=11), info())
     manual = (m.z @ m.projection) * m.scale + m.shift

@@ -143,12 +143,13 @@ def test_decoder_only_recipes_are_the_measured_ones():
 
 def test_base_model_recipes_are_the_measured_ones():
     """The per-method recipes for base models, from the Gemma 3 270M measurements in
-    docs/decoder-only.md (the lr search; rank_probe's init from the 150-step accuracy runs).
+    docs/decoder-only.md (the lr search; rank_probe's and dpt's text starts from the 150-step
+    accuracy runs).
     A change here must come with a new measurement."""
     from softprompt.prompts import methods
 
     assert {m: recipe_for(m, "base") for m in methods()} == {
-        "prompt": {"lr": 0.03}, "residual": {"lr": 0.1}, "dpt": {"lr": 0.1}, "ulpt": {"lr": 0.3}, "dept": {"lr": 0.1},
+        "prompt": {"lr": 0.03}, "residual": {"lr": 0.1}, "dpt": {"lr": 0.03, "init": "text"}, "ulpt": {"lr": 0.3}, "dept": {"lr": 0.1},
         "rank_probe": {"lr": 0.03, "init": "text"},
     }
     # rank_probe on a base model starts from the task's text, as vanilla's decoder-only recipe
@@ -156,6 +157,24 @@ def test_base_model_recipes_are_the_measured_ones():
     assert config.method_options["init"] == "text" and config.sources["init"] == "method recipe rank_probe/decoder-only base"
     assert config.method_options["init_text"] == "Answer with bad or good."
     assert resolved(TrainConfig(method="rank_probe", length=4), "decoder-only").method_options.get("init", "vocab") == "vocab"
+
+
+def test_a_text_start_without_label_words_falls_back_to_the_method_s_own_init(monkeypatch):
+    """A recipe's init="text" on a task without label words (generation) has no text to start
+    from: each method falls back to an init it has (DPT has no vocab init)."""
+    from softprompt.prompts import make_config, method_fields
+
+    fallbacks = {}
+    for method, (config_cls, _) in REGISTRY.items():
+        if "init_text" not in method_fields(method):
+            continue
+        monkeypatch.setattr(config_cls, "recipes", {"base": {"init": "text"}})
+        config = resolved(TrainConfig(method=method, length=4), "decoder-only", base=True, label_words=None)
+        options = config.method_options
+        make_config(method, **options)  # a valid config
+        fallbacks[method] = options["init"]
+        assert config.sources["init"].endswith(f"({options['init']}: the task has no label words)")
+    assert fallbacks == {"prompt": "vocab", "residual": "vocab", "dpt": "scaled", "dept": "vocab", "rank_probe": "vocab"}
 
 
 def test_a_recipe_s_sink_needs_a_bos_token(monkeypatch, tmp_path):

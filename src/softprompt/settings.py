@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .config import BASE_MODEL, BASE_MODEL_DEFAULTS, KIND_DEFAULTS, TrainConfig
-from .prompts import method_fields, recipe_for
+from .prompts import init_without_text, method_fields, recipe_for
 from .recipes import RECIPES
 
 DATA_ENV = "SOFTPROMPT_DATA_DIR"
@@ -268,7 +268,8 @@ def for_backbone(config: TrainConfig, kind: str, *, bos: bool = True, base: bool
         if label_words:
             changes["init_text"], sources["init_text"] = f"Answer with {' or '.join(label_words)}.", "the task's label words (text init)"
         elif "init" not in config.method_options:
-            changes["init"], sources["init"] = "vocab", sources["init"] + " (vocab: the task has no label words)"
+            fallback = init_without_text(config.method)
+            changes["init"], sources["init"] = fallback, sources["init"] + f" ({fallback}: the task has no label words)"
     if not changes:
         return config
     record = None if config.sources is None else {**config.sources, **sources}

@@ -1,7 +1,18 @@
 """Prompt methods: one file each, listed in ``registry.py``."""
 
 from .base import BackboneInfo, ConfigError, ParamGroup, PromptConfig, PromptMethod
-from .registry import METHODS, REGISTRY, build_method, config_from_dict, make_config, method_fields, method_options, methods, recipe_for
+from .registry import (
+    METHODS,
+    REGISTRY,
+    build_method,
+    config_from_dict,
+    init_without_text,
+    make_config,
+    method_fields,
+    method_options,
+    methods,
+    recipe_for,
+)
 
 __all__ = [
     "METHODS",
@@ -13,6 +24,7 @@ __all__ = [
     "PromptMethod",
     "build_method",
     "config_from_dict",
+    "init_without_text",
     "make_config",
     "method_fields",
     "method_options",

@@ -53,6 +53,9 @@ class PromptConfig:
     """Overrides of run settings and method options per backbone kind, e.g.
     ``{'decoder-only': {'lr': 0.03, 'init': 'scaled'}}``; the values are filled in from
     measured sweeps. A subclass assigns a new dict, never mutates this one."""
+    init_without_text: ClassVar[str] = "vocab"
+    """For a method with ``init_text``: the init a recipe's ``init="text"`` becomes where the task
+    has no label words to make the text of (a generation task)."""
     length: int = option(100, "prompt length n (number of prompt tokens)", "N")
     sink: str = option("none", "decoder-only: none (the prompt first, as the papers and PEFT) or bos (the model's BOS token, frozen, ahead of the prompt: the attention sink falls on a real token, not on the first prompt row)", "KIND")
 

@@ -94,3 +94,10 @@ def recipe_for(method: str, kind: str) -> dict[str, Any]:
     ``kind`` ``"base"``: what changes on a base (pretrained only) decoder-only model."""
     config_cls, _ = _entry(method)
     return dict(getattr(config_cls, "recipes", {}).get(kind, {}))
+
+
+def init_without_text(method: str) -> str:
+    """The init a text start falls back to where the task gives no text (no label words: a
+    generation task), the method's own (``PromptConfig.init_without_text``)."""
+    config_cls, _ = _entry(method)
+    return config_cls.init_without_text
