@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from softprompt.cli import main
 from softprompt.config import TrainConfig
-from softprompt.rundir import CheckpointError, RunDir, RunLockedError
+from softprompt.rundir import CheckpointError, RunDir, RunLockedError, run_identity
 from softprompt.train import train
 from conftest import tiny_llama
 from helpers import tiny_tokenizer, write_sst2
@@ -337,6 +337,38 @@ def test_truncated_checkpoint_file_falls_back_to_an_older_complete_one_or_names_
     assert torch.equal(tensors(run / "prompt" / "prompt.safetensors")["embedding"], final["embedding"])
     assert records(run) == log  # the same records, the test record once
     assert leftovers(run) == []
+
+
+def test_resume_may_add_gradient_checkpointing_a_tracker_and_another_checkpoint_interval(tmp_path):
+    """What says where and how often, not what the run computes, may change on resume: the run
+    ends where the straight one did (to float rounding: checkpointing runs the naive join)."""
+    backbone, tok = tiny_llama(), tiny_tokenizer()
+    run = _straight_with_step2_copy(tmp_path, backbone, tok)
+    final = tensors(run / "prompt" / "prompt.safetensors")["embedding"]
+    straight = {r["step"]: r["loss"] for r in records(run) if "loss" in r}
+    shutil.rmtree(run / "checkpoint")
+    shutil.move(tmp_path / "step2", run / "checkpoint")  # killed after step 2
+    RunDir.open(config(tmp_path, resume=True, report_to="tensorboard")).release()  # not refused
+    with pytest.raises(ValueError, match=r"config.json: cannot resume with log_every=2; the run used 1"):
+        RunDir.open(config(tmp_path, resume=True, log_every=2))
+
+    metrics = train(config(tmp_path, resume=True, gradient_checkpointing=True, checkpoint_every=1), backbone, tok)
+    assert metrics["steps"] == 4
+    torch.testing.assert_close(tensors(run / "prompt" / "prompt.safetensors")["embedding"], final)
+    resumed = {r["step"]: r["loss"] for r in records(run) if "loss" in r}
+    assert resumed.keys() == straight.keys() == {1, 2, 3, 4}
+    assert all(abs(resumed[k] - straight[k]) < 1e-5 for k in straight), (resumed, straight)
+    # the checkpoint still names the run config.json holds (config.json is not rewritten on resume)
+    assert json.loads((run / "checkpoint" / "state.json").read_text())["run"] == run_identity(json.loads((run / "config.json").read_text()))
+
+
+def test_a_runs_identity_is_the_hash_earlier_versions_gave_its_checkpoints():
+    """Fields made resumable later stay in the hash, or an older checkpoint would be "another run's"."""
+    saved = {"task": "sst2", "method": "prompt", "lr": 0.1, "seed": 0, "report_to": None, "gradient_checkpointing": False,
+             "checkpoint_every": None, "output_dir": "runs/x", "model": "m", "eval_batch_size": 32}
+    assert run_identity(saved) == "249fa35ea3d2c9fd"  # what 0357580's run_identity gave
+    assert run_identity({**saved, "output_dir": "elsewhere", "eval_batch_size": 8}) == "249fa35ea3d2c9fd"
+    assert run_identity({**saved, "lr": 0.05}) != "249fa35ea3d2c9fd"
 
 
 def test_torn_last_log_line_is_dropped_and_the_test_record_written_once(tmp_path):

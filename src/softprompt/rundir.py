@@ -75,8 +75,16 @@ OWN_FOLDERS = {
 SEED_DIR = re.compile(r"seed--?[0-9]+")  # RunDir.seed_dir's names; "seed-notes" is a user's folder
 # Fields that may differ between a run and its resumption (all others define the run).
 # fsdp, device_map, max_memory: where the same frozen weights sit, not what they compute (dtype and
-# quantize change the numbers: a run resumed with another is refused)
-RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp", "device_map", "max_memory"}
+# quantize change the numbers: a run resumed with another is refused). gradient_checkpointing
+# recomputes the same activations (RNG state kept), so a run that ran out of memory resumes with it;
+# checkpoint_every and report_to say when the state is saved and where records also go. (log_every
+# stays: a checkpoint's window_loss sums the steps since the last log line under the old interval.)
+RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp", "device_map", "max_memory",
+             "gradient_checkpointing", "checkpoint_every", "report_to"}
+# The fields a checkpoint's run name (``run_identity``) leaves out. Frozen, not RESUMABLE: a
+# checkpoint written by an earlier version holds the hash without them, and must still resume.
+# (The hash is of config.json, which a resumed run never rewrites, so it never changes in a run.)
+IDENTITY_OMITS = ("resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp", "device_map", "max_memory")
 LOCK_NAME = ".lock"
 
 
@@ -90,8 +98,8 @@ class RunLockedError(RunExistsError):
 
 def run_identity(config: dict[str, Any]) -> str:
     """The name a checkpoint gives its run: a hash of the config fields that define the run
-    (every field but ``RESUMABLE``), as ``config.json`` holds them."""
-    defining = {k: v for k, v in config.items() if k not in RESUMABLE}
+    (every field but ``IDENTITY_OMITS``), as ``config.json`` holds them."""
+    defining = {k: v for k, v in config.items() if k not in IDENTITY_OMITS}
     return hashlib.sha256(json.dumps(defining, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

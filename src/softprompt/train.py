@@ -212,7 +212,10 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     raw.usage = usage_record(c, task)  # saved with every prompt: how it is read (predict, eval)
     fingerprint = backbone_fingerprint(raw.backbone)
     if c.gradient_checkpointing:
-        raw.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed it (the old name warns); non-reentrant keeps each recompute's RNG state
+        new = hasattr(raw.backbone, "activation_checkpointing_enable")
+        enable = raw.backbone.activation_checkpointing_enable if new else raw.backbone.gradient_checkpointing_enable
+        enable({"use_reentrant": False})
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
     # a metric, or the mean of several (Residual PT); with_selection adds a mean to each result
     selection, averaged = selection_metrics(c.selection_metric, task.metrics, task.name)
