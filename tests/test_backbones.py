@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import softprompt
+from softprompt.backbones import enable_checkpointing
 from softprompt.backbones.join import UnsupportedModelError, prepend
 from conftest import batch_for, tiny_gpt2, tiny_llama, tiny_t5
 
@@ -165,7 +166,7 @@ def test_unsupported_model_names_the_class():
 
 def test_gradient_checkpointing_uses_the_naive_path():
     model = softprompt.attach(tiny_llama(), method="prompt", length=3)
-    model.backbone.gradient_checkpointing_enable()
+    enable_checkpointing(model.backbone)
     model.backbone.train()
     assert not model.join.use_shared(model.prompt_embeddings())
     ids, mask, labels = batch_for(model.backbone)

@@ -29,6 +29,7 @@ import pytest
 import torch
 
 import softprompt
+from softprompt.backbones import enable_checkpointing
 from softprompt.config import TrainConfig
 from softprompt.evaluate import NoPrompt, evaluate, generate_texts, rank_choices
 from softprompt.tasks import Example, get_task
@@ -155,7 +156,7 @@ def test_gradient_checkpointing_step_runs_the_head_at_labels_only(quiet):
     """Training with gradient checkpointing takes the naive path: its head too runs at N rows."""
     backbone = tiny_llama()
     model = softprompt.attach(backbone, "prompt", length=3, seed=0, init="normal")
-    backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(backbone)
     model.train()
     ids, mask, labels = suffix_batch(padding="right")
     assert not model.join.use_shared(model.prompt_embeddings(), ids.shape[1])

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from . import distributed
+from .backbones import enable_checkpointing
 from .batching import apply_chat_template
 from .checkpoint import STATE_FILE, backbone_fingerprint, check_backbone
 from .config import TrainConfig
@@ -212,10 +213,7 @@ def _train_one(c: TrainConfig, run: RunDir, model: Any, tokenizer: Any, task: An
     raw.usage = usage_record(c, task)  # saved with every prompt: how it is read (predict, eval)
     fingerprint = backbone_fingerprint(raw.backbone)
     if c.gradient_checkpointing:
-        # transformers 5 renamed it (the old name warns); non-reentrant keeps each recompute's RNG state
-        new = hasattr(raw.backbone, "activation_checkpointing_enable")
-        enable = raw.backbone.activation_checkpointing_enable if new else raw.backbone.gradient_checkpointing_enable
-        enable({"use_reentrant": False})
+        enable_checkpointing(raw.backbone)
     mode = c.eval_mode if c.eval_mode != "auto" else default_mode(task, validation)
     # a metric, or the mean of several (Residual PT); with_selection adds a mean to each result
     selection, averaged = selection_metrics(c.selection_metric, task.metrics, task.name)

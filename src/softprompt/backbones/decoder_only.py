@@ -32,7 +32,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .attention import Layout, Unpackable, can_pack, grouped_attention, packed_attention
 from .base import Join
-from .facts import DECODER_ONLY, IGNORE_INDEX
+from .facts import DECODER_ONLY, IGNORE_INDEX, checkpointing
 from .layout import RowPrompts, as_rows, positions_from_mask, prepend_rows
 from .prefix_cache import KeptPrefix, may_keep, parameters_key, rows_cache
 
@@ -81,10 +81,7 @@ class DecoderOnlyJoin(Join):
         the verdict, so an architecture with a quirk of its own falls back instead of giving
         silently different numbers.
         """
-        # transformers 5 renamed the flag; read whichever this version has without a warning.
-        flag = "is_activation_checkpointing" if hasattr(type(self.backbone), "is_activation_checkpointing") else "is_gradient_checkpointing"
-        checkpointing = getattr(self.backbone, flag, False) and self.backbone.training
-        if not self.can_share or checkpointing:
+        if not self.can_share or checkpointing(self.backbone):
             return False
         rows = prompt if isinstance(prompt, RowPrompts) else None
         width = rows.width if rows is not None else prompt.shape[0]

@@ -101,6 +101,20 @@ def sink_ids(backbone: nn.Module, kind: str, sink: str) -> list[int]:
     return [bos]
 
 
+def checkpointing(backbone: nn.Module) -> bool:
+    """Whether the backbone recomputes activations in its backward (and is training)."""
+    # transformers 5 renamed the flag and warns on the old name: read whichever this version has
+    new = hasattr(type(backbone), "is_activation_checkpointing")
+    return bool(getattr(backbone, "is_activation_checkpointing" if new else "is_gradient_checkpointing", False)) and backbone.training
+
+
+def enable_checkpointing(backbone: nn.Module) -> None:
+    """Turn on activation checkpointing, non-reentrant: each recompute restores the RNG state,
+    so dropout draws what the first forward drew and the numbers are the run's own."""
+    new = hasattr(backbone, "activation_checkpointing_enable")  # the old name warns since transformers 5
+    (backbone.activation_checkpointing_enable if new else backbone.gradient_checkpointing_enable)({"use_reentrant": False})
+
+
 def backbone_name(backbone: nn.Module) -> str | None:
     return getattr(backbone, "name_or_path", None) or getattr(getattr(backbone, "config", None), "_name_or_path", None) or None
 
