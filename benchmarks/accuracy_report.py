@@ -134,7 +134,7 @@ def against(runs: list[dict], tasks: list[str], reference: str) -> str:
     lines = [f"| minus {reference}, paired by seed | " + " | ".join(tasks) + " |", "|---|" + "---|" * len(tasks)]
     lines += [f"| {name} | " + " | ".join(cell(name, t) for t in tasks) + " |" for name in names]
     sizes = {t: next((r["test_n"] for r in runs if r["task"] == t and r.get("test_n")), None) for t in tasks}
-    known = [f"{t} {n} rows (one row = {100 / n:.1f} points)" for t, n in sizes.items() if n]
+    known = [f"{t} {n} rows (one row = {100 / n:.2g} points)" for t, n in sizes.items() if n]
     if known:
         lines.append("\nReported split: " + ", ".join(known) + ".")
     return "\n".join(lines)
