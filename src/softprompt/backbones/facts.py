@@ -109,8 +109,9 @@ def checkpointing(backbone: nn.Module) -> bool:
 
 
 def enable_checkpointing(backbone: nn.Module) -> None:
-    """Turn on activation checkpointing, non-reentrant: each recompute restores the RNG state,
-    so dropout draws what the first forward drew and the numbers are the run's own."""
+    """Turn on activation checkpointing, non-reentrant (torch's recommended kind; it does not need
+    the inputs to require grad). torch restores the RNG state for each recompute, so dropout draws
+    what the first forward drew and a run computes the same with it as without."""
     new = hasattr(backbone, "activation_checkpointing_enable")  # the old name warns since transformers 5
     (backbone.activation_checkpointing_enable if new else backbone.gradient_checkpointing_enable)({"use_reentrant": False})
 
