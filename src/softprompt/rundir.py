@@ -73,18 +73,18 @@ OWN_FOLDERS = {
     "data": ("train.jsonl", "validation.jsonl", "test.jsonl"),  # train(train_data=...): the rows given in Python
 }
 SEED_DIR = re.compile(r"seed--?[0-9]+")  # RunDir.seed_dir's names; "seed-notes" is a user's folder
-# Fields that may differ between a run and its resumption (all others define the run).
+# The fields a checkpoint's run name (``run_identity``) leaves out. Frozen: a checkpoint written by
+# an earlier version holds the hash without them, and must still resume. (The hash is of
+# config.json, which a resumed run never rewrites, so it never changes in a run.)
 # fsdp, device_map, max_memory: where the same frozen weights sit, not what they compute (dtype and
-# quantize change the numbers: a run resumed with another is refused). gradient_checkpointing
-# recomputes the same activations (RNG state kept), so a run that ran out of memory resumes with it;
-# checkpoint_every and report_to say when the state is saved and where records also go. (log_every
-# stays: a checkpoint's window_loss sums the steps since the last log line under the old interval.)
-RESUMABLE = {"resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp", "device_map", "max_memory",
-             "gradient_checkpointing", "checkpoint_every", "report_to"}
-# The fields a checkpoint's run name (``run_identity``) leaves out. Frozen, not RESUMABLE: a
-# checkpoint written by an earlier version holds the hash without them, and must still resume.
-# (The hash is of config.json, which a resumed run never rewrites, so it never changes in a run.)
+# quantize change the numbers: a run resumed with another is refused).
 IDENTITY_OMITS = ("resume", "overwrite", "output_dir", "model", "data_dir", "eval_batch_size", "fsdp", "device_map", "max_memory")
+# Fields that may differ between a run and its resumption (all others define the run): those, and
+# the ones made resumable since, which stay in the hash. gradient_checkpointing recomputes the same
+# activations (RNG state kept), so a run that ran out of memory resumes with it; checkpoint_every
+# and report_to say when the state is saved and where records also go. (log_every stays: a
+# checkpoint's window_loss sums the steps since the last log line under the old interval.)
+RESUMABLE = {*IDENTITY_OMITS, "gradient_checkpointing", "checkpoint_every", "report_to"}
 LOCK_NAME = ".lock"
 
 
